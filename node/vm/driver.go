@@ -153,6 +153,22 @@ type Options struct {
 	// MaxRunning overrides the per-host running limit (tests); 0 keeps the
 	// platform's own.
 	MaxRunning int
+	// GuestLogin is what simulated guests accept over SSH: the credentials
+	// fleetctl installs into real guest images (sim only; a real guest's
+	// accounts live in its disk image).
+	GuestLogin GuestLogin
+	// GuestSSHPort is the port simulated guests serve SSH on; 0 means 22
+	// (sim only; real guests always use 22).
+	GuestSSHPort int
+}
+
+// GuestLogin holds the credentials a guest's SSH server accepts.
+type GuestLogin struct {
+	User string
+	// Password, if not empty, is accepted for User. Never log it.
+	Password string
+	// AuthorizedKeys holds public keys in authorized_keys format.
+	AuthorizedKeys []byte
 }
 
 var (
