@@ -1,0 +1,63 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// ControlPlaneT starts a control plane for a test and stops it at cleanup,
+// printing the component logs' tails when the test failed.
+func ControlPlaneT(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if opts.Log == nil {
+		opts.Log = t.Logf
+	}
+	cp, err := StartControlPlane(ctx, t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range cp.procs {
+				t.Logf("--- %s log tail (%s) ---\n%s", p.Name, p.LogPath, p.Tail(15))
+			}
+		}
+		cp.Stop()
+	})
+	return cp
+}
+
+// RegistryT starts a registry for a test and stops it at cleanup.
+func RegistryT(t testing.TB) *Registry {
+	t.Helper()
+	r, err := StartRegistry(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatalf("registry: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// DockerT returns a Docker engine for a test (starting one if needed).
+func DockerT(t testing.TB) *Docker {
+	t.Helper()
+	d, err := StartDocker(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatalf("docker: %v", err)
+	}
+	t.Cleanup(d.Stop)
+	return d
+}
+
+// RequireRoot fails (not skips) the test when not run as root: the lab's
+// namespaces, sshd and guest addresses need it, and CI runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test needs root (CI runs as root); run it with sudo or via `make test`")
+	}
+}
