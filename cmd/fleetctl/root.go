@@ -17,5 +17,7 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(version.NewCommand())
+	root.AddCommand(newValidateCommand())
+	root.AddCommand(newSchemaCommand())
 	return root
 }

@@ -1,0 +1,179 @@
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vzfleet/vzfleet/inventory/v1alpha1"
+)
+
+func TestJSONSchemaGolden(t *testing.T) {
+	b, err := generateSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(b) {
+		t.Fatal("schema is not valid JSON")
+	}
+	golden(t, "testdata/schema.golden.json", b)
+}
+
+// TestExampleKeysInSchema walks examples/inventory.yaml and the schema side
+// by side: every key written in the example must be a described property.
+func TestExampleKeysInSchema(t *testing.T) {
+	var schema map[string]any
+	if err := json.Unmarshal(JSONSchema(), &schema); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../examples/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	w := schemaWalker{t: t, defs: schema["definitions"].(map[string]any)}
+	w.walk(doc.Content[0], schema, "")
+	if w.keys < 60 {
+		t.Errorf("checked only %d keys; the example should show every field", w.keys)
+	}
+}
+
+type schemaWalker struct {
+	t    *testing.T
+	defs map[string]any
+	keys int
+}
+
+// resolve follows $ref and single-element allOf wrappers.
+func (w *schemaWalker) resolve(s map[string]any) map[string]any {
+	for {
+		if ref, ok := s["$ref"].(string); ok {
+			s = w.defs[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any)
+			continue
+		}
+		if all, ok := s["allOf"].([]any); ok && len(all) == 1 {
+			s = all[0].(map[string]any)
+			continue
+		}
+		return s
+	}
+}
+
+func (w *schemaWalker) walk(n *yaml.Node, s map[string]any, path string) {
+	s = w.resolve(s)
+	switch n.Kind {
+	case yaml.MappingNode:
+		props, hasProps := s["properties"].(map[string]any)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i].Value, n.Content[i+1]
+			if !hasProps {
+				continue // a free-form map such as labels
+			}
+			p, ok := props[key].(map[string]any)
+			if !ok {
+				w.t.Errorf("%s%s (line %d): not in the schema", path, key, n.Content[i].Line)
+				continue
+			}
+			w.keys++
+			if d, _ := p["description"].(string); len(d) < 10 {
+				w.t.Errorf("%s%s: no description in the schema", path, key)
+			}
+			w.walk(val, p, path+key+".")
+		}
+	case yaml.SequenceNode:
+		items, ok := s["items"].(map[string]any)
+		if !ok {
+			w.t.Errorf("%s: a list in the example, not in the schema", path)
+			return
+		}
+		for _, item := range n.Content {
+			w.walk(item, items, path+"[]")
+		}
+	}
+}
+
+// TestSchemaDefaultsMatchSetDefaults: the default keywords editors show are
+// the values SetDefaultsHost and SetDefaultsRollout really apply.
+func TestSchemaDefaultsMatchSetDefaults(t *testing.T) {
+	spec := v1alpha1.HostSpec{SSH: &v1alpha1.SSH{JumpHost: &v1alpha1.JumpHost{}}}
+	v1alpha1.SetDefaultsHost("h", &spec)
+	var r v1alpha1.Rollout
+	v1alpha1.SetDefaultsRollout(&r)
+	checked := 0
+	var check func(v reflect.Value)
+	check = func(v reflect.Value) {
+		for i := range v.NumField() {
+			sf, fv := v.Type().Field(i), v.Field(i)
+			if fv.Kind() == reflect.Pointer && !fv.IsNil() && fv.Elem().Kind() == reflect.Struct && !fv.Type().Implements(textUnmarshalerType) {
+				check(fv.Elem())
+				continue
+			}
+			want, ok := sf.Tag.Lookup("default")
+			if !ok || strings.Contains(want, "<") {
+				continue
+			}
+			if fv.Kind() != reflect.Pointer || fv.IsNil() {
+				t.Errorf("%s: schema default %q but SetDefaults leaves it unset", sf.Name, want)
+				continue
+			}
+			var got string
+			switch x := fv.Interface().(type) {
+			case *v1alpha1.Duration:
+				got = x.Duration.String()
+				want = mustDuration(t, want)
+			case *v1alpha1.Quantity:
+				got = x.String()
+			case *v1alpha1.IntOrPercent:
+				got = fmt.Sprint(x.Value)
+			default:
+				got = fmt.Sprint(fv.Elem().Interface())
+			}
+			if got != want {
+				t.Errorf("%s: schema default %q, SetDefaults applies %q", sf.Name, want, got)
+			}
+			checked++
+		}
+	}
+	check(reflect.ValueOf(spec))
+	check(reflect.ValueOf(r))
+	if checked < 15 {
+		t.Errorf("checked only %d defaults", checked)
+	}
+}
+
+func mustDuration(t *testing.T, s string) string {
+	var d v1alpha1.Duration
+	if err := d.UnmarshalText([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	return d.Duration.String()
+}
+
+// TestSchemaEnumsMatchValidation: every enum value the schema offers loads,
+// and a value outside it is refused.
+func TestSchemaEnumsMatchValidation(t *testing.T) {
+	var schema map[string]any
+	if err := json.Unmarshal(JSONSchema(), &schema); err != nil {
+		t.Fatal(err)
+	}
+	node := schema["definitions"].(map[string]any)["Node"].(map[string]any)["properties"].(map[string]any)
+	for _, field := range []string{"driver", "logLevel"} {
+		enum := node[field].(map[string]any)["enum"].([]any)
+		for _, v := range append(slices.Clone(enum), "bogus") {
+			doc := fmt.Sprintf("apiVersion: vzfleet.dev/v1alpha1\nkind: Inventory\nhosts:\n- name: h\n  ssh: {address: h, user: u}\n  guestSSH: {password: {env: P}}\n  node: {%s: %s}\n", field, v)
+			_, err := Parse([]byte(doc), "t.yaml", testOptions()...)
+			if (err == nil) != (v != "bogus") {
+				t.Errorf("%s: %v: got err=%v", field, v, err)
+			}
+		}
+	}
+}
