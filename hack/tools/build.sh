@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control-plane tools the tests and the lab run (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, etcd) into hack/tools/bin.
+# kube-controller-manager, kube-scheduler, kubectl, etcd, staticcheck) into
+# hack/tools/bin.
 # A tool is rebuilt only when its pinned version (the stamp) changes, so a
 # second run takes well under a second.
 set -euo pipefail
@@ -10,6 +11,7 @@ mkdir -p "$bin"
 
 k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' go.mod)
 etcd_version=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2}' etcd/go.mod)
+staticcheck_version=$(awk '$1=="require" && $2=="honnef.co/go/tools" {print $3}' lint/go.mod)
 k8s_minor=$(echo "$k8s_version" | cut -d. -f2)
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} \
 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${k8s_minor} \
@@ -30,6 +32,7 @@ build() { # name version dir package
 }
 
 build etcd "$etcd_version" etcd go.etcd.io/etcd/server/v3
+build staticcheck "$staticcheck_version" lint honnef.co/go/tools/cmd/staticcheck
 build kubectl "$k8s_version" . k8s.io/kubernetes/cmd/kubectl
 build kube-scheduler "$k8s_version" . k8s.io/kubernetes/cmd/kube-scheduler
 build kube-controller-manager "$k8s_version" . k8s.io/kubernetes/cmd/kube-controller-manager

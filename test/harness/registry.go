@@ -48,6 +48,9 @@ storage:
 http:
   addr: %s
 `, r.StorageDir, r.Addr)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	cfgPath := filepath.Join(dir, "registry.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
