@@ -1,0 +1,10 @@
+//go:build !unix
+
+package remote
+
+import "os"
+
+// lockFile: without flock, appends are serialized within this process only.
+func lockFile(*os.File) error { return nil }
+
+func unlockFile(*os.File) {}

@@ -1,0 +1,13 @@
+//go:build unix
+
+package remote
+
+import (
+	"os"
+	"syscall"
+)
+
+// lockFile takes an exclusive advisory lock (flock) on f, waiting for it.
+func lockFile(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }
+
+func unlockFile(f *os.File) { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }

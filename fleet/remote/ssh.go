@@ -1,0 +1,344 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrClosed: the host was closed by the caller.
+var ErrClosed = errors.New("host connection closed")
+
+// SSH is a host reached over SSH. It keeps one connection (through its jump
+// hosts), multiplexes commands as sessions on it and serves files over SFTP
+// on the same connection. Safe for concurrent use.
+type SSH struct {
+	cfg    Config
+	target hop
+	jumps  []hop
+	sem    chan struct{} // bounds concurrent command sessions
+
+	mu     sync.Mutex
+	client *ssh.Client
+	chain  []*ssh.Client
+	sftp   *sftp.Client
+	closed bool
+}
+
+var _ Host = (*SSH)(nil)
+
+// Name is the host's name for messages.
+func (s *SSH) Name() string { return s.cfg.Name }
+
+// User is the account the connection logs in as.
+func (s *SSH) User() string { return s.target.user }
+
+// connect returns the live connection, dialling when there is none.
+func (s *SSH) connect(ctx context.Context) (*ssh.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
+	}
+	if s.client != nil {
+		return s.client, nil
+	}
+	c, chain, err := s.dialChain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.client, s.chain = c, chain
+	done := make(chan struct{})
+	go func() {
+		_ = c.Wait()
+		close(done)
+		s.drop(c)
+	}()
+	if s.cfg.KeepAlive > 0 {
+		go s.keepAlive(c, done)
+	}
+	return c, nil
+}
+
+// drop forgets c once it is dead (or suspected dead) so the next call
+// dials again.
+func (s *SSH) drop(c *ssh.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != c {
+		return
+	}
+	if s.sftp != nil {
+		s.sftp.Close()
+		s.sftp = nil
+	}
+	c.Close()
+	for i := len(s.chain) - 1; i >= 0; i-- {
+		s.chain[i].Close()
+	}
+	s.client, s.chain = nil, nil
+}
+
+// keepAlive probes the connection; three unanswered probes close it.
+func (s *SSH) keepAlive(c *ssh.Client, done <-chan struct{}) {
+	t := time.NewTicker(s.cfg.KeepAlive)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		answered := make(chan error, 1)
+		go func() {
+			_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		select {
+		case err := <-answered:
+			if err == nil {
+				missed = 0
+				continue
+			}
+		case <-time.After(s.cfg.KeepAlive):
+		case <-done:
+			return
+		}
+		if missed++; missed >= 3 {
+			s.cfg.Logger.Warn("connection unresponsive, closing", "host", s.cfg.Name)
+			s.drop(c)
+			return
+		}
+	}
+}
+
+// session opens a session, redialling once if the connection was lost.
+func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := s.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sess, err := c.NewSession()
+		if err == nil {
+			return sess, nil
+		}
+		if attempt > 0 || ctx.Err() != nil || !isConnectionLost(c) {
+			return nil, fmt.Errorf("host %s: opening a session: %w", s.cfg.Name, err)
+		}
+		s.drop(c)
+	}
+}
+
+// isConnectionLost tells whether c no longer answers.
+func isConnectionLost(c *ssh.Client) bool {
+	answered := make(chan error, 1)
+	go func() {
+		_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		return err != nil
+	case <-time.After(5 * time.Second):
+		return true
+	}
+}
+
+// Run runs cmd through the login shell of the remote user.
+func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
+	var res Result
+	line, err := commandLine(cmd, s.cfg.Sudo, s.cfg.SudoPath)
+	if err != nil {
+		return res, fmt.Errorf("host %s: %w", s.cfg.Name, err)
+	}
+	display := displayLine(cmd, s.cfg.Sudo, s.cfg.SudoPath)
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, ctx.Err())
+	}
+	sess, err := s.session(ctx)
+	if err != nil {
+		<-s.sem
+		return res, err
+	}
+	out := newOutputs(cmd)
+	sess.Stdin, sess.Stdout, sess.Stderr = cmd.Stdin, out.stdout, out.stderr
+	if !cmd.Sensitive {
+		s.cfg.Logger.Debug("run", "host", s.cfg.Name, "cmd", display)
+	}
+	start := time.Now()
+	if err := sess.Start(line); err != nil {
+		sess.Close()
+		<-s.sem
+		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, err)
+	}
+	// The session keeps its slot until it really ends: a command that
+	// outlives its context still counts against sshd's MaxSessions.
+	waited := make(chan error, 1)
+	go func() {
+		err := sess.Wait()
+		sess.Close()
+		<-s.sem
+		waited <- err
+	}()
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		// sshd ignores signals for root logins (no privilege separation
+		// after login); closing the channel is all that is left then.
+		_ = sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, ctx.Err())
+	}
+	res.Duration = time.Since(start)
+	code, signal := 0, ""
+	var exit *ssh.ExitError
+	var missing *ssh.ExitMissingError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code, signal = exit.ExitStatus(), exit.Signal()
+		if signal != "" {
+			code = -1
+		}
+	case errors.As(err, &missing):
+		return res, fmt.Errorf("host %s: command %s: the connection ended without an exit status "+
+			"(the host may have gone down): %w", s.cfg.Name, display, err)
+	default:
+		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, err)
+	}
+	return res, out.result(&res, s.cfg.Name, s.target.user, cmd, display, code, signal, s.cfg.Sudo)
+}
+
+// sftpClient returns the SFTP client on the live connection.
+func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
+	c, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == c && s.sftp != nil {
+		return s.sftp, nil
+	}
+	sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: starting SFTP (is the sftp Subsystem enabled in sshd_config?): %w", s.cfg.Name, err)
+	}
+	if s.client == c {
+		s.sftp = sc
+	}
+	return sc, nil
+}
+
+// ReadFile reads a file over SFTP, or with `sudo -n cat` when the host
+// elevates and the file is not readable by the connecting user.
+func (s *SSH) ReadFile(ctx context.Context, path string) ([]byte, error) {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := sc.Open(path)
+	if err == nil {
+		defer f.Close()
+		stop := context.AfterFunc(ctx, func() { f.Close() })
+		defer stop()
+		data, err := io.ReadAll(f)
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, err)
+		}
+		return data, nil
+	}
+	if errors.Is(err, fs.ErrPermission) && s.cfg.Sudo {
+		res, err := s.Run(ctx, Cmd{Args: []string{"cat", path}, Sudo: true, Sensitive: true})
+		if err != nil {
+			return nil, fmt.Errorf("host %s: reading %s with sudo: %w", s.cfg.Name, path, err)
+		}
+		return res.Stdout, nil
+	}
+	return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, err)
+}
+
+// Stat describes a file over SFTP.
+func (s *SSH) Stat(ctx context.Context, path string) (FileInfo, error) {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	fi, err := sc.Stat(path)
+	if err != nil {
+		return FileInfo{}, fmt.Errorf("host %s: stat %s: %w", s.cfg.Name, path, err)
+	}
+	info := FileInfo{Path: path, Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}
+	if st, ok := fi.Sys().(*sftp.FileStat); ok {
+		info.UID, info.GID = st.UID, st.GID
+	}
+	return info, nil
+}
+
+// Upload writes a file atomically; see Upload.
+func (s *SSH) Upload(ctx context.Context, up Upload) error { return upload(ctx, s, up) }
+
+func (s *SSH) elevates() bool { return s.cfg.Sudo }
+
+// createTemp creates path over SFTP, exclusively and with mode 0600 before
+// any byte is written.
+func (s *SSH) createTemp(ctx context.Context, path string) (io.WriteCloser, error) {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := sc.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		_ = sc.Remove(path)
+		return nil, err
+	}
+	return sftpWriter{f}, nil
+}
+
+// sftpWriter sends data with several writes in flight (io.Copy uses
+// ReadFrom), which a plain sequential Write loop would not.
+type sftpWriter struct{ *sftp.File }
+
+func (w sftpWriter) ReadFrom(r io.Reader) (int64, error) { return w.ReadFromWithConcurrency(r, 0) }
+
+// Close closes the connection and its jump hosts' connections.
+func (s *SSH) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.sftp != nil {
+		s.sftp.Close()
+		s.sftp = nil
+	}
+	var err error
+	if s.client != nil {
+		err = s.client.Close()
+	}
+	for i := len(s.chain) - 1; i >= 0; i-- {
+		s.chain[i].Close()
+	}
+	s.client, s.chain = nil, nil
+	return err
+}

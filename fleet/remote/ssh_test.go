@@ -1,0 +1,540 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vzfleet/vzfleet/test/harness/sshd"
+	"golang.org/x/crypto/ssh"
+)
+
+// testConfig reaches srv with its client key and a known_hosts holding its
+// key; mods adjust it.
+func testConfig(t *testing.T, srv *sshd.Server, mods ...func(*Config)) Config {
+	t.Helper()
+	cfg := Config{
+		Name:            "mac-" + strconv.Itoa(srv.Port),
+		Address:         srv.Host,
+		Port:            srv.Port,
+		User:            srv.User,
+		IdentityFiles:   []string{srv.ClientKeyFile},
+		NoAgent:         true,
+		KnownHostsFiles: []string{srv.WriteKnownHosts(t)},
+		SSHConfigFile:   "none",
+		ConnectTimeout:  5 * time.Second,
+		KeepAlive:       -1,
+		RetryBackoff:    50 * time.Millisecond,
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	return cfg
+}
+
+func dialTest(t *testing.T, srv *sshd.Server, mods ...func(*Config)) *SSH {
+	t.Helper()
+	h, err := Dial(testContext(t), testConfig(t, srv, mods...))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// hostsUnderTest gives the Local host and an SSH host on a real sshd, so
+// every behaviour is checked on both implementations.
+func hostsUnderTest(t *testing.T) map[string]Host {
+	srv := sshd.Start(t, sshd.Options{})
+	return map[string]Host{"local": NewLocal(LocalOptions{}), "ssh": dialTest(t, srv)}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	for name, h := range hostsUnderTest(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+
+			t.Run("argv arrives unchanged", func(t *testing.T) {
+				res, err := h.Run(ctx, Cmd{Args: append([]string{"printf", `%s\0`}, trickyArgs...)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := splitNUL(res.Stdout); strings.Join(got, "\x00") != strings.Join(trickyArgs, "\x00") {
+					t.Fatalf("received\n%q\nwant\n%q", got, trickyArgs)
+				}
+			})
+
+			t.Run("exit status", func(t *testing.T) {
+				res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "echo oops >&2; exit 7"}})
+				var exit *ExitError
+				if !errors.As(err, &exit) || exit.Code != 7 || res.ExitCode != 7 {
+					t.Fatalf("want exit 7, got %v (result %d)", err, res.ExitCode)
+				}
+				if exit.Stderr != "oops\n" || !strings.Contains(err.Error(), "exited with status 7: oops") {
+					t.Fatalf("error lacks stderr: %v", err)
+				}
+			})
+
+			t.Run("signal", func(t *testing.T) {
+				_, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "kill -TERM $$"}})
+				var exit *ExitError
+				if !errors.As(err, &exit) || exit.Code != -1 || exit.Signal != "TERM" {
+					t.Fatalf("want killed by TERM, got %#v", err)
+				}
+			})
+
+			t.Run("stdin, dir and env", func(t *testing.T) {
+				dir := t.TempDir()
+				res, err := h.Run(ctx, Cmd{
+					Args:  []string{"sh", "-c", `pwd; echo "$GREETING"; cat`},
+					Dir:   dir,
+					Env:   []string{"GREETING=hello 'world'"},
+					Stdin: strings.NewReader("from stdin\n"),
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := dir + "\nhello 'world'\nfrom stdin\n"
+				if string(res.Stdout) != want {
+					t.Fatalf("got %q, want %q", res.Stdout, want)
+				}
+			})
+
+			t.Run("streaming", func(t *testing.T) {
+				var out, errOut bytes.Buffer
+				res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2"}, Stdout: &out, Stderr: &errOut})
+				if err != nil || out.String() != "out\n" || errOut.String() != "err\n" || len(res.Stdout) != 0 {
+					t.Fatalf("streamed %q/%q, captured %q, err %v", out.String(), errOut.String(), res.Stdout, err)
+				}
+			})
+
+			t.Run("sensitive output stays out of errors", func(t *testing.T) {
+				_, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "echo s3cret >&2; exit 1", "s3cret-arg"}, Env: []string{"TOKEN=s3cret-env"}, Sensitive: true})
+				if err == nil || strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("want an error without the secret, got %v", err)
+				}
+			})
+
+			t.Run("timeout", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				_, err := h.Run(ctx, Cmd{Args: []string{"sleep", "20"}})
+				if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+					t.Fatalf("want a deadline error soon, got %v after %v", err, time.Since(start))
+				}
+			})
+
+			t.Run("many at once", func(t *testing.T) {
+				// More than sshd's MaxSessions (10) on one connection.
+				var wg sync.WaitGroup
+				errs := make(chan error, 25)
+				for i := range 25 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						res, err := h.Run(ctx, Cmd{Args: []string{"echo", strconv.Itoa(i)}})
+						if err == nil && string(res.Stdout) != strconv.Itoa(i)+"\n" {
+							err = errors.New("wrong output " + string(res.Stdout))
+						}
+						errs <- err
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestUnknownHostRefused(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	empty := filepath.Join(t.TempDir(), "known_hosts")
+	_, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.KnownHostsFiles = []string{empty} }))
+	var unknown *UnknownHostError
+	if !errors.Is(err, ErrHostKeyUnknown) || !errors.As(err, &unknown) {
+		t.Fatalf("want an unknown host error, got %v", err)
+	}
+	for _, want := range []string{srv.Addr, "ssh-keyscan -p " + strconv.Itoa(srv.Port), "--accept-new-host-keys", fingerprint(srv)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Errorf("known_hosts was written without --accept-new-host-keys")
+	}
+}
+
+func TestChangedHostKeyRefused(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	kh := srv.WriteKnownHosts(t)
+	oldFP := fingerprint(srv)
+	srv.RotateHostKey()
+	for _, acceptNew := range []bool{false, true} {
+		_, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
+			c.KnownHostsFiles = []string{kh}
+			c.AcceptNewHostKeys = acceptNew
+		}))
+		var changed *HostKeyChangedError
+		if !errors.Is(err, ErrHostKeyChanged) || !errors.As(err, &changed) {
+			t.Fatalf("accept-new=%v: want a changed-key error, got %v", acceptNew, err)
+		}
+		for _, want := range []string{"HOST KEY CHANGED", oldFP, fingerprint(srv), "ssh-keygen -R '[127.0.0.1]:" + strconv.Itoa(srv.Port) + "'", kh + ":1"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error lacks %q: %v", want, err)
+			}
+		}
+	}
+	if data, _ := os.ReadFile(kh); strings.Count(string(data), "\n") != 1 {
+		t.Fatalf("known_hosts changed:\n%s", data)
+	}
+}
+
+func fingerprint(srv *sshd.Server) string { return ssh.FingerprintSHA256(srv.HostKey()) }
+
+func TestAcceptNewHostKeys(t *testing.T) {
+	t.Parallel()
+	kh := filepath.Join(t.TempDir(), "ssh", "known_hosts")
+	if err := os.MkdirAll(filepath.Dir(kh), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// An existing file without a final newline must stay intact.
+	if err := os.WriteFile(kh, []byte("# operator's notes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	servers := []*sshd.Server{sshd.Start(t, sshd.Options{}), sshd.Start(t, sshd.Options{}), sshd.Start(t, sshd.Options{})}
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
+				c.KnownHostsFiles = []string{kh}
+				c.AcceptNewHostKeys = true
+			}))
+			if err != nil {
+				t.Errorf("accept-new dial: %v", err)
+				return
+			}
+			h.Close()
+		}()
+	}
+	wg.Wait()
+	data, err := os.ReadFile(kh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 4 || lines[0] != "# operator's notes" {
+		t.Fatalf("known_hosts:\n%s", data)
+	}
+	for _, srv := range servers {
+		if !strings.Contains(string(data), srv.KnownHostsLine()+"\n") {
+			t.Errorf("known_hosts lacks %s", srv.KnownHostsLine())
+		}
+		// Recorded keys now verify strictly.
+		h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.KnownHostsFiles = []string{kh} }))
+		if err != nil {
+			t.Fatalf("strict dial after accept-new: %v", err)
+		}
+		h.Close()
+	}
+	if st, _ := os.Stat(kh); st.Mode().Perm() != 0o600 {
+		t.Errorf("known_hosts mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+func TestJumpHostFromSSHConfig(t *testing.T) {
+	t.Parallel()
+	jump := sshd.Start(t, sshd.Options{LogLevel: "DEBUG1"})
+	target := sshd.Start(t, sshd.Options{})
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(kh, []byte(jump.KnownHostsLine()+"\n"+target.KnownHostsLine()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(t.TempDir(), "config")
+	writeFile(t, config, `# fleet lab
+Host bastion
+    HostName 127.0.0.1
+    Port `+strconv.Itoa(jump.Port)+`
+    IdentityFile `+jump.ClientKeyFile+`
+
+Host mac-*
+    User `+target.User+`
+
+Host mac-1
+    HostName 127.0.0.1
+    Port `+strconv.Itoa(target.Port)+`
+    IdentityFile `+target.ClientKeyFile+`
+    ProxyJump bastion
+
+Host *
+    UserKnownHostsFile `+kh+`
+`)
+	h, err := Dial(testContext(t), Config{Address: "mac-1", SSHConfigFile: config, NoAgent: true, KeepAlive: -1})
+	if err != nil {
+		t.Fatalf("Dial through the jump host: %v", err)
+	}
+	defer h.Close()
+	res, err := h.Run(testContext(t), Cmd{Args: []string{"echo", "via jump"}})
+	if err != nil || string(res.Stdout) != "via jump\n" {
+		t.Fatalf("run: %q, %v", res.Stdout, err)
+	}
+	// The jump host's sshd forwarded a connection to the target's port.
+	want := "server_request_direct_tcpip: originator 0.0.0.0 port 0, target " + "127.0.0.1 port " + strconv.Itoa(target.Port)
+	waitFor(t, func() bool { return strings.Contains(jump.Log(), want) }, "the jump host's log to show "+want)
+}
+
+func TestDialRetriesUntilListening(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{Defer: true})
+	records := &recorder{}
+	type result struct {
+		h   *SSH
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
+			c.DialAttempts = 40
+			c.RetryBackoff = 100 * time.Millisecond
+			c.Logger = slog.New(records)
+		}))
+		done <- result{h, err}
+	}()
+	time.Sleep(700 * time.Millisecond)
+	srv.Restart()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Dial: %v", r.err)
+	}
+	r.h.Close()
+	if records.count("retrying") == 0 {
+		t.Fatal("Dial connected without retrying; the test did not exercise retries")
+	}
+}
+
+func TestDialDoesNotRetryAuthOrHostKeyErrors(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	other := sshd.Start(t, sshd.Options{Defer: true}) // its client key is not authorized on srv
+	tests := map[string]func(*Config){
+		"auth":     func(c *Config) { c.IdentityFiles = []string{other.ClientKeyFile} },
+		"host key": func(c *Config) { c.KnownHostsFiles = []string{filepath.Join(t.TempDir(), "none")} },
+	}
+	for name, mod := range tests {
+		records := &recorder{}
+		_, err := Dial(testContext(t), testConfig(t, srv, mod, func(c *Config) { c.Logger = slog.New(records) }))
+		if err == nil {
+			t.Fatalf("%s: Dial succeeded", name)
+		}
+		if n := records.count("retrying"); n != 0 {
+			t.Errorf("%s: retried %d times: %v", name, n, err)
+		}
+		if name == "auth" && !strings.Contains(err.Error(), "authentication as \""+srv.User+"\" failed") {
+			t.Errorf("auth error unclear: %v", err)
+		}
+	}
+}
+
+func TestHostDown(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	srv.Stop()
+	start := time.Now()
+	_, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.DialAttempts = 3 }))
+	if err == nil || !strings.Contains(err.Error(), "connecting to "+srv.Addr) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("want connection refused naming the address, got %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("giving up took %v", time.Since(start))
+	}
+}
+
+func TestKeyFiles(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{Defer: true})
+	encrypted := filepath.Join(t.TempDir(), "id_encrypted")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "passphrase", "-f", encrypted).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	_, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.IdentityFiles = []string{encrypted} }))
+	if err == nil || !strings.Contains(err.Error(), "is encrypted with a passphrase") || !strings.Contains(err.Error(), "ssh-add "+encrypted) {
+		t.Fatalf("want a clear encrypted-key error, got %v", err)
+	}
+	_, err = Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.IdentityFiles = []string{"/nonexistent/id_ed25519"} }))
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/id_ed25519") {
+		t.Fatalf("want an error naming the missing key file, got %v", err)
+	}
+}
+
+func TestAgentAuth(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	agentCmd := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := agentCmd.Start(); err != nil {
+		t.Fatalf("ssh-agent: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = agentCmd.Process.Kill()
+		_ = agentCmd.Wait()
+	})
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, "ssh-agent's socket")
+	add := exec.Command("ssh-add", srv.ClientKeyFile)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v: %s", err, out)
+	}
+	config := filepath.Join(t.TempDir(), "config")
+	writeFile(t, config, "Host *\n  IdentityAgent "+sock+"\n")
+	h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
+		c.IdentityFiles = nil
+		c.NoAgent = false
+		c.SSHConfigFile = config
+	}))
+	if err != nil {
+		t.Fatalf("Dial with the agent's key: %v", err)
+	}
+	h.Close()
+}
+
+func TestSudo(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	ctx := testContext(t)
+
+	t.Run("elevates with sudo -n", func(t *testing.T) {
+		if _, err := exec.LookPath("sudo"); err != nil {
+			t.Fatal("sudo is not installed (apt-get install sudo)")
+		}
+		h := dialTest(t, srv, func(c *Config) { c.Sudo = true })
+		res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", `echo "$SUDO_COMMAND" $(id -u)`}, Sudo: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Stdout); !strings.HasPrefix(got, "/usr/bin/sh -c") && !strings.HasPrefix(got, "/bin/sh -c") || !strings.HasSuffix(got, " 0\n") {
+			t.Fatalf("not run through sudo as root: %q", got)
+		}
+		// Without Cmd.Sudo, no sudo.
+		res, err = h.Run(ctx, Cmd{Args: []string{"sh", "-c", `echo "[$SUDO_COMMAND]"`}})
+		if err != nil || string(res.Stdout) != "[]\n" {
+			t.Fatalf("unprivileged command went through sudo: %q %v", res.Stdout, err)
+		}
+	})
+
+	t.Run("password required", func(t *testing.T) {
+		// A stand-in printing what sudo 1.9 prints for `sudo -n` when the
+		// sudoers policy wants a password (root never gets asked here).
+		stub := filepath.Join(t.TempDir(), "sudo")
+		writeFile(t, stub, "#!/bin/sh\n[ \"$1\" = -n ] || { echo 'stub: called without -n' >&2; exit 2; }\necho 'sudo: a password is required' >&2\nexit 1\n")
+		if err := os.Chmod(stub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		h := dialTest(t, srv, func(c *Config) { c.Sudo = true; c.SudoPath = stub })
+		_, err := h.Run(ctx, Cmd{Args: []string{"launchctl", "print", "system"}, Sudo: true})
+		var sudoErr *SudoError
+		var exit *ExitError
+		if !errors.Is(err, ErrSudoPassword) || !errors.As(err, &sudoErr) || !errors.As(err, &exit) {
+			t.Fatalf("want ErrSudoPassword, got %v", err)
+		}
+		for _, want := range []string{"sudo requires a password for user " + srv.User, "NOPASSWD", "sudo -n"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error lacks %q: %v", want, err)
+			}
+		}
+		// An upload with sudo fails the same way and leaves nothing behind.
+		dir := t.TempDir()
+		err = h.Upload(ctx, Upload{Path: filepath.Join(dir, "f"), Content: strings.NewReader("x"), Sudo: true})
+		if !errors.Is(err, ErrSudoPassword) {
+			t.Fatalf("upload: want ErrSudoPassword, got %v", err)
+		}
+		assertDirHolds(t, dir)
+	})
+}
+
+// recorder is a slog.Handler counting messages.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *recorder) count(substr string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertDirHolds fails unless dir holds exactly the named entries.
+func assertDirHolds(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Fatalf("%s holds %q, want %q", dir, got, names)
+	}
+}

@@ -1,0 +1,218 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TempMarker is part of every temp file name an upload creates:
+// ".<name>" + TempMarker + "<random>", in the target's directory.
+const TempMarker = ".vzfleet-tmp-"
+
+// stager is what the upload algorithm needs from a host implementation.
+type stager interface {
+	Host
+	// createTemp creates path exclusively, mode 0600, as the connecting user.
+	createTemp(ctx context.Context, path string) (io.WriteCloser, error)
+	// elevates tells whether Sudo operations run under sudo on this host.
+	elevates() bool
+}
+
+// finalizeScript sets mode and owner on the temp file, keeps the current
+// target as .prev (a hard link: the old inode stays intact) and renames the
+// temp file over the target (rename(2) within one directory: atomic).
+const finalizeScript = `set -e
+tmp=$1 target=$2 mode=$3 owner=$4 keep=$5
+if [ -d "$target" ]; then echo "$target is a directory" >&2; exit 3; fi
+chmod "$mode" "$tmp"
+if [ -n "$owner" ]; then chown "$owner" "$tmp"; fi
+if [ "$keep" = 1 ] && [ -f "$target" ]; then ln -f "$target" "$target.prev"; fi
+mv -f "$tmp" "$target"`
+
+// writeScript writes stdin to a new file that only its owner can read.
+const writeScript = `umask 077 && set -C && exec cat > "$1"`
+
+func upload(ctx context.Context, h stager, up Upload) error {
+	if err := checkUpload(up); err != nil {
+		return fmt.Errorf("host %s: upload %s: %w", h.Name(), up.Path, err)
+	}
+	fail := func(step string, err error) error {
+		return fmt.Errorf("host %s: upload %s: %s: %w", h.Name(), up.Path, step, err)
+	}
+	dir, base := path.Split(up.Path)
+	tmp := path.Join(dir, "."+base+TempMarker+randomSuffix())
+	elevate := up.Sudo && h.elevates()
+
+	removeTemp := func() {
+		// The caller's context may be what failed; cleanup gets its own.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = h.Run(ctx, Cmd{Args: []string{"rm", "-f", tmp}, Sudo: up.Sudo})
+	}
+
+	hash := sha256.New()
+	src := io.TeeReader(ctxReader{ctx: ctx, r: up.Content}, hash)
+	if elevate {
+		// The temp file must be in the target's directory, which the user
+		// may not write to: sudo writes it, fed through the session.
+		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
+			removeTemp()
+			return fail("writing the temp file", err)
+		}
+	} else {
+		w, err := h.createTemp(ctx, tmp)
+		if err != nil {
+			return fail("creating the temp file", err)
+		}
+		_, err = io.Copy(w, src)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			removeTemp()
+			return fail("writing the temp file", err)
+		}
+	}
+
+	sent := hex.EncodeToString(hash.Sum(nil))
+	if up.SHA256 != "" && !strings.EqualFold(up.SHA256, sent) {
+		removeTemp()
+		return fail("checking the content", fmt.Errorf("%w: the content has sha256 %s, expected %s", ErrChecksumMismatch, sent, up.SHA256))
+	}
+	got, err := SHA256(ctx, h, tmp, up.Sudo)
+	if err != nil {
+		removeTemp()
+		return fail("hashing the temp file", err)
+	}
+	if got != sent {
+		removeTemp()
+		return fail("verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sent, got))
+	}
+	if up.Before != nil {
+		if err := up.Before(ctx, h, tmp); err != nil {
+			removeTemp()
+			return fail("preparing the temp file", err)
+		}
+	}
+	mode := up.Mode.Perm()
+	if mode == 0 {
+		mode = 0o600
+	}
+	owner := up.Owner
+	if up.Group != "" {
+		owner += ":" + up.Group
+	}
+	keep := "0"
+	if up.KeepPrevious {
+		keep = "1"
+	}
+	if _, err := h.Run(ctx, Cmd{
+		Args: []string{"sh", "-c", finalizeScript, "sh", tmp, up.Path, fmt.Sprintf("%04o", mode), owner, keep},
+		Sudo: up.Sudo,
+	}); err != nil {
+		removeTemp()
+		return fail("moving the file into place", err)
+	}
+	return nil
+}
+
+func checkUpload(up Upload) error {
+	switch {
+	case up.Content == nil:
+		return errors.New("no content")
+	case !path.IsAbs(up.Path) || path.Clean(up.Path) != up.Path || up.Path == "/":
+		return errors.New("the target must be a clean absolute file path")
+	case up.SHA256 != "" && len(up.SHA256) != sha256.Size*2:
+		return fmt.Errorf("expected sha256 %q is not 64 hex digits", up.SHA256)
+	case up.Mode&^fs.ModePerm != 0:
+		return fmt.Errorf("mode %v has bits beyond the permissions", up.Mode)
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ctxReader stops a copy when the context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// hashScript prints a file's sha256 with whichever tool the host has:
+// sha256sum on Linux, shasum on macOS.
+const hashScript = `if command -v sha256sum >/dev/null 2>&1; then exec sha256sum "$1"; else exec shasum -a 256 "$1"; fi`
+
+// SHA256 returns the hex sha256 of a file on the host (with `sudo -n` when
+// sudo is set and the host elevates).
+func SHA256(ctx context.Context, h Host, file string, sudo bool) (string, error) {
+	res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", hashScript, "sh", file}, Sudo: sudo})
+	if err != nil {
+		return "", err
+	}
+	sum, _, _ := strings.Cut(string(res.Stdout), " ")
+	if _, err := hex.DecodeString(sum); err != nil || len(sum) != sha256.Size*2 {
+		return "", fmt.Errorf("host %s: unexpected output of sha256 tool for %s: %q", h.Name(), file, firstLine(res.Stdout))
+	}
+	return strings.ToLower(sum), nil
+}
+
+// CleanTemp removes temp files that interrupted uploads left in dir and
+// that are older than olderThan (0: all of them; keep a margin when other
+// uploads may be running). It returns the removed paths.
+func CleanTemp(ctx context.Context, h Host, dir string, olderThan time.Duration, sudo bool) ([]string, error) {
+	if !path.IsAbs(dir) {
+		return nil, fmt.Errorf("host %s: cleaning temp files: %q is not an absolute directory", h.Name(), dir)
+	}
+	args := []string{"find", dir, "-maxdepth", "1", "-type", "f", "-name", ".*" + TempMarker + "*"}
+	if olderThan > 0 {
+		// -mmin +N: modified more than N whole minutes ago.
+		args = append(args, "-mmin", "+"+strconv.Itoa(int(olderThan/time.Minute)))
+	}
+	args = append(args, "-print", "-exec", "rm", "-f", "{}", "+")
+	res, err := h.Run(ctx, Cmd{Args: args, Sudo: sudo})
+	if err != nil {
+		return nil, fmt.Errorf("host %s: cleaning temp files in %s: %w", h.Name(), dir, err)
+	}
+	var removed []string
+	sc := bufio.NewScanner(bytes.NewReader(res.Stdout))
+	for sc.Scan() {
+		if line := sc.Text(); line != "" {
+			removed = append(removed, line)
+		}
+	}
+	return removed, nil
+}
+
+func firstLine(b []byte) string {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	if len(line) > 200 {
+		line = line[:200]
+	}
+	return string(line)
+}
