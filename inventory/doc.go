@@ -10,6 +10,13 @@
 // types (local paths made absolute) and validated as a whole. Every problem
 // found is reported, not just the first.
 //
+// Hostile or broken input fails fast: files over MaxFileSize and non-UTF-8
+// data are refused before parsing, yaml.v3's nesting limits bound the
+// parser, and alias expansion is charged against a node budget (yaml.v3
+// guards aliases only when it decodes into Go values, which this loader
+// does not use). YAML syntax errors carry yaml.v3's line number and no
+// column, since yaml.v3 reports none.
+//
 // Secrets are only ever referenced (SecretRef: a file or an environment
 // variable), never written in the inventory, and the loader never echoes a
 // value that looks like one.

@@ -163,7 +163,8 @@ func (g *schemaGen) addFields(t reflect.Type, props map[string]any, required *[]
 	return nil
 }
 
-// schemaKeywords copies the default, enum, minimum, maximum and pattern tags.
+// schemaKeywords copies the default, enum, minimum, maximum, minItems and
+// pattern tags.
 func schemaKeywords(sf reflect.StructField, p map[string]any) error {
 	integer := func(s string) (int, error) {
 		n, err := strconv.Atoi(s)
@@ -203,7 +204,7 @@ func schemaKeywords(sf reflect.StructField, p map[string]any) error {
 		}
 		p["enum"] = vals
 	}
-	for _, kw := range []string{"minimum", "maximum"} {
+	for _, kw := range []string{"minimum", "maximum", "minItems"} {
 		if s, ok := sf.Tag.Lookup(kw); ok {
 			n, err := integer(s)
 			if err != nil {

@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+	"k8s.io/kube-openapi/pkg/validation/spec"
+	"k8s.io/kube-openapi/pkg/validation/strfmt"
+	"k8s.io/kube-openapi/pkg/validation/validate"
 
 	"github.com/vzfleet/vzfleet/inventory/v1alpha1"
 )
@@ -176,4 +180,75 @@ func TestSchemaEnumsMatchValidation(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSchemaAgreesWithLoad runs a real JSON Schema validator (kube-openapi's,
+// with the definitions inlined since it does not follow $ref): every file
+// Load accepts passes the schema, and the mistakes a schema can see fail it.
+func TestSchemaAgreesWithLoad(t *testing.T) {
+	var raw map[string]any
+	if err := json.Unmarshal(JSONSchema(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(inlineRefs(raw, raw["definitions"].(map[string]any)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema spec.Schema
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	check := func(file string) error {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc any
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		js, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(js, &v); err != nil {
+			t.Fatal(err)
+		}
+		return validate.AgainstSchema(&schema, v, strfmt.Default)
+	}
+	valid, _ := filepath.Glob("testdata/valid/*.yaml")
+	for _, f := range append(valid, "../examples/inventory.yaml") {
+		if err := check(f); err != nil {
+			t.Errorf("%s loads but fails the schema:\n%v", f, err)
+		}
+	}
+	for _, name := range []string{"unknown-field", "out-of-range", "inline-secret", "wrong-types", "wrong-apiversion", "bad-scalars", "no-hosts", "secret-values-in-refs"} {
+		if err := check("testdata/invalid/" + name + ".yaml"); err == nil {
+			t.Errorf("%s: the schema accepts it", name)
+		}
+	}
+}
+
+func inlineRefs(v any, defs map[string]any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if ref, ok := x["$ref"].(string); ok {
+			return inlineRefs(defs[strings.TrimPrefix(ref, "#/definitions/")], defs)
+		}
+		out := map[string]any{}
+		for k, val := range x {
+			if k != "definitions" && k != "$schema" && k != "$id" {
+				out[k] = inlineRefs(val, defs)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i := range x {
+			out[i] = inlineRefs(x[i], defs)
+		}
+		return out
+	}
+	return v
 }

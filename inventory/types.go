@@ -214,14 +214,26 @@ type Paths struct {
 	Log          string
 }
 
-// Files vz-node reads from ConfigDir. fleetctl installs them; vz-node's
-// launchd plist points at them.
-func (p Paths) Kubeconfig() string       { return path.Join(p.ConfigDir, "kubeconfig") }
-func (p Paths) Entitlements() string     { return path.Join(p.ConfigDir, "vz-node.entitlements") }
-func (p Paths) GuestSSHKey() string      { return path.Join(p.ConfigDir, "guest-ssh-key") }
+// The files below live in ConfigDir: fleetctl installs them and the launchd
+// plist points vz-node at them, so both sides take the names from here.
+
+// Kubeconfig is the node's kubeconfig (mode 0600).
+func (p Paths) Kubeconfig() string { return path.Join(p.ConfigDir, "kubeconfig") }
+
+// Entitlements is the plist of entitlements vz-node is signed with.
+func (p Paths) Entitlements() string { return path.Join(p.ConfigDir, "vz-node.entitlements") }
+
+// GuestSSHKey is the private key for the guests (mode 0600).
+func (p Paths) GuestSSHKey() string { return path.Join(p.ConfigDir, "guest-ssh-key") }
+
+// GuestSSHPassword is the password for the guests (mode 0600).
 func (p Paths) GuestSSHPassword() string { return path.Join(p.ConfigDir, "guest-ssh-password") }
-func (p Paths) ServingCert() string      { return path.Join(p.ConfigDir, "kubelet-serving.crt") }
-func (p Paths) ServingKey() string       { return path.Join(p.ConfigDir, "kubelet-serving.key") }
+
+// ServingCert is the kubelet serving certificate (exec, logs, stats).
+func (p Paths) ServingCert() string { return path.Join(p.ConfigDir, "kubelet-serving.crt") }
+
+// ServingKey is the kubelet serving certificate's key (mode 0600).
+func (p Paths) ServingKey() string { return path.Join(p.ConfigDir, "kubelet-serving.key") }
 
 // Rollout bounds how apply works through the fleet.
 type Rollout struct {
@@ -249,6 +261,7 @@ func (v IntOrPercent) Of(total int) int {
 	return max(n, 1)
 }
 
+// String formats the value as written: 3 or 25%.
 func (v IntOrPercent) String() string {
 	if v.Percent {
 		return strconv.Itoa(v.Value) + "%"

@@ -8,7 +8,7 @@
 // own internal types and validates those. The struct tags drive the decoder
 // (yaml), the merge (merge:"replace" replaces a value as a whole,
 // merge:"group=x" replaces all fields of group x together) and the JSON
-// Schema (doc, default, enum, minimum, maximum, pattern, required).
+// Schema (doc, default, enum, minimum, maximum, minItems, pattern, required).
 package v1alpha1
 
 // APIVersion and Kind identify this version of the inventory format.
@@ -22,7 +22,7 @@ type Inventory struct {
 	APIVersion string    `yaml:"apiVersion" required:"true" enum:"vzfleet.dev/v1alpha1" doc:"Version of the inventory format. Always vzfleet.dev/v1alpha1."`
 	Kind       string    `yaml:"kind" required:"true" enum:"Inventory" doc:"Always Inventory."`
 	Defaults   *HostSpec `yaml:"defaults" doc:"Settings every host inherits. A host's own settings are merged over these: mappings field by field (labels key by key), lists and secret references replaced as a whole."`
-	Hosts      []Host    `yaml:"hosts" required:"true" doc:"The Mac hosts to manage, at least one. Host names and SSH address:port pairs must be unique."`
+	Hosts      []Host    `yaml:"hosts" required:"true" minItems:"1" doc:"The Mac hosts to manage, at least one. Host names and SSH address:port pairs must be unique."`
 	Rollout    *Rollout  `yaml:"rollout" doc:"How fleetctl apply pages through the fleet."`
 }
 
@@ -119,7 +119,7 @@ type GuestSSH struct {
 type Paths struct {
 	Binary       *string `yaml:"binary" default:"/usr/local/bin/vz-node" doc:"Absolute path of the vz-node binary on the host."`
 	LaunchdLabel *string `yaml:"launchdLabel" default:"dev.vzfleet.vz-node" pattern:"^[A-Za-z0-9][A-Za-z0-9._-]*$" doc:"launchd label of the vz-node service."`
-	Plist        *string `yaml:"plist" default:"/Library/LaunchDaemons/<launchdLabel>.plist" doc:"Absolute path of the launchd plist."`
+	Plist        *string `yaml:"plist" doc:"Absolute path of the launchd plist. Defaults to /Library/LaunchDaemons/<launchdLabel>.plist."`
 	ConfigDir    *string `yaml:"configDir" default:"/Library/Application Support/vzfleet" doc:"Directory for vz-node's configuration and secrets (kubeconfig, guest SSH key, serving certificate)."`
 	StateDir     *string `yaml:"stateDir" default:"/var/db/vzfleet" doc:"Directory for VM state (overlays, per-VM supervisor state)."`
 	CacheDir     *string `yaml:"cacheDir" default:"/Library/Caches/vzfleet" doc:"Directory for the VM image cache."`
