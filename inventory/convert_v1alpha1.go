@@ -98,7 +98,8 @@ func convertHost(name string, s *v1alpha1.HostSpec) Host {
 			Log:          *s.Paths.Log,
 		},
 	}
-	if j := s.SSH.JumpHost; j != nil {
+	// address: "" on a host switches off a jump host set in the defaults.
+	if j := s.SSH.JumpHost; j != nil && (j.Address == nil || *j.Address != "") {
 		h.SSH.JumpHost = &JumpHost{Address: deref(j.Address), Port: *j.Port, User: deref(j.User)}
 	}
 	for _, t := range s.Node.Taints {

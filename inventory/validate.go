@@ -51,13 +51,29 @@ func (inv *Inventory) validate(l *errorList) {
 		_, dupName := names[h.Name]
 		unique(names, h.Name, "name", fmt.Sprintf("name %q", h.Name))
 		if h.SSH.Address != "" {
-			unique(addrs, strings.ToLower(h.SSH.Addr()), "ssh.address", "SSH address "+h.SSH.Addr())
+			unique(addrs, addressKey(h.SSH), "ssh.address", "SSH address "+h.SSH.Addr())
 		}
 		if !dupName || h.Node.Name != h.Name { // else reported as the duplicate host name
 			unique(nodes, h.Node.Name, "node.name", fmt.Sprintf("node name %q", h.Node.Name))
 		}
 	}
 	validateRollout(l, inv.Rollout)
+}
+
+// addressKey identifies the machine an SSH address reaches: the same
+// private address behind two different jump hosts is two machines.
+func addressKey(s SSH) string {
+	norm := func(addr string, port int) string {
+		if ip := net.ParseIP(addr); ip != nil {
+			addr = ip.String()
+		}
+		return net.JoinHostPort(strings.ToLower(addr), fmt.Sprint(port))
+	}
+	key := norm(s.Address, s.Port)
+	if j := s.JumpHost; j != nil {
+		key = norm(j.Address, j.Port) + " -> " + key
+	}
+	return key
 }
 
 var (
@@ -79,7 +95,7 @@ func validateHost(l *errorList, h *Host, partial bool) {
 	}
 	validateSSH(l, h, partial)
 	validateNode(l, h)
-	validateCluster(l, h)
+	validateCluster(l, h, partial)
 	validateGuestSSH(l, h, partial)
 	seen := map[string]bool{}
 	for i, ref := range h.Images {
@@ -116,7 +132,7 @@ func validateSSH(l *errorList, h *Host, partial bool) {
 	if looksInline(s.IdentityFile) {
 		l.host(h, "ssh.identityFile", "this looks like a private key, not a path; save the key in a file (chmod 600) and give its path here")
 	}
-	if !s.Agent && s.IdentityFile == "" {
+	if !s.Agent && s.IdentityFile == "" && !partial {
 		l.host(h, "ssh.agent", "no way to log in: set ssh.identityFile to a private key file, or ssh.agent: true to use ssh-agent")
 	}
 	if s.KnownHostsFile == "" {
@@ -276,7 +292,7 @@ func validateNode(l *errorList, h *Host) {
 	}
 }
 
-func validateCluster(l *errorList, h *Host) {
+func validateCluster(l *errorList, h *Host, partial bool) {
 	c := h.Cluster
 	if c.APIServer != "" {
 		u, err := url.Parse(c.APIServer)
@@ -293,7 +309,7 @@ func validateCluster(l *errorList, h *Host) {
 	switch {
 	case nc.Kubeconfig != nil && nc.CSR:
 		l.host(h, "cluster.nodeCredentials", "set either kubeconfig or csr: true, not both")
-	case nc.Kubeconfig == nil && !nc.CSR:
+	case nc.Kubeconfig == nil && !nc.CSR && !partial:
 		l.host(h, "cluster.nodeCredentials", "no node credentials: set csr: true (fleetctl mints a certificate for the node) or kubeconfig: {file: ...}")
 	case nc.Kubeconfig != nil:
 		validateSecretRef(l, h, "cluster.nodeCredentials.kubeconfig", *nc.Kubeconfig)

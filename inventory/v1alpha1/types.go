@@ -61,7 +61,7 @@ type SSH struct {
 
 // JumpHost is a bastion between fleetctl and the host.
 type JumpHost struct {
-	Address *string `yaml:"address" doc:"Host name or IP address of the bastion."`
+	Address *string `yaml:"address" doc:"Host name or IP address of the bastion. An empty string on a host connects it directly, ignoring the defaults' jump host."`
 	Port    *int    `yaml:"port" default:"22" minimum:"1" maximum:"65535" doc:"SSH port of the bastion."`
 	User    *string `yaml:"user" doc:"Login user on the bastion. Defaults to ssh.user."`
 }
