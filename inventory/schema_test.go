@@ -3,6 +3,7 @@ package inventory
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,36 +45,50 @@ func TestExampleKeysInSchema(t *testing.T) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	w := schemaWalker{t: t, defs: schema["definitions"].(map[string]any)}
-	w.walk(doc.Content[0], schema, "")
-	if w.keys < 60 {
-		t.Errorf("checked only %d keys; the example should show every field", w.keys)
+	defs := schema["definitions"].(map[string]any)
+	w := schemaWalker{t: t, defs: defs, seen: map[string]bool{}}
+	w.walk(doc.Content[0], schema, "", "Inventory")
+
+	// And the other way round: the example shows every field there is.
+	// A host's own settings count as shown when defaults shows them.
+	for _, owner := range append(slices.Sorted(maps.Keys(defs)), "Inventory") {
+		def := schema
+		if owner != "Inventory" {
+			def = defs[owner].(map[string]any)
+		}
+		for prop := range def["properties"].(map[string]any) {
+			if !w.seen[owner+"."+prop] && !(owner == "Host" && w.seen["HostSpec."+prop]) {
+				t.Errorf("examples/inventory.yaml does not show %s.%s", owner, prop)
+			}
+		}
 	}
 }
 
 type schemaWalker struct {
 	t    *testing.T
 	defs map[string]any
-	keys int
+	seen map[string]bool // Definition.property written in the example
 }
 
-// resolve follows $ref and single-element allOf wrappers.
-func (w *schemaWalker) resolve(s map[string]any) map[string]any {
+// resolve follows $ref and single-element allOf wrappers, returning the
+// definition reached (or owner when there is no $ref).
+func (w *schemaWalker) resolve(s map[string]any, owner string) (map[string]any, string) {
 	for {
 		if ref, ok := s["$ref"].(string); ok {
-			s = w.defs[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any)
+			owner = strings.TrimPrefix(ref, "#/definitions/")
+			s = w.defs[owner].(map[string]any)
 			continue
 		}
 		if all, ok := s["allOf"].([]any); ok && len(all) == 1 {
 			s = all[0].(map[string]any)
 			continue
 		}
-		return s
+		return s, owner
 	}
 }
 
-func (w *schemaWalker) walk(n *yaml.Node, s map[string]any, path string) {
-	s = w.resolve(s)
+func (w *schemaWalker) walk(n *yaml.Node, s map[string]any, path, owner string) {
+	s, owner = w.resolve(s, owner)
 	switch n.Kind {
 	case yaml.MappingNode:
 		props, hasProps := s["properties"].(map[string]any)
@@ -87,11 +102,11 @@ func (w *schemaWalker) walk(n *yaml.Node, s map[string]any, path string) {
 				w.t.Errorf("%s%s (line %d): not in the schema", path, key, n.Content[i].Line)
 				continue
 			}
-			w.keys++
+			w.seen[owner+"."+key] = true
 			if d, _ := p["description"].(string); len(d) < 10 {
 				w.t.Errorf("%s%s: no description in the schema", path, key)
 			}
-			w.walk(val, p, path+key+".")
+			w.walk(val, p, path+key+".", owner)
 		}
 	case yaml.SequenceNode:
 		items, ok := s["items"].(map[string]any)
@@ -100,7 +115,7 @@ func (w *schemaWalker) walk(n *yaml.Node, s map[string]any, path string) {
 			return
 		}
 		for _, item := range n.Content {
-			w.walk(item, items, path+"[]")
+			w.walk(item, items, path+"[]", owner)
 		}
 	}
 }
