@@ -1,0 +1,324 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vzfleet/vzfleet/test/harness/sshd"
+)
+
+// uploadHosts are the hosts uploads are tested on: both implementations,
+// with and without sudo (the SSH+sudo one writes through `sudo -n sh -c
+// 'cat > temp'` instead of SFTP).
+func uploadHosts(t *testing.T) map[string]Host {
+	srv := sshd.Start(t, sshd.Options{})
+	return map[string]Host{
+		"local":      NewLocal(LocalOptions{}),
+		"local+sudo": NewLocal(LocalOptions{Sudo: true}),
+		"ssh":        dialTest(t, srv),
+		"ssh+sudo":   dialTest(t, srv, func(c *Config) { c.Sudo = true }),
+	}
+}
+
+func sum(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+var tempName = regexp.MustCompile(`^\.vz-node\.vzfleet-tmp-[0-9a-f]{16}$`)
+
+func TestUpload(t *testing.T) {
+	t.Parallel()
+	for name, h := range uploadHosts(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			dir := t.TempDir()
+			target := filepath.Join(dir, "vz-node")
+
+			// A new file, with mode and owner.
+			err := h.Upload(ctx, Upload{Path: target, Content: strings.NewReader("v1"), Mode: 0o755,
+				Owner: "nobody", Group: "nogroup", KeepPrevious: true, Sudo: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertFile(t, target, "v1", 0o755, 65534)
+			assertDirHolds(t, dir, "vz-node")
+			first := inode(t, target)
+			info, err := h.Stat(ctx, target)
+			if err != nil || info.Mode != 0o755 || info.UID != 65534 || info.GID != 65534 || info.Size != 2 {
+				t.Fatalf("Stat = %+v, %v", info, err)
+			}
+
+			// A replacement: hook on the verified temp file, .prev kept.
+			hooked := false
+			err = h.Upload(ctx, Upload{Path: target, Content: strings.NewReader("v2"), SHA256: sum("v2"),
+				Mode: 0o755, KeepPrevious: true, Sudo: true,
+				Before: func(ctx context.Context, hh Host, tmp string) error {
+					hooked = true
+					if filepath.Dir(tmp) != dir || !tempName.MatchString(filepath.Base(tmp)) {
+						t.Errorf("temp file %s is not .vz-node.vzfleet-tmp-* in %s", tmp, dir)
+					}
+					// Private while in flight, whatever the final mode.
+					assertFile(t, tmp, "v2", 0o600, uint32(os.Getuid()))
+					// Like codesign: change the file in place.
+					_, err := hh.Run(ctx, Cmd{Args: []string{"sh", "-c", `printf +signed >> "$1"`, "sh", tmp}, Sudo: true})
+					return err
+				}})
+			if err != nil || !hooked {
+				t.Fatalf("upload: %v (hook ran: %v)", err, hooked)
+			}
+			assertFile(t, target, "v2+signed", 0o755, uint32(os.Getuid()))
+			assertFile(t, target+".prev", "v1", 0o755, 65534)
+			if inode(t, target+".prev") != first || inode(t, target) == first {
+				t.Fatal("the new file must be a new inode and .prev the old one")
+			}
+			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
+
+			// Content that is not what the caller expected: nothing changes,
+			// and the content is not in the error.
+			secret := "TOPSECRET-" + name
+			err = h.Upload(ctx, Upload{Path: target, Content: strings.NewReader(secret), SHA256: sum("other"), KeepPrevious: true, Sudo: true})
+			if !errors.Is(err, ErrChecksumMismatch) || strings.Contains(err.Error(), secret) {
+				t.Fatalf("want ErrChecksumMismatch without the content, got %v", err)
+			}
+			assertFile(t, target, "v2+signed", 0o755, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
+
+			// A failing hook aborts; the target stays.
+			err = h.Upload(ctx, Upload{Path: target, Content: strings.NewReader("v3"), Sudo: true,
+				Before: func(context.Context, Host, string) error { return errors.New("codesign failed") }})
+			if err == nil || !strings.Contains(err.Error(), "codesign failed") {
+				t.Fatalf("want the hook's error, got %v", err)
+			}
+			assertFile(t, target, "v2+signed", 0o755, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
+
+			// Secrets: 0600 by default.
+			kubeconfig := filepath.Join(dir, "kubeconfig")
+			if err := h.Upload(ctx, Upload{Path: kubeconfig, Content: strings.NewReader(secret), Sudo: true}); err != nil {
+				t.Fatal(err)
+			}
+			assertFile(t, kubeconfig, secret, 0o600, uint32(os.Getuid()))
+			if data, err := h.ReadFile(ctx, kubeconfig); err != nil || string(data) != secret {
+				t.Fatalf("ReadFile = %q, %v", data, err)
+			}
+
+			// Refused targets leave nothing behind.
+			if err := h.Upload(ctx, Upload{Path: dir, Content: strings.NewReader("x"), Sudo: true}); err == nil {
+				t.Fatal("uploading over a directory succeeded")
+			}
+			if err := h.Upload(ctx, Upload{Path: "relative/path", Content: strings.NewReader("x")}); err == nil {
+				t.Fatal("uploading to a relative path succeeded")
+			}
+			assertDirHolds(t, dir, "kubeconfig", "vz-node", "vz-node.prev")
+
+			// Missing files are fs.ErrNotExist.
+			if _, err := h.ReadFile(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("ReadFile of a missing file: %v", err)
+			}
+			if _, err := h.Stat(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("Stat of a missing file: %v", err)
+			}
+		})
+	}
+}
+
+// corrupting changes the temp file just before the host hashes it, as a
+// disk or transfer fault would.
+type corrupting struct{ stager }
+
+func (c corrupting) Run(ctx context.Context, cmd Cmd) (Result, error) {
+	if len(cmd.Args) == 5 && cmd.Args[2] == hashScript {
+		f, err := os.OpenFile(cmd.Args[4], os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return Result{}, err
+		}
+		_, _ = f.WriteString("garbage")
+		f.Close()
+	}
+	return c.stager.Run(ctx, cmd)
+}
+
+func TestUploadDetectsCorruptionOnHost(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := dialTest(t, srv)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "vz-node")
+	writeFile(t, target, "old")
+	err := upload(testContext(t), corrupting{h}, Upload{Path: target, Content: strings.NewReader("new"), KeepPrevious: true})
+	if !errors.Is(err, ErrChecksumMismatch) || !strings.Contains(err.Error(), "sent sha256 "+sum("new")+", the host has "+sum("newgarbage")) {
+		t.Fatalf("want a checksum mismatch naming both sums, got %v", err)
+	}
+	assertFile(t, target, "old", 0o600, uint32(os.Getuid()))
+	assertDirHolds(t, dir, "vz-node")
+}
+
+// cutReader yields size pseudo-random bytes and calls cut once after at
+// bytes.
+type cutReader struct {
+	r       io.Reader
+	read    int64
+	at      int64
+	cutOnce sync.Once
+	cut     func()
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.cut != nil && c.read >= c.at {
+		c.cutOnce.Do(c.cut)
+	}
+	n, err := c.r.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+func bigContent(size int64) io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{1}), size)
+}
+
+func TestUploadConnectionCut(t *testing.T) {
+	t.Parallel()
+	const size = 16 << 20
+	h := sha256.New()
+	if _, err := io.Copy(h, bigContent(size)); err != nil {
+		t.Fatal(err)
+	}
+	want := hex.EncodeToString(h.Sum(nil))
+
+	for _, sudo := range []bool{false, true} {
+		name := map[bool]string{false: "sftp", true: "sudo"}[sudo]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := sshd.Start(t, sshd.Options{})
+			host := dialTest(t, srv, func(c *Config) { c.Sudo = sudo; c.DialAttempts = 2 })
+			ctx := testContext(t)
+			dir := t.TempDir()
+			target := filepath.Join(dir, "vz-node")
+			writeFile(t, target, "old")
+
+			// The host goes down a quarter into the transfer.
+			content := &cutReader{r: bigContent(size), at: size / 4, cut: srv.Stop}
+			err := host.Upload(ctx, Upload{Path: target, Content: content, Mode: 0o755, KeepPrevious: true, Sudo: true})
+			if err == nil {
+				t.Fatal("upload survived the host going down")
+			}
+			t.Logf("interrupted upload: %v", err)
+			assertFile(t, target, "old", 0o600, uint32(os.Getuid()))
+			leftovers := tempFiles(t, dir)
+			if len(leftovers) > 1 {
+				t.Fatalf("more than one temp file: %v", leftovers)
+			}
+
+			// The host comes back; the same SSH host reconnects, cleans up
+			// and converges.
+			srv.Restart()
+			removed, err := CleanTemp(ctx, host, dir, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Strings(removed)
+			if strings.Join(removed, ",") != strings.Join(leftovers, ",") {
+				t.Fatalf("CleanTemp removed %v, leftovers were %v", removed, leftovers)
+			}
+			assertDirHolds(t, dir, "vz-node")
+			if err := host.Upload(ctx, Upload{Path: target, Content: bigContent(size), SHA256: want, Mode: 0o755, KeepPrevious: true, Sudo: true}); err != nil {
+				t.Fatalf("rerun: %v", err)
+			}
+			got, err := SHA256(ctx, host, target, true)
+			if err != nil || got != want {
+				t.Fatalf("target sha256 %s (%v), want %s", got, err, want)
+			}
+			assertFile(t, target+".prev", "old", 0o600, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
+		})
+	}
+}
+
+func TestCleanTempKeepsRecentFiles(t *testing.T) {
+	t.Parallel()
+	for name, h := range hostsUnderTest(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			old := time.Now().Add(-2 * time.Hour)
+			for _, f := range []string{".a.vzfleet-tmp-1", ".b.vzfleet-tmp-2", "c.vzfleet-tmp-3", "regular"} {
+				writeFile(t, filepath.Join(dir, f), "x")
+				if f != ".b.vzfleet-tmp-2" {
+					if err := os.Chtimes(filepath.Join(dir, f), old, old); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			removed, err := CleanTemp(testContext(t), h, dir, time.Hour, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(removed) != 1 || removed[0] != filepath.Join(dir, ".a.vzfleet-tmp-1") {
+				t.Fatalf("removed %v", removed)
+			}
+			assertDirHolds(t, dir, ".b.vzfleet-tmp-2", "c.vzfleet-tmp-3", "regular")
+		})
+	}
+}
+
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if tempName.MatchString(e.Name()) {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+func assertFile(t *testing.T, path, content string, mode fs.FileMode, uid uint32) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, []byte(content)) {
+		t.Fatalf("%s holds %q, want %q", path, data, content)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != mode {
+		t.Fatalf("%s has mode %v, want %v", path, st.Mode().Perm(), mode)
+	}
+	if got := st.Sys().(*syscall.Stat_t).Uid; got != uid {
+		t.Fatalf("%s is owned by uid %d, want %d", path, got, uid)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Ino
+}
