@@ -251,6 +251,17 @@ func (c *Client) Run(ctx context.Context, argv []string, e Exec) (int, error) {
 // RunShell runs a command line through the guest user's shell (for hooks
 // and probes given as a single string). See Run.
 func (c *Client) RunShell(ctx context.Context, cmdline string, e Exec) (int, error) {
+	return c.run(ctx, &cmdline, e)
+}
+
+// Shell starts the guest user's login shell (an SSH "shell" request), as
+// kubectl exec without a command or kubectl attach want. See Run.
+func (c *Client) Shell(ctx context.Context, e Exec) (int, error) {
+	return c.run(ctx, nil, e)
+}
+
+// run runs cmdline, or the login shell when cmdline is nil.
+func (c *Client) run(ctx context.Context, cmdline *string, e Exec) (int, error) {
 	s, err := c.ssh.NewSession()
 	if err != nil {
 		return -1, fmt.Errorf("guest %s: new session: %w", c.cfg.Addr, err)
@@ -275,7 +286,12 @@ func (c *Client) RunShell(ctx context.Context, cmdline string, e Exec) (int, err
 		}
 	}
 	s.Stdin, s.Stdout, s.Stderr = e.Stdin, e.Stdout, e.Stderr
-	if err := s.Start(cmdline); err != nil {
+	if cmdline == nil {
+		err = s.Shell()
+	} else {
+		err = s.Start(*cmdline)
+	}
+	if err != nil {
 		return -1, fmt.Errorf("guest %s: start: %w", c.cfg.Addr, err)
 	}
 	done := make(chan struct{})

@@ -365,6 +365,12 @@ func (m *Machine) watchPowerOff(r *run) {
 		}
 		if _, err := os.Stat(req); err == nil {
 			os.Remove(req)
+			// Going down takes a moment, time enough for the shutdown
+			// command's session to report its exit as on a real guest.
+			select {
+			case <-r.ctx.Done():
+			case <-time.After(shutdownGrace):
+			}
 			go m.powerOff(r, "shutdown -h now")
 			return
 		}

@@ -52,6 +52,9 @@ const (
 	// requestStopDelay is how long the guest takes to shut down after
 	// RequestStop (the power button).
 	requestStopDelay = 500 * time.Millisecond
+	// shutdownGrace is how long the guest takes to go down after
+	// `shutdown -h now`.
+	shutdownGrace = 200 * time.Millisecond
 	// slotsDir holds the running-slot lock files.
 	slotsDir = ".vm-slots"
 )

@@ -406,6 +406,13 @@ func TestExec(t *testing.T) {
 		}
 	}
 
+	// The login shell reads its commands from stdin.
+	var shellOut bytes.Buffer
+	code, err := c.Shell(ctx, guest.Exec{Stdin: strings.NewReader("echo hi from $0\nexit 5\n"), Stdout: &shellOut})
+	if err != nil || code != 5 || shellOut.String() != "hi from /bin/sh\n" {
+		t.Errorf("shell: exit %d, %q, %v; want 5, \"hi from /bin/sh\\n\"", code, shellOut.String(), err)
+	}
+
 	// A command still running when the caller gives up is killed.
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -648,13 +655,32 @@ func TestStopWhileStarting(t *testing.T) {
 func TestDiskInUse(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	e.start(e.spec("vm-disk-a"))
+	a := e.start(e.spec("vm-disk-a"))
 	b := e.create(e.spec("vm-disk-b"))
 	if err := b.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second machine on the same disk: %v", err)
 	}
 	if b.State() != vm.StateStopped {
 		t.Errorf("refused machine is %s", b.State())
+	}
+
+	// A plain `shutdown -h now` (no sudo) in the first guest powers it off
+	// and unlocks the disk.
+	var out bytes.Buffer
+	code, err := e.client(a).RunShell(t.Context(), "shutdown -h now", guest.Exec{Stdout: &out})
+	var missing *ssh.ExitMissingError
+	if errors.As(err, &missing) {
+		err, code = nil, 0 // the guest went down before reporting, as real ones may
+	}
+	if err != nil || code != 0 || !strings.Contains(out.String(), "Shutdown NOW!") {
+		t.Fatalf("shutdown -h now: exit %d, %q, %v", code, out.String(), err)
+	}
+	waitState(t, a, vm.StateStopped, 5*time.Second)
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatalf("Start on the freed disk: %v", err)
+	}
+	if code, _ := e.client(b).RunShell(t.Context(), "shutdown -r now", guest.Exec{}); code != 64 {
+		t.Errorf("shutdown -r: exit %d, want 64 (only power-off is simulated)", code)
 	}
 }
 
