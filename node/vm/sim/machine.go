@@ -28,6 +28,7 @@ const (
 	hostKeyName  = "ssh_host_ed25519_key"
 	simDirName   = "sim"
 	powerOffName = "poweroff-requested"
+	panicName    = "panic-requested"
 	// sharesDir is where macOS automounts virtio-fs shares tagged with
 	// VZVirtioFileSystemDeviceConfiguration.macOSGuestAutomountTag.
 	sharesDir = "Volumes/My Shared Files"
@@ -327,7 +328,8 @@ func (m *Machine) bringUp(r *run) error {
 func (m *Machine) prepareGuest() error {
 	sim := filepath.Join(m.dir, simDirName)
 	os.Remove(filepath.Join(sim, powerOffName))
-	for name, body := range shims(filepath.Join(sim, powerOffName), m.log.path) {
+	os.Remove(filepath.Join(sim, panicName))
+	for name, body := range shims(sim, m.log.path) {
 		if err := os.WriteFile(filepath.Join(sim, name), []byte(body), 0o755); err != nil {
 			return err
 		}
@@ -351,10 +353,10 @@ func (m *Machine) prepareGuest() error {
 }
 
 // watchPowerOff powers the machine off when the guest's shutdown command
-// asks for it.
+// asks for it, or stops it in error when the guest panics.
 func (m *Machine) watchPowerOff(r *run) {
 	defer r.wg.Done()
-	req := filepath.Join(m.dir, simDirName, powerOffName)
+	sim := filepath.Join(m.dir, simDirName)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -363,8 +365,11 @@ func (m *Machine) watchPowerOff(r *run) {
 			return
 		case <-t.C:
 		}
-		if _, err := os.Stat(req); err == nil {
-			os.Remove(req)
+		if os.Remove(filepath.Join(sim, panicName)) == nil {
+			go m.powerOffAs(r, "kernel panic", vm.StateError)
+			return
+		}
+		if os.Remove(filepath.Join(sim, powerOffName)) == nil {
 			// Going down takes a moment, time enough for the shutdown
 			// command's session to report its exit as on a real guest.
 			select {
@@ -404,7 +409,11 @@ func (m *Machine) Stop(ctx context.Context) error {
 
 // powerOff ends boot r (if it is still the current one): sessions and
 // their processes are killed, the lease released, disk and slot freed.
-func (m *Machine) powerOff(r *run, reason string) {
+func (m *Machine) powerOff(r *run, reason string) { m.powerOffAs(r, reason, vm.StateStopped) }
+
+// powerOffAs is powerOff ending in state final (Stopped, or Error as when
+// Virtualization.framework reports the guest stopped with an error).
+func (m *Machine) powerOffAs(r *run, reason string, final vm.State) {
 	m.mu.Lock()
 	if m.run != r {
 		m.mu.Unlock()
@@ -435,7 +444,7 @@ func (m *Machine) powerOff(r *run, reason string) {
 	m.log.write("kernel", 0, "system powered off", true)
 
 	m.mu.Lock()
-	m.setState(vm.StateStopped)
+	m.setState(final)
 	m.mu.Unlock()
 }
 
@@ -455,9 +464,17 @@ func (m *Machine) Release() error {
 
 // shims are the scripts on the guest's PATH standing in for macOS
 // commands that need the machine: shutdown asks for power-off through a
-// file the machine watches; logger appends to the guest's log.
-func shims(powerOffFile, logFile string) map[string]string {
+// file the machine watches; logger appends to the guest's log. One is the
+// sim's own: vzsim-panic crashes the guest (the machine ends in Error), so
+// tests can make a VM fail.
+func shims(simDir, logFile string) map[string]string {
+	powerOffFile := filepath.Join(simDir, powerOffName)
 	return map[string]string{
+		"vzsim-panic": `#!/bin/sh
+# Not a macOS command: makes the simulated guest panic.
+echo "panic(cpu 0 caller 0x0): requested by vzsim-panic" >&2
+: > ` + shellQuote(filepath.Join(simDir, panicName)) + `
+`,
 		"shutdown": `#!/bin/sh
 # shutdown(8) of the simulated macOS guest: it can only power off.
 case "$1 $2" in

@@ -11,7 +11,8 @@
 // `shutdown -h now` (powers the VM off), `sudo`, `logger`, and
 // `log show` / `log stream` (--style syslog|compact|default) over the
 // guest's unified log, and shows virtio-fs shares under
-// "Volumes/My Shared Files/<tag>".
+// "Volumes/My Shared Files/<tag>". One command is the sim's own:
+// `vzsim-panic` crashes the guest, leaving the machine in the Error state.
 //
 // Files under Options.StateDir:
 //

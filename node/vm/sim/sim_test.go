@@ -679,8 +679,19 @@ func TestDiskInUse(t *testing.T) {
 	if err := b.Start(t.Context()); err != nil {
 		t.Fatalf("Start on the freed disk: %v", err)
 	}
-	if code, _ := e.client(b).RunShell(t.Context(), "shutdown -r now", guest.Exec{}); code != 64 {
+	cb := e.client(b)
+	if code, _ := cb.RunShell(t.Context(), "shutdown -r now", guest.Exec{}); code != 64 {
 		t.Errorf("shutdown -r: exit %d, want 64 (only power-off is simulated)", code)
+	}
+
+	// A guest panic ends in Error, frees the slot, and may boot again.
+	cb.RunShell(t.Context(), "vzsim-panic", guest.Exec{})
+	waitState(t, b, vm.StateError, 5*time.Second)
+	if used, _ := UsedSlots(e.opts.StateDir, 2); used != 0 {
+		t.Errorf("slots used after a panic: %d", used)
+	}
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatalf("Start after a panic: %v", err)
 	}
 }
 
