@@ -15,6 +15,10 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
 // (so the command's exit status and signal reach us, not the shell's),
 // optional `sudo -n --`, optional `env K=V`, and the quoted argv.
 func commandLine(cmd Cmd, sudo bool, sudoPath string) (string, error) {
+	return buildLine(cmd, sudo, sudoPath, "exec ")
+}
+
+func buildLine(cmd Cmd, sudo bool, sudoPath, prefix string) (string, error) {
 	if len(cmd.Args) == 0 {
 		return "", errors.New("empty command")
 	}
@@ -32,7 +36,7 @@ func commandLine(cmd Cmd, sudo bool, sudoPath string) (string, error) {
 		}
 	}
 	words = append(words, cmd.Args...)
-	line := "exec " + Quote(words...)
+	line := prefix + Quote(words...)
 	if cmd.Dir != "" {
 		line = "cd " + quoteWord(cmd.Dir) + " && " + line
 	}
@@ -50,7 +54,7 @@ func displayLine(cmd Cmd, sudo bool, sudoPath string) string {
 	if cmd.Sensitive && len(cmd.Args) > 0 {
 		c.Args = []string{cmd.Args[0], "[arguments hidden]"}
 	}
-	line, err := commandLine(c, sudo, sudoPath)
+	line, err := buildLine(c, sudo, sudoPath, "")
 	if err != nil {
 		return "(invalid command)"
 	}

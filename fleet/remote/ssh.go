@@ -121,9 +121,13 @@ func (s *SSH) keepAlive(c *ssh.Client, done <-chan struct{}) {
 	}
 }
 
-// session opens a session, redialling once if the connection was lost.
+// session opens a session. It redials once if the connection was lost,
+// and waits a little when sshd refuses a session: sshd frees a session
+// slot only some time after the command ended.
 func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
-	for attempt := 0; ; attempt++ {
+	redialed := false
+	backoff := 20 * time.Millisecond
+	for refused := 0; ; {
 		c, err := s.connect(ctx)
 		if err != nil {
 			return nil, err
@@ -132,10 +136,23 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
 		if err == nil {
 			return sess, nil
 		}
-		if attempt > 0 || ctx.Err() != nil || !isConnectionLost(c) {
+		var oce *ssh.OpenChannelError
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("host %s: opening a session: %w", s.cfg.Name, ctx.Err())
+		case errors.As(err, &oce) && refused < 8:
+			refused++
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff *= 2
+		case !redialed && isConnectionLost(c):
+			redialed = true
+			s.drop(c)
+		default:
 			return nil, fmt.Errorf("host %s: opening a session: %w", s.cfg.Name, err)
 		}
-		s.drop(c)
 	}
 }
 

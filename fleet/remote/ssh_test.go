@@ -538,3 +538,87 @@ func assertDirHolds(t *testing.T, dir string, names ...string) {
 		t.Fatalf("%s holds %q, want %q", dir, got, names)
 	}
 }
+
+func TestKeepAliveDropsHungConnection(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := dialTest(t, srv, func(c *Config) { c.KeepAlive = 100 * time.Millisecond })
+	ctx := testContext(t)
+	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	waitFor(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.client == nil
+	}, "keepalives to drop the hung connection")
+	srv.Thaw()
+	// The next command dials again.
+	if res, err := h.Run(ctx, Cmd{Args: []string{"echo", "back"}}); err != nil || string(res.Stdout) != "back\n" {
+		t.Fatalf("after reconnect: %q, %v", res.Stdout, err)
+	}
+}
+
+// A host with several host keys presents the type known_hosts records,
+// not the one x/crypto/ssh prefers.
+func TestHostKeyAlgorithmsFollowKnownHosts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	rsaKey := filepath.Join(dir, "host_rsa")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", rsaKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	srv := sshd.Start(t, sshd.Options{ExtraConfig: []string{"HostKey " + rsaKey}})
+	pub, err := os.ReadFile(rsaKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(dir, "known_hosts")
+	writeFile(t, kh, "[127.0.0.1]:"+strconv.Itoa(srv.Port)+" "+string(pub))
+	h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.KnownHostsFiles = []string{kh} }))
+	if err != nil {
+		t.Fatalf("Dial with only the RSA key known: %v", err)
+	}
+	h.Close()
+
+	// Only an ECDSA key known, which the host does not have: a changed key.
+	other := filepath.Join(dir, "other_ecdsa")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err = os.ReadFile(other + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, kh, "[127.0.0.1]:"+strconv.Itoa(srv.Port)+" "+string(pub))
+	_, err = Dial(testContext(t), testConfig(t, srv, func(c *Config) { c.KnownHostsFiles = []string{kh} }))
+	if !errors.Is(err, ErrHostKeyChanged) || !strings.Contains(err.Error(), "no key of the recorded types") {
+		t.Fatalf("want a changed-key error, got %v", err)
+	}
+}
+
+func TestOneConnectionPerHost(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := dialTest(t, srv)
+	ctx := testContext(t)
+	dir := t.TempDir()
+	for i := range 3 {
+		if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Upload(ctx, Upload{Path: filepath.Join(dir, "f"), Content: strings.NewReader(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.ReadFile(ctx, filepath.Join(dir, "f")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Stat(ctx, filepath.Join(dir, "f")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(srv.Log(), "Accepted publickey"); n != 1 {
+		t.Fatalf("%d logins, want 1 connection for everything", n)
+	}
+}

@@ -195,7 +195,7 @@ func bigContent(size int64) io.Reader {
 
 func TestUploadConnectionCut(t *testing.T) {
 	t.Parallel()
-	const size = 16 << 20
+	const size = 8 << 20
 	h := sha256.New()
 	if _, err := io.Copy(h, bigContent(size)); err != nil {
 		t.Fatal(err)

@@ -197,7 +197,7 @@ func (s *Server) Stop() {
 		return
 	}
 	pid := cmd.Process.Pid
-	// Freeze the listener so it accepts nothing new, then kill its
+	// Stop the listener so it accepts nothing new, then kill its
 	// descendants: each connection runs in its own session, so killing a
 	// process group would miss them.
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
@@ -206,6 +206,27 @@ func (s *Server) Stop() {
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	<-done
+}
+
+// Freeze stops sshd and its connections without closing any socket, as a
+// host that hangs or a network that drops packets; Thaw resumes them.
+func (s *Server) Freeze() { s.signalAll(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw() { s.signalAll(syscall.SIGCONT) }
+
+func (s *Server) signalAll(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	pid := cmd.Process.Pid
+	_ = syscall.Kill(pid, sig)
+	for _, child := range descendants(pid) {
+		_ = syscall.Kill(child, sig)
+	}
 }
 
 func (s *Server) start() error {
