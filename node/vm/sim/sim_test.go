@@ -606,7 +606,7 @@ func TestGuestLogAndShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	show := string(out)
-	for _, want := range []string{"Timestamp                       (process)[PID]\n", "kernel[0]: Darwin Kernel", "myapp[", "hello from the guest", "session: exec: logger -t myapp", "Log      - Default:"} {
+	for _, want := range []string{"Timestamp                       (process)[PID]\n", "kernel[0]: Darwin Kernel", "myapp[", "hello from the guest", "session: exec: logger (3 arguments)", "Log      - Default:"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("log show lacks %q:\n%s", want, show)
 		}

@@ -253,11 +253,7 @@ func (s *session) signal(name string) {
 // exit-status (or exit-signal), close.
 func (s *session) run(ctx context.Context, cmdline string, shell bool, done chan<- struct{}) {
 	defer close(done)
-	if shell {
-		s.m.log.write("sshd", s.pid, "session: shell", false)
-	} else {
-		s.m.log.write("sshd", s.pid, "session: exec: "+truncate(cmdline, 200), false)
-	}
+	s.m.log.write("sshd", s.pid, "session: "+describe(cmdline, shell), false)
 	code, sig := s.execute(ctx, cmdline, shell)
 	s.ch.CloseWrite()
 	if sig != "" {
@@ -273,11 +269,21 @@ func (s *session) run(ctx context.Context, cmdline string, shell bool, done chan
 	s.ch.Close()
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// describe names a session's command for the guest's log: the program
+// and how many arguments, never the arguments (they may hold secrets).
+func describe(cmdline string, shell bool) string {
+	if shell {
+		return "shell"
 	}
-	return s[:n] + "..."
+	words, ok := simpleWords(cmdline)
+	switch {
+	case !ok:
+		return fmt.Sprintf("exec: shell command line (%d bytes)", len(cmdline))
+	case len(words) == 0:
+		return "exec: (empty)"
+	default:
+		return fmt.Sprintf("exec: %s (%d arguments)", words[0], len(words)-1)
+	}
 }
 
 // execute runs cmdline (or a shell) in the guest and returns its exit
