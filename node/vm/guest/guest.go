@@ -362,12 +362,17 @@ func (c *Client) Output(ctx context.Context, argv ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
-// Shutdown asks the guest OS to power off (`sudo shutdown -h now`). The
-// guest may drop the connection before reporting a status; that counts as
-// success. Callers wait for the machine to reach Stopped.
+// Shutdown asks the guest OS to power off (`sudo shutdown -h now`; sudo
+// gets the login password on stdin if there is one, and otherwise must not
+// need one). The guest may drop the connection before reporting a status;
+// that counts as success. Callers wait for the machine to reach Stopped.
 func (c *Client) Shutdown(ctx context.Context) error {
 	var stderr bytes.Buffer
-	code, err := c.RunShell(ctx, "sudo -n shutdown -h now", Exec{Stderr: &stderr})
+	cmd, e := "sudo -n shutdown -h now", Exec{Stderr: &stderr}
+	if c.cfg.Password != "" {
+		cmd, e.Stdin = "sudo -S -p '' shutdown -h now", strings.NewReader(c.cfg.Password+"\n")
+	}
+	code, err := c.RunShell(ctx, cmd, e)
 	var missing *ssh.ExitMissingError
 	switch {
 	case errors.As(err, &missing), errors.Is(err, io.EOF):

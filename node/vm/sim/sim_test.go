@@ -497,7 +497,7 @@ func TestPasswordAndRejectedLogins(t *testing.T) {
 	if err != nil {
 		t.Fatalf("password login: %v", err)
 	}
-	c.Close()
+	defer c.Close()
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	other, _ := ssh.NewSignerFromKey(otherKey)
 	for name, mod := range map[string]func(*guest.Config){
@@ -512,6 +512,11 @@ func TestPasswordAndRejectedLogins(t *testing.T) {
 			t.Errorf("%s: login accepted", name)
 		}
 	}
+	// With only a password, shutdown feeds it to sudo -S.
+	if err := c.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, vm.StateStopped, 5*time.Second)
 }
 
 // TestHostKeyPinning: the host key survives a restart of the machine's
