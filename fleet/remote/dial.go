@@ -302,7 +302,7 @@ func (s *SSH) dialHop(ctx context.Context, via *ssh.Client, h hop, name string) 
 	if err != nil {
 		return nil, fmt.Errorf("host %s: %w", name, err)
 	}
-	check, err := keys.callback(known)
+	check, err := keys.callback()
 	if err != nil {
 		return nil, fmt.Errorf("host %s: %w", name, err)
 	}

@@ -153,7 +153,7 @@ func algorithms(known []knownhosts.KnownKey) []string {
 }
 
 // callback is the ssh.HostKeyCallback for the host.
-func (h *hostKeys) callback(known []knownhosts.KnownKey) (ssh.HostKeyCallback, error) {
+func (h *hostKeys) callback() (ssh.HostKeyCallback, error) {
 	cb, err := h.db()
 	if err != nil {
 		return nil, err

@@ -8,6 +8,11 @@
 // with ssh-agent and key files, reaches hosts through jump hosts, elevates
 // with `sudo -n`, keeps one connection per host and multiplexes sessions on
 // it, and retries only transient network errors while dialling.
+//
+// A command whose context ends is sent SIGKILL and its session closed, and
+// Run returns at once. sshd ignores signals on root logins (it runs those
+// without privilege separation), so there the remote process may live on
+// until it ends by itself; it keeps its session slot until then.
 package remote
 
 import (
@@ -43,8 +48,9 @@ type Cmd struct {
 	// Args is the argv; each element arrives at the program unchanged
 	// (quoted for the remote POSIX shell).
 	Args []string
-	// Sudo runs the command with `sudo -n` when the host is configured to
-	// elevate (Config.Sudo); on hosts reached as root it changes nothing.
+	// Sudo marks a command that needs root: it runs under `sudo -n` when
+	// the host is configured to elevate (Config.Sudo, LocalOptions.Sudo);
+	// otherwise (hosts reached as root) it runs as is.
 	Sudo bool
 	// Dir is the working directory; empty means the login directory.
 	Dir string

@@ -542,7 +542,7 @@ func assertDirHolds(t *testing.T, dir string, names ...string) {
 func TestKeepAliveDropsHungConnection(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	h := dialTest(t, srv, func(c *Config) { c.KeepAlive = 100 * time.Millisecond })
+	h := dialTest(t, srv, func(c *Config) { c.KeepAlive = 500 * time.Millisecond })
 	ctx := testContext(t)
 	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
 		t.Fatal(err)

@@ -395,9 +395,6 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// FreePort returns a loopback port that nothing listens on right now.
-func FreePort(t testing.TB) int { return freePort(t) }
-
 func mustWrite(t testing.TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, data, mode); err != nil {
