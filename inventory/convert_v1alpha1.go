@@ -12,7 +12,7 @@ import (
 // into every host, then v1alpha1's defaults applied, then a field-by-field
 // copy. It cannot fail; validate judges the result.
 func convert(ext *v1alpha1.Inventory, file string, pos map[string]position) *Inventory {
-	inv := &Inventory{File: file, pos: pos}
+	inv := &Inventory{File: file, pos: pos, Hosts: make([]Host, 0, len(ext.Hosts))}
 	if ext.Defaults != nil {
 		spec, origins := mergeSpec(nil, "", ext.Defaults, "defaults")
 		v1alpha1.SetDefaultsHost("", &spec)

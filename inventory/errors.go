@@ -114,11 +114,16 @@ func joinPath(parent, name string) string {
 // errorList collects errors for one load, without duplicates: a bad value
 // in defaults would otherwise be reported once per host.
 type errorList struct {
-	file string
-	pos  map[string]position
-	seen map[string]bool
-	errs []*Error
+	file    string
+	pos     map[string]position
+	seen    map[string]bool
+	errs    []*Error
+	dropped bool // more than maxErrors were found
 }
+
+// maxErrors caps one report, like the decoder's cap: past it, a broken
+// file of thousands of hosts would only bury the first mistakes.
+const maxErrors = strictyaml.MaxErrors
 
 func newErrorList(file string, pos map[string]position) *errorList {
 	return &errorList{file: file, pos: pos, seen: make(map[string]bool)}
@@ -127,6 +132,10 @@ func newErrorList(file string, pos map[string]position) *errorList {
 // at records an error at a file path, positioned at the nearest enclosing
 // value the file has.
 func (l *errorList) at(path, format string, args ...any) {
+	if len(l.errs) >= maxErrors {
+		l.dropped = true
+		return
+	}
 	e := &Error{File: l.file, Path: path, Message: fmt.Sprintf(format, args...)}
 	for p := path; ; p = parentPath(p) {
 		if pos, ok := l.pos[p]; ok {
@@ -165,9 +174,12 @@ func (l *errorList) err() error {
 		}
 		return a.Column < b.Column
 	})
-	errs := make([]error, len(l.errs))
+	errs := make([]error, len(l.errs), len(l.errs)+1)
 	for i, e := range l.errs {
 		errs[i] = e
+	}
+	if l.dropped {
+		errs = append(errs, &Error{File: l.file, Message: fmt.Sprintf("more than %d problems; fix the ones above first", maxErrors)})
 	}
 	return errors.Join(errs...)
 }

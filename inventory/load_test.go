@@ -134,13 +134,26 @@ func TestLoadLimits(t *testing.T) {
 		t.Errorf("size check took %s", d)
 	}
 
+	header := "apiVersion: vzfleet.dev/v1alpha1\nkind: Inventory\n"
 	for name, data := range map[string][]byte{
-		"binary":      {0x7f, 'E', 'L', 'F', 0, 1, 2},
-		"latin1":      []byte("name: caf\xe9"),
-		"deep nested": []byte(strings.Repeat("[", 20000)),
+		"binary":          {0x7f, 'E', 'L', 'F', 0, 1, 2},
+		"latin1":          []byte("name: caf\xe9"),
+		"deep flow":       []byte(strings.Repeat("[", 20000)),
+		"deep block":      []byte(header + "hosts:\n" + strings.Repeat("- ", 20000) + "x\n"),
+		"1 MiB of fields": []byte(header + strings.Repeat("unknown: field\n", (MaxFileSize-100)/15)),
+		"8000 bad hosts":  []byte(header + "hosts:\n" + strings.Repeat("- {name: h, ssh: {address: a}}\n", 8000)),
 	} {
-		if _, err := Parse(data, name); err == nil {
+		start := time.Now()
+		_, err := Parse(data, name)
+		if err == nil {
 			t.Errorf("%s: want an error", name)
+		}
+		if n := len(Errors(err)); n > 51 {
+			t.Errorf("%s: %d errors; the list must be capped", name, n)
+		}
+		// Generous: the point is linear time, and CI machines are shared.
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s: took %s; garbage must fail fast", name, d)
 		}
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {

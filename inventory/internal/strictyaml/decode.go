@@ -13,6 +13,7 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ type Decoder struct {
 	active    map[*yaml.Node]bool // aliases being expanded, to break cycles
 	quiet     int                 // >0: inside a Hinter, values are not echoed
 	outer     *yaml.Node          // the outermost alias being expanded
+	fields    map[reflect.Type][]field
 }
 
 // NewDecoder returns a Decoder for the document rooted at root. The node
@@ -75,6 +77,7 @@ func NewDecoder(root *yaml.Node) *Decoder {
 		budget:    2*CountNodes(root) + 1000,
 		positions: make(map[string]Position),
 		active:    make(map[*yaml.Node]bool),
+		fields:    make(map[reflect.Type][]field),
 	}
 }
 
@@ -521,10 +524,10 @@ func (d *Decoder) decodeStruct(n, at *yaml.Node, path string, v reflect.Value) {
 	if e, ok := v.Addr().Interface().(Extensible); ok {
 		extPrefix = e.YAMLExtensionPrefix()
 	}
-	fs := fields(v.Type())
-	byName := make(map[string]field, len(fs))
-	for _, f := range fs {
-		byName[f.name] = f
+	fs, ok := d.fields[v.Type()]
+	if !ok {
+		fs = fields(v.Type())
+		d.fields[v.Type()] = fs
 	}
 	for _, p := range d.pairs(n, path, joinField) {
 		key, ok := d.key(p.key, path)
@@ -534,8 +537,8 @@ func (d *Decoder) decodeStruct(n, at *yaml.Node, path string, v reflect.Value) {
 		if extPrefix != "" && strings.HasPrefix(key, extPrefix) {
 			continue
 		}
-		f, ok := byName[key]
-		if !ok {
+		i := slices.IndexFunc(fs, func(f field) bool { return f.name == key })
+		if i < 0 {
 			if d.quiet > 0 {
 				d.fail(p.key, path, "unknown field%s", hint)
 			} else {
@@ -543,7 +546,7 @@ func (d *Decoder) decodeStruct(n, at *yaml.Node, path string, v reflect.Value) {
 			}
 			continue
 		}
-		d.decode(p.val, joinField(path, key), v.FieldByIndex(f.index))
+		d.decode(p.val, joinField(path, key), v.FieldByIndex(fs[i].index))
 		if d.exhausted {
 			return
 		}
