@@ -353,17 +353,24 @@ func (m *Machine) prepareGuest() error {
 }
 
 // watchPowerOff powers the machine off when the guest's shutdown command
-// asks for it, or stops it in error when the guest panics.
+// asks for it, or stops it in error when the guest panics. It also renews
+// the guest's DHCP lease.
 func (m *Machine) watchPowerOff(r *run) {
 	defer r.wg.Done()
 	sim := filepath.Join(m.dir, simDirName)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	renewed := time.Now()
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(renewed) > leaseTime/2 {
+			// The guest renews its lease halfway through, as DHCP clients do.
+			renewed = time.Now()
+			leases.Put(m.d.opts.LeasesPath, leases.New(m.spec.ID, r.ip, m.mac, renewed.Add(leaseTime)))
 		}
 		if os.Remove(filepath.Join(sim, panicName)) == nil {
 			go m.powerOffAs(r, "kernel panic", vm.StateError)
