@@ -81,6 +81,9 @@ type hop struct {
 	identities []string
 	knownHosts []string
 	agentSock  string
+	// From ssh_config; zero when not set there.
+	connectTimeout time.Duration
+	aliveInterval  time.Duration // negative: disabled ("ServerAliveInterval 0")
 }
 
 func (h hop) addr() string { return net.JoinHostPort(h.hostname, strconv.Itoa(h.port)) }
@@ -146,6 +149,23 @@ func resolveHop(sc *sshConfig, cfg Config, alias, userName string, port int) (ho
 	}
 	if h.user == "" {
 		h.user = localUser()
+	}
+	if s.ConnectTimeout != "" {
+		sec, err := strconv.Atoi(s.ConnectTimeout)
+		if err != nil || sec < 0 {
+			return hop{}, fmt.Errorf("ssh config: host %s: bad ConnectTimeout %q", alias, s.ConnectTimeout)
+		}
+		h.connectTimeout = time.Duration(sec) * time.Second
+	}
+	if s.ServerAliveInterval != "" {
+		sec, err := strconv.Atoi(s.ServerAliveInterval)
+		if err != nil || sec < 0 {
+			return hop{}, fmt.Errorf("ssh config: host %s: bad ServerAliveInterval %q", alias, s.ServerAliveInterval)
+		}
+		h.aliveInterval = time.Duration(sec) * time.Second
+		if sec == 0 {
+			h.aliveInterval = -1
+		}
 	}
 	portStr := strconv.Itoa(h.port)
 	expand := func(p string) (string, error) {
@@ -234,6 +254,16 @@ func Dial(ctx context.Context, cfg Config) (*SSH, error) {
 	if cfg.SudoPath == "" {
 		cfg.SudoPath = "sudo"
 	}
+	target, jumps, err := resolve(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", cfg.Name, err)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = target.connectTimeout
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = target.aliveInterval
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 15 * time.Second
 	}
@@ -251,10 +281,6 @@ func Dial(ctx context.Context, cfg Config) (*SSH, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	target, jumps, err := resolve(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("host %s: %w", cfg.Name, err)
 	}
 	s := &SSH{cfg: cfg, target: target, jumps: jumps, sem: make(chan struct{}, max(cfg.MaxSessions-1, 1))} // one session serves SFTP
 	if _, err := s.connect(ctx); err != nil {
@@ -435,19 +461,6 @@ func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 	var signers []ssh.Signer
 	cleanup := func() {}
 	var problems []string
-	if h.agentSock != "" {
-		conn, err := net.Dial("unix", h.agentSock)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("ssh-agent at %s: %v", h.agentSock, err))
-		} else {
-			cleanup = func() { conn.Close() }
-			as, err := agent.NewClient(conn).Signers()
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("ssh-agent: %v", err))
-			}
-			signers = append(signers, as...)
-		}
-	}
 	files := h.identities
 	explicit := len(files) > 0
 	if !explicit {
@@ -474,6 +487,21 @@ func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 			problems = append(problems, fmt.Sprintf("identity file %s: %v", f, err))
 		default:
 			signers = append(signers, signer)
+		}
+	}
+	// Agent keys after the configured files: with many keys in the agent,
+	// sshd's MaxAuthTries would otherwise end before the right one.
+	if h.agentSock != "" {
+		conn, err := net.Dial("unix", h.agentSock)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("ssh-agent at %s: %v", h.agentSock, err))
+		} else {
+			cleanup = func() { conn.Close() }
+			as, err := agent.NewClient(conn).Signers()
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("ssh-agent: %v", err))
+			}
+			signers = append(signers, as...)
 		}
 	}
 	if len(signers) == 0 {

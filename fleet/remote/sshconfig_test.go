@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSSHConfigLookup(t *testing.T) {
@@ -147,4 +148,37 @@ func FuzzParseSSHConfig(f *testing.F) {
 		}
 		_ = c.lookup(alias)
 	})
+}
+
+func TestResolve(t *testing.T) {
+	t.Parallel()
+	home, _ := os.UserHomeDir()
+	target, jumps, err := resolve(Config{Address: "mac-1", SSHConfigFile: filepath.Join("testdata", "ssh_config")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hop{
+		alias: "mac-1", hostname: "mac-1.lab.example", port: 2222, user: "admin",
+		identities:     []string{home + "/.ssh/fleet_admin", home + "/.ssh/id_shared"},
+		knownHosts:     []string{"/etc/ssh/fleet known_hosts", home + "/.ssh/known_hosts_fleet"},
+		agentSock:      home + "/.ssh/agent.sock",
+		connectTimeout: 7 * time.Second, aliveInterval: 30 * time.Second,
+	}
+	if !reflect.DeepEqual(target, want) {
+		t.Errorf("target\n got %+v\nwant %+v", target, want)
+	}
+	if len(jumps) != 1 || jumps[0].addr() != "bastion.example:2200" || jumps[0].user != "ops" {
+		t.Errorf("jumps = %+v", jumps)
+	}
+
+	// Explicit settings win over the file; "none" drops its jump host.
+	target, jumps, err = resolve(Config{Address: "mac-1", Port: 22, User: "root", ProxyJump: "none",
+		KnownHostsFiles: []string{"/kh"}, NoAgent: true, SSHConfigFile: filepath.Join("testdata", "ssh_config")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target.port != 22 || target.user != "root" || len(jumps) != 0 || target.agentSock != "" ||
+		!reflect.DeepEqual(target.knownHosts, []string{"/kh"}) {
+		t.Errorf("explicit settings lost: %+v, jumps %+v", target, jumps)
+	}
 }

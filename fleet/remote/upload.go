@@ -216,3 +216,25 @@ func firstLine(b []byte) string {
 	}
 	return string(line)
 }
+
+// restoreScript renames "<path>.prev" over path; exit 3: no .prev file.
+const restoreScript = `[ -f "$1.prev" ] || exit 3
+mv -f "$1.prev" "$1"`
+
+// RestorePrevious puts "<path>.prev", which an Upload with KeepPrevious
+// kept, back at path: a rename, so atomic, and the previous inode returns.
+// Without a .prev file it changes nothing and fails with fs.ErrNotExist.
+func RestorePrevious(ctx context.Context, h Host, file string, sudo bool) error {
+	if !path.IsAbs(file) {
+		return fmt.Errorf("host %s: restoring %q: not an absolute path", h.Name(), file)
+	}
+	_, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", restoreScript, "sh", file}, Sudo: sudo})
+	var exit *ExitError
+	if errors.As(err, &exit) && exit.Code == 3 {
+		return fmt.Errorf("host %s: restoring %s: no %s.prev: %w", h.Name(), file, file, fs.ErrNotExist)
+	}
+	if err != nil {
+		return fmt.Errorf("host %s: restoring %s from %s.prev: %w", h.Name(), file, file, err)
+	}
+	return nil
+}

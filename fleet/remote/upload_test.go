@@ -322,3 +322,33 @@ func inode(t *testing.T, path string) uint64 {
 	}
 	return st.Sys().(*syscall.Stat_t).Ino
 }
+
+func TestRestorePrevious(t *testing.T) {
+	t.Parallel()
+	for name, h := range hostsUnderTest(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			dir := t.TempDir()
+			target := filepath.Join(dir, "vz-node")
+			for _, v := range []string{"good", "bad"} {
+				if err := h.Upload(ctx, Upload{Path: target, Content: strings.NewReader(v), Mode: 0o755, KeepPrevious: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			good := inode(t, target+".prev")
+			if err := RestorePrevious(ctx, h, target, true); err != nil {
+				t.Fatal(err)
+			}
+			assertFile(t, target, "good", 0o755, uint32(os.Getuid()))
+			if inode(t, target) != good {
+				t.Fatal("the restored file is not the previous inode")
+			}
+			assertDirHolds(t, dir, "vz-node")
+			if err := RestorePrevious(ctx, h, target, true); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("second restore: want fs.ErrNotExist, got %v", err)
+			}
+			assertFile(t, target, "good", 0o755, uint32(os.Getuid()))
+		})
+	}
+}
