@@ -403,9 +403,11 @@ func Quote(s string) string {
 	if s == "" {
 		return "''"
 	}
+	// '=' is not safe: a first word with one is an assignment, and zsh
+	// expands a word starting with one to a command's path.
 	safe := true
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r)) {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+:,./-", r)) {
 			safe = false
 			break
 		}

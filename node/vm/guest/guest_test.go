@@ -21,7 +21,9 @@ func TestQuote(t *testing.T) {
 		"ls":          "ls",
 		"/tmp":        "/tmp",
 		"-la":         "-la",
-		"a=b,c:d@e%f": "a=b,c:d@e%f",
+		"a,c:d@e%f+g": "a,c:d@e%f+g",
+		"FOO=bar":     "'FOO=bar'",
+		"=ls":         "'=ls'",
 		"a b":         "'a b'",
 		"it's":        `'it'\''s'`,
 		"$HOME":       "'$HOME'",
@@ -47,6 +49,17 @@ func TestJoinThroughShell(t *testing.T) {
 	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
 	if strings.Join(got, "|") != strings.Join(argv, "|") || len(got) != len(argv) {
 		t.Errorf("shell saw %q\nwant      %q", got, argv)
+	}
+}
+
+// TestJoinAssignmentIsACommand: an argv[0] with '=' runs as a command
+// named that, not as a variable assignment.
+func TestJoinAssignmentIsACommand(t *testing.T) {
+	t.Parallel()
+	err := exec.Command("/bin/sh", "-c", Join([]string{"FOO=bar", "true"})).Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 127 {
+		t.Errorf("sh -c %s = %v, want command not found (127)", Join([]string{"FOO=bar", "true"}), err)
 	}
 }
 
