@@ -34,8 +34,10 @@ func (inv *Inventory) validate(l *errorList) {
 	nodes := map[string]int{}
 	for i := range inv.Hosts {
 		h := &inv.Hosts[i]
-		if h.src == nil {
-			h.src = &source{prefix: fmt.Sprintf("hosts[%d]", i)}
+		if h.src == nil { // built in code: name fields by list index
+			named := *h
+			named.src = &source{prefix: fmt.Sprintf("hosts[%d]", i)}
+			h = &named
 		}
 		validateHost(l, h, false)
 		unique := func(seen map[string]int, key, rel, what string) {

@@ -67,6 +67,7 @@ type Decoder struct {
 	quiet     int                 // >0: inside a Hinter, values are not echoed
 	outer     *yaml.Node          // the outermost alias being expanded
 	fields    map[reflect.Type][]field
+	capped    *Error // set once MaxErrors were collected
 }
 
 // NewDecoder returns a Decoder for the document rooted at root. The node
@@ -109,6 +110,9 @@ func (d *Decoder) Errors() []*Error {
 		}
 		return a.Column < b.Column
 	})
+	if d.capped != nil {
+		out = append(out, d.capped)
+	}
 	return out
 }
 
@@ -131,12 +135,10 @@ func (d *Decoder) Decode(n *yaml.Node, path string, out any) {
 }
 
 func (d *Decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	if len(d.errs) > MaxErrors {
-		return
-	}
-	if len(d.errs) == MaxErrors {
-		d.errs = append(d.errs, &Error{Path: path, Pos: pos(n),
-			Msg: fmt.Sprintf("more than %d errors; fix the ones above first", MaxErrors)})
+	if len(d.errs) >= MaxErrors {
+		if d.capped == nil {
+			d.capped = &Error{Path: path, Pos: pos(n), Msg: fmt.Sprintf("more than %d errors; fix the ones above first", MaxErrors)}
+		}
 		return
 	}
 	d.errs = append(d.errs, &Error{Path: path, Pos: pos(n), Msg: fmt.Sprintf(format, args...)})
