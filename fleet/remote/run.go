@@ -53,12 +53,31 @@ func displayLine(cmd Cmd, sudo bool, sudoPath string) string {
 	}
 	if cmd.Sensitive && len(cmd.Args) > 0 {
 		c.Args = []string{cmd.Args[0], "[arguments hidden]"}
+	} else {
+		c.Args = make([]string, len(cmd.Args))
+		for i, a := range cmd.Args {
+			c.Args[i] = abbreviate(a)
+		}
 	}
 	line, err := buildLine(c, sudo, sudoPath, "")
 	if err != nil {
 		return "(invalid command)"
 	}
 	return line
+}
+
+// abbreviate shortens long or multi-line arguments (inline scripts) to
+// their first line for messages.
+func abbreviate(a string) string {
+	const max = 60
+	line, _, multi := strings.Cut(a, "\n")
+	if len(line) > max {
+		line, multi = line[:max], true
+	}
+	if multi {
+		return line + "…"
+	}
+	return a
 }
 
 func redactEnv(e string) string {

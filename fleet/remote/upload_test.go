@@ -109,6 +109,16 @@ func TestUpload(t *testing.T) {
 			assertFile(t, target, "v2+signed", 0o755, uint32(os.Getuid()))
 			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
 
+			// A failing step after the transfer (chown) leaves nothing behind
+			// and says what failed, briefly.
+			err = h.Upload(ctx, Upload{Path: target, Content: strings.NewReader("v4"), Owner: "no-such-user-vzfleet", Sudo: true})
+			if err == nil || !strings.Contains(err.Error(), "moving the file into place") ||
+				!strings.Contains(err.Error(), "no-such-user-vzfleet") || strings.Contains(err.Error(), "mv -f") {
+				t.Fatalf("want a short chown error, got %v", err)
+			}
+			assertFile(t, target, "v2+signed", 0o755, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "vz-node", "vz-node.prev")
+
 			// Secrets: 0600 by default.
 			kubeconfig := filepath.Join(dir, "kubeconfig")
 			if err := h.Upload(ctx, Upload{Path: kubeconfig, Content: strings.NewReader(secret), Sudo: true}); err != nil {
