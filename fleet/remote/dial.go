@@ -395,10 +395,14 @@ func (s *SSH) handshake(ctx context.Context, via *ssh.Client, h hop, name string
 	}
 	if err != nil {
 		conn.Close()
+		// Host key errors speak for themselves, without "ssh: handshake failed".
 		var unknown *UnknownHostError
+		if errors.As(err, &unknown) {
+			return nil, unknown
+		}
 		var changed *HostKeyChangedError
-		if errors.As(err, &unknown) || errors.As(err, &changed) {
-			return nil, errors.Unwrap(err) // drop "ssh: handshake failed:"
+		if errors.As(err, &changed) {
+			return nil, changed
 		}
 		if strings.Contains(err.Error(), "unable to authenticate") {
 			return nil, fmt.Errorf("host %s (%s): authentication as %q failed (%w); check that the host's "+

@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
@@ -182,4 +183,59 @@ func sudoFailure(host, user, stderr string, exit *ExitError) error {
 		}
 	}
 	return nil
+}
+
+// gate cuts a session's streams off from the caller's reader and writers
+// once Run has returned, since a session abandoned on cancellation may
+// still move data for a while.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+func (g *gate) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
+func (g *gate) writer(w io.Writer) io.Writer { return gatedWriter{g: g, w: w} }
+
+func (g *gate) reader(r io.Reader) io.Reader {
+	if r == nil {
+		return nil
+	}
+	return gatedReader{g: g, r: r}
+}
+
+type gatedWriter struct {
+	g *gate
+	w io.Writer
+}
+
+func (gw gatedWriter) Write(p []byte) (int, error) {
+	gw.g.mu.Lock()
+	defer gw.g.mu.Unlock()
+	if gw.g.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return gw.w.Write(p)
+}
+
+type gatedReader struct {
+	g *gate
+	r io.Reader
+}
+
+func (gr gatedReader) Read(p []byte) (int, error) {
+	if gr.g.isClosed() {
+		return 0, io.EOF
+	}
+	return gr.r.Read(p)
 }

@@ -190,7 +190,8 @@ func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
 		return res, err
 	}
 	out := newOutputs(cmd)
-	sess.Stdin, sess.Stdout, sess.Stderr = cmd.Stdin, out.stdout, out.stderr
+	streams := &gate{}
+	sess.Stdin, sess.Stdout, sess.Stderr = streams.reader(cmd.Stdin), streams.writer(out.stdout), streams.writer(out.stderr)
 	if !cmd.Sensitive {
 		s.cfg.Logger.Debug("run", "host", s.cfg.Name, "cmd", display)
 	}
@@ -216,6 +217,7 @@ func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
 		// after login); closing the channel is all that is left then.
 		_ = sess.Signal(ssh.SIGKILL)
 		sess.Close()
+		streams.close()
 		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, ctx.Err())
 	}
 	res.Duration = time.Since(start)

@@ -136,9 +136,17 @@ func TestRun(t *testing.T) {
 				ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 				defer cancel()
 				start := time.Now()
-				_, err := h.Run(ctx, Cmd{Args: []string{"sleep", "20"}})
-				if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+				var out bytes.Buffer
+				_, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "for i in $(seq 40); do echo tick; sleep 0.05; done"}, Stdout: &out})
+				if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 					t.Fatalf("want a deadline error soon, got %v after %v", err, time.Since(start))
+				}
+				// Nothing reaches the caller's writer after Run returned (the
+				// race detector checks this too).
+				n := out.Len()
+				time.Sleep(300 * time.Millisecond)
+				if out.Len() != n {
+					t.Fatal("output arrived after Run returned")
 				}
 			})
 
