@@ -164,22 +164,55 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// hashScript prints a file's sha256 with whichever tool the host has:
-// sha256sum on Linux, shasum on macOS.
-const hashScript = `if command -v sha256sum >/dev/null 2>&1; then exec sha256sum "$1"; else exec shasum -a 256 "$1"; fi`
+// hashScript prints one line per argument: the file's sha256 (read from
+// stdin, so names never reach the output), or "-" when it is no regular
+// file. sha256sum is Linux's tool, shasum macOS's.
+const hashScript = `if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h="shasum -a 256"; fi
+for f do
+	if [ -f "$f" ]; then $h < "$f" || exit 1; else echo -; fi
+done`
 
 // SHA256 returns the hex sha256 of a file on the host (with `sudo -n` when
-// sudo is set and the host elevates).
+// sudo is set and the host elevates). A missing file is fs.ErrNotExist.
 func SHA256(ctx context.Context, h Host, file string, sudo bool) (string, error) {
-	res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", hashScript, "sh", file}, Sudo: sudo})
+	sums, err := SHA256Files(ctx, h, []string{file}, sudo)
 	if err != nil {
 		return "", err
 	}
-	sum, _, _ := strings.Cut(string(res.Stdout), " ")
-	if _, err := hex.DecodeString(sum); err != nil || len(sum) != sha256.Size*2 {
-		return "", fmt.Errorf("host %s: unexpected output of sha256 tool for %s: %q", h.Name(), file, firstLine(res.Stdout))
+	sum, ok := sums[file]
+	if !ok {
+		return "", fmt.Errorf("host %s: hashing %s: %w", h.Name(), file, fs.ErrNotExist)
 	}
-	return strings.ToLower(sum), nil
+	return sum, nil
+}
+
+// SHA256Files hashes several files with one command (one round trip, for
+// comparing managed files quickly). Files that do not exist, or are not
+// regular files, are absent from the map.
+func SHA256Files(ctx context.Context, h Host, files []string, sudo bool) (map[string]string, error) {
+	if len(files) == 0 {
+		return map[string]string{}, nil
+	}
+	res, err := h.Run(ctx, Cmd{Args: append([]string{"sh", "-c", hashScript, "sh"}, files...), Sudo: sudo})
+	if err != nil {
+		return nil, fmt.Errorf("host %s: hashing files: %w", h.Name(), err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(res.Stdout), "\n"), "\n")
+	if len(lines) != len(files) {
+		return nil, fmt.Errorf("host %s: hashing files: %d lines of output for %d files: %q", h.Name(), len(lines), len(files), firstLine(res.Stdout))
+	}
+	sums := make(map[string]string, len(files))
+	for i, line := range lines {
+		if line == "-" {
+			continue
+		}
+		sum, _, _ := strings.Cut(line, " ")
+		if _, err := hex.DecodeString(sum); err != nil || len(sum) != sha256.Size*2 {
+			return nil, fmt.Errorf("host %s: unexpected output of the sha256 tool for %s: %q", h.Name(), files[i], line)
+		}
+		sums[files[i]] = strings.ToLower(sum)
+	}
+	return sums, nil
 }
 
 // CleanTemp removes temp files that interrupted uploads left in dir and

@@ -154,7 +154,7 @@ func TestUpload(t *testing.T) {
 type corrupting struct{ stager }
 
 func (c corrupting) Run(ctx context.Context, cmd Cmd) (Result, error) {
-	if len(cmd.Args) == 5 && cmd.Args[2] == hashScript {
+	if len(cmd.Args) == 5 && cmd.Args[2] == hashScript && strings.Contains(cmd.Args[4], TempMarker) {
 		f, err := os.OpenFile(cmd.Args[4], os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			return Result{}, err
@@ -359,6 +359,38 @@ func TestRestorePrevious(t *testing.T) {
 				t.Fatalf("second restore: want fs.ErrNotExist, got %v", err)
 			}
 			assertFile(t, target, "good", 0o755, uint32(os.Getuid()))
+		})
+	}
+}
+
+func TestSHA256Files(t *testing.T) {
+	t.Parallel()
+	for name, h := range hostsUnderTest(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			files := map[string]string{"plain": "a", "with space": "b", "new\nline": "", "-dash": "c"}
+			var paths []string
+			for f, content := range files {
+				writeFile(t, filepath.Join(dir, f), content)
+				paths = append(paths, filepath.Join(dir, f))
+			}
+			paths = append(paths, filepath.Join(dir, "missing"), dir)
+			sums, err := SHA256Files(testContext(t), h, paths, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sums) != len(files) {
+				t.Fatalf("got %d sums, want %d: %v", len(sums), len(files), sums)
+			}
+			for f, content := range files {
+				if got := sums[filepath.Join(dir, f)]; got != sum(content) {
+					t.Errorf("%q: sha256 %s, want %s", f, got, sum(content))
+				}
+			}
+			if _, err := SHA256(testContext(t), h, filepath.Join(dir, "missing"), false); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("SHA256 of a missing file: %v", err)
+			}
 		})
 	}
 }
