@@ -1,0 +1,86 @@
+package machost
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/vzfleet/vzfleet/test/harness"
+)
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// prepareMacsim puts the macsim binary at Dir/bin/macsim, building it from
+// the checkout (once per process, into .cache/macsim) unless given.
+func prepareMacsim(ctx context.Context, given, dir string) (string, error) {
+	src := given
+	if src == "" {
+		buildOnce.Do(func() { built, buildErr = buildMacsim(ctx) })
+		if buildErr != nil {
+			return "", buildErr
+		}
+		src = built
+	}
+	dst := filepath.Join(dir, "bin", "macsim")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	if err := copyFile(src, dst, 0o755); err != nil {
+		return "", fmt.Errorf("machost: copying macsim from %s: %w", src, err)
+	}
+	return dst, nil
+}
+
+func buildMacsim(ctx context.Context) (string, error) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("machost: building hack/macsim: %w (or set LabOptions.MacsimBinary)", err)
+	}
+	out := filepath.Join(root, ".cache", "macsim", "macsim")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	// Parallel test binaries may build at once: each writes its own file and
+	// renames it into place.
+	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./hack/macsim")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("machost: go build ./hack/macsim: %w\n%s", err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
