@@ -34,6 +34,9 @@ type Config struct {
 	// from ~/.ssh/config are added; without any, ssh's default files
 	// (~/.ssh/id_ed25519, id_ecdsa, id_rsa) are tried.
 	IdentityFiles []string
+	// IdentitiesOnly offers only the identity files' keys, also when the
+	// agent holds others (as ssh's IdentitiesOnly; the config's applies too).
+	IdentitiesOnly bool
 	// NoAgent disables ssh-agent; otherwise SSH_AUTH_SOCK (or the config's
 	// IdentityAgent) is used when set.
 	NoAgent bool
@@ -81,6 +84,8 @@ type hop struct {
 	identities []string
 	knownHosts []string
 	agentSock  string
+	// identitiesOnly limits the agent's keys to those of the identity files.
+	identitiesOnly bool
 	// From ssh_config; zero when not set there.
 	connectTimeout time.Duration
 	aliveInterval  time.Duration // negative: disabled ("ServerAliveInterval 0")
@@ -119,7 +124,8 @@ func resolve(cfg Config) (target hop, jumps []hop, err error) {
 		if err != nil {
 			return hop{}, nil, fmt.Errorf("ProxyJump %q: %w", jump, err)
 		}
-		j, err := resolveHop(sc, Config{IdentityFiles: cfg.IdentityFiles, KnownHostsFiles: cfg.KnownHostsFiles, NoAgent: cfg.NoAgent}, h, u, p)
+		j, err := resolveHop(sc, Config{IdentityFiles: cfg.IdentityFiles, KnownHostsFiles: cfg.KnownHostsFiles,
+			NoAgent: cfg.NoAgent, IdentitiesOnly: cfg.IdentitiesOnly}, h, u, p)
 		if err != nil {
 			return hop{}, nil, err
 		}
@@ -206,6 +212,7 @@ func resolveHop(sc *sshConfig, cfg Config, alias, userName string, port int) (ho
 		}
 		h.knownHosts = append(h.knownHosts, f)
 	}
+	h.identitiesOnly = cfg.IdentitiesOnly || s.IdentitiesOnly == "yes"
 	if !cfg.NoAgent {
 		sock := os.Getenv("SSH_AUTH_SOCK")
 		switch a := s.IdentityAgent; {
@@ -404,6 +411,11 @@ func (s *SSH) handshake(ctx context.Context, via *ssh.Client, h hop, name string
 		if errors.As(err, &changed) {
 			return nil, changed
 		}
+		if strings.Contains(err.Error(), "Too many authentication failures") {
+			return nil, fmt.Errorf("host %s (%s): authentication as %q failed: sshd gave up after too many keys (%w); "+
+				"offer only the right one with IdentitiesOnly (ssh_config `IdentitiesOnly yes` with an IdentityFile)",
+				name, h.addr(), h.user, err)
+		}
 		if strings.Contains(err.Error(), "unable to authenticate") {
 			return nil, fmt.Errorf("host %s (%s): authentication as %q failed (%w); check that the host's "+
 				"authorized_keys holds one of the offered keys (agent: %v, files: %s)%s",
@@ -459,12 +471,21 @@ func transient(err error) bool {
 	return false
 }
 
-// authMethods gathers the agent's keys and the key files. notes tell about
-// keys that could not be used; cleanup closes the agent connection.
+// authMethods gathers the identity files' keys, then the agent's. notes
+// tell about keys that could not be used; cleanup closes the agent
+// connection.
 func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 	var signers []ssh.Signer
 	cleanup := func() {}
 	var problems []string
+	// Public keys of the identity files, to match agent keys (an encrypted
+	// file is fine when the agent holds its key).
+	filePubs := map[string]bool{}
+	type encryptedKey struct {
+		file string
+		pub  ssh.PublicKey // nil when unknown
+	}
+	var encrypted []encryptedKey
 	files := h.identities
 	explicit := len(files) > 0
 	if !explicit {
@@ -485,16 +506,24 @@ func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 		var missing *ssh.PassphraseMissingError
 		switch {
 		case errors.As(err, &missing):
-			problems = append(problems, fmt.Sprintf("identity file %s is encrypted with a passphrase, "+
-				"which fleetctl cannot ask for: load it into ssh-agent (ssh-add %s) or use an unencrypted deploy key", f, f))
+			pub := missing.PublicKey
+			if pub == nil {
+				pub = readPublicKey(f + ".pub")
+			}
+			if pub != nil {
+				filePubs[string(pub.Marshal())] = true
+			}
+			encrypted = append(encrypted, encryptedKey{f, pub})
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("identity file %s: %v", f, err))
 		default:
 			signers = append(signers, signer)
+			filePubs[string(signer.PublicKey().Marshal())] = true
 		}
 	}
-	// Agent keys after the configured files: with many keys in the agent,
-	// sshd's MaxAuthTries would otherwise end before the right one.
+	// Agent keys after the files: with many keys in the agent, sshd's
+	// MaxAuthTries would otherwise end before the configured one.
+	inAgent := map[string]bool{}
 	if h.agentSock != "" {
 		conn, err := net.Dial("unix", h.agentSock)
 		if err != nil {
@@ -505,8 +534,22 @@ func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("ssh-agent: %v", err))
 			}
-			signers = append(signers, as...)
+			for _, a := range as {
+				key := string(a.PublicKey().Marshal())
+				if h.identitiesOnly && !filePubs[key] {
+					continue
+				}
+				inAgent[key] = true
+				signers = append(signers, a)
+			}
 		}
+	}
+	for _, k := range encrypted {
+		if k.pub != nil && inAgent[string(k.pub.Marshal())] {
+			continue
+		}
+		problems = append(problems, fmt.Sprintf("identity file %s is encrypted with a passphrase, "+
+			"which fleetctl cannot ask for: load it into ssh-agent (ssh-add %s) or use an unencrypted deploy key", k.file, k.file))
 	}
 	if len(signers) == 0 {
 		cleanup()
@@ -521,6 +564,20 @@ func authMethods(h hop, name string) ([]ssh.AuthMethod, string, func(), error) {
 		notes = "; not offered: " + strings.Join(problems, "; ")
 	}
 	return []ssh.AuthMethod{ssh.PublicKeys(signers...)}, notes, cleanup, nil
+}
+
+// readPublicKey reads an authorized_keys-format public key file; nil when
+// there is none.
+func readPublicKey(file string) ssh.PublicKey {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return nil
+	}
+	return pub
 }
 
 func localUser() string {

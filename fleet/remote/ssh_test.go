@@ -3,6 +3,8 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/pem"
 	"errors"
 	"log/slog"
 	"os"
@@ -403,7 +405,8 @@ func TestKeyFiles(t *testing.T) {
 func TestAgentAuth(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	sock := filepath.Join(t.TempDir(), "agent.sock")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
 	agentCmd := exec.Command("ssh-agent", "-D", "-a", sock)
 	if err := agentCmd.Start(); err != nil {
 		t.Fatalf("ssh-agent: %v", err)
@@ -413,22 +416,67 @@ func TestAgentAuth(t *testing.T) {
 		_ = agentCmd.Wait()
 	})
 	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, "ssh-agent's socket")
-	add := exec.Command("ssh-add", srv.ClientKeyFile)
+
+	// The agent holds 7 unrelated keys before the right one: more than
+	// sshd's MaxAuthTries (6) allows to try.
+	keys := []string{}
+	for i := range 7 {
+		keys = append(keys, writeKey(t, filepath.Join(dir, "decoy"+strconv.Itoa(i))))
+	}
+	keys = append(keys, srv.ClientKeyFile)
+	add := exec.Command("ssh-add", keys...)
 	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
 	if out, err := add.CombinedOutput(); err != nil {
 		t.Fatalf("ssh-add: %v: %s", err, out)
 	}
-	config := filepath.Join(t.TempDir(), "config")
-	writeFile(t, config, "Host *\n  IdentityAgent "+sock+"\n")
-	h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
-		c.IdentityFiles = nil
-		c.NoAgent = false
-		c.SSHConfigFile = config
-	}))
+	// The identity file is the same key, encrypted: usable through the agent.
+	encrypted := filepath.Join(dir, "id_encrypted")
+	data, err := os.ReadFile(srv.ClientKeyFile)
 	if err != nil {
-		t.Fatalf("Dial with the agent's key: %v", err)
+		t.Fatal(err)
 	}
-	h.Close()
+	writeFile(t, encrypted, string(data))
+	if out, err := exec.Command("ssh-keygen", "-q", "-p", "-P", "", "-N", "passphrase", "-f", encrypted).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -p: %v: %s", err, out)
+	}
+
+	config := filepath.Join(dir, "config")
+	writeFile(t, config, "Host *\n  IdentityAgent "+sock+"\n  IdentityFile "+encrypted+"\n")
+	dial := func(identitiesOnly bool) error {
+		h, err := Dial(testContext(t), testConfig(t, srv, func(c *Config) {
+			c.IdentityFiles = nil
+			c.NoAgent = false
+			c.SSHConfigFile = config
+			c.IdentitiesOnly = identitiesOnly
+		}))
+		if err == nil {
+			h.Close()
+		}
+		return err
+	}
+	if err := dial(true); err != nil {
+		t.Fatalf("Dial with IdentitiesOnly and the agent's key: %v", err)
+	}
+	if err := dial(false); err == nil || !strings.Contains(err.Error(), "IdentitiesOnly yes") {
+		t.Fatalf("all agent keys offered: want sshd to give up with a hint, got %v", err)
+	}
+}
+
+// writeKey writes a new unencrypted ed25519 private key file.
+func writeKey(t *testing.T, path string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestSudo(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 // sshConfig is the part of an OpenSSH client configuration (ssh_config(5))
 // that fleetctl honours: Host blocks (patterns with *, ? and !negation),
 // "Match all", Include, and the keywords HostName, Port, User, IdentityFile,
-// IdentityAgent, ProxyJump, UserKnownHostsFile, ConnectTimeout and
+// IdentityAgent, IdentitiesOnly, ProxyJump, UserKnownHostsFile, ConnectTimeout and
 // ServerAliveInterval. For each keyword the first value found wins, as in
 // ssh; IdentityFile accumulates. Match blocks with other criteria never
 // apply (fleetctl cannot evaluate them), which errs towards plain settings.
@@ -36,6 +36,7 @@ type hostSettings struct {
 	User                string
 	IdentityFiles       []string
 	IdentityAgent       string
+	IdentitiesOnly      string
 	ProxyJump           string
 	UserKnownHostsFiles []string
 	ConnectTimeout      string
@@ -205,6 +206,8 @@ func (c *sshConfig) lookup(alias string) hostSettings {
 			h.User = e.args[0]
 		case "identityagent":
 			h.IdentityAgent = e.args[0]
+		case "identitiesonly":
+			h.IdentitiesOnly = strings.ToLower(e.args[0])
 		case "proxyjump":
 			h.ProxyJump = e.args[0]
 		case "userknownhostsfile":
