@@ -54,7 +54,7 @@ type Config struct {
 	// SudoPath is the sudo program; default "sudo".
 	SudoPath string
 	// SSHConfigFile is the ssh_config to honour; default ~/.ssh/config;
-	// "none" reads none.
+	// "none" reads none. The system-wide /etc/ssh/ssh_config is not read.
 	SSHConfigFile string
 	// ConnectTimeout bounds each TCP connect plus SSH handshake; default 15s.
 	ConnectTimeout time.Duration
