@@ -247,7 +247,7 @@ func fetchBlob(ctx context.Context, repo *remote.Repository, blob ocispec.Descri
 		return fmt.Errorf("blob %s: %w: %d bytes, the manifest says %d", blob.Digest, ErrCorrupt, ch.n, blob.Size)
 	}
 	if got := digest.NewDigest(blob.Digest.Algorithm(), ch.Hash); got != blob.Digest {
-		return fmt.Errorf("blob %s: %w: its content hashes to %s", blob.Digest, ErrCorrupt, got)
+		return fmt.Errorf("blob %s: %w: the registry sent content that hashes to %s", blob.Digest, ErrCorrupt, got)
 	}
 	if w.pos != t.size {
 		return fmt.Errorf("blob %s: %w: decodes to %d bytes, the manifest says %d", blob.Digest, ErrCorrupt, w.pos, t.size)

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -19,6 +20,22 @@ const (
 // testDisk is 1 GiB and a bit: holes, compressible and random regions,
 // some crossing chunk boundaries, a short last chunk.
 var testDiskSize int64 = 1<<30 + 12345
+
+// The other tests use a 256 MiB disk in 16 MiB chunks: the same shapes,
+// less time.
+const (
+	smallDiskSize = 256<<20 + 12345
+	smallChunk    = 16 << 20
+	smallChunks   = 17
+)
+
+var smallRegions = []region{
+	{off: 0, size: 5 * mib, kind: "text", seed: 1},
+	{off: 20 * mib, size: 8 * mib, kind: "random", seed: 2},
+	{off: 50*mib + 12345, size: 10 * mib, kind: "text", seed: 3},
+	{off: 127 * mib, size: 2 * mib, kind: "random", seed: 4},
+	{off: 256*mib - mib, size: mib + 12345, kind: "text", seed: 5},
+}
 
 var testRegions = []region{
 	{off: 0, size: 20 * mib, kind: "text", seed: 1},
@@ -68,8 +85,12 @@ func (e *env) push(dir, name string, chunk int64) *Description {
 }
 
 func (e *env) vmDir(name string, regions []region) string {
+	return e.vmDirSized(name, testDiskSize, regions)
+}
+
+func (e *env) vmDirSized(name string, size int64, regions []region) string {
 	dir := filepath.Join(e.t.TempDir(), name)
-	makeVMDir(e.t, dir, testDiskSize, regions)
+	makeVMDir(e.t, dir, size, regions)
 	return dir
 }
 
@@ -153,7 +174,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 
 func TestPullResumesInterruptedBlobWithRange(t *testing.T) {
 	e := newEnv(t)
-	desc := e.push(e.vmDir("src", testRegions), "base:v1", testChunk)
+	desc := e.push(e.vmDirSized("src", smallDiskSize, smallRegions), "base:v1", smallChunk)
 	big := desc.Image.Disk[1] // holds the random region: a large blob
 	e.proxy.mu.Lock()
 	e.proxy.cutAfter[big.Layer.Digest.String()] = big.Layer.Size / 2
@@ -175,8 +196,8 @@ func TestPullResumesInterruptedBlobWithRange(t *testing.T) {
 
 func TestPullCancelledThenResumed(t *testing.T) {
 	e := newEnv(t)
-	src := e.vmDir("src", testRegions)
-	desc := e.push(src, "base:v1", testChunk)
+	src := e.vmDirSized("src", smallDiskSize, smallRegions)
+	desc := e.push(src, "base:v1", smallChunk)
 	c := e.open(Options{Concurrency: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	var once sync.Once
@@ -227,35 +248,55 @@ func TestPullCancelledThenResumed(t *testing.T) {
 }
 
 func TestPullDetectsCorruptBlob(t *testing.T) {
-	e := newEnv(t)
-	desc := e.push(e.vmDir("src", testRegions), "base:v1", testChunk)
-	bad := desc.Image.Disk[0].Layer.Digest
-	path := filepath.Join(e.regDir, "docker/registry/v2/blobs", bad.Algorithm().String(), bad.Encoded()[:2], bad.Encoded(), "data")
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name  string
+		chunk int
+		want  string
+	}{
+		// chunk 0 is text: LZ4 blocks that no longer decode
+		{"undecodable", 0, "applelz4: corrupt stream"},
+		// chunk 1 is random: stored blocks that decode to other bytes
+		{"wrong bytes", 1, "the registry sent content that hashes to"},
 	}
-	if _, err := f.WriteAt([]byte("garbage!"), 5000); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	_, err = e.cache.Pull(context.Background(), e.ref("base:v1"), PullOptions{})
-	if !errors.Is(err, ErrCorrupt) || !contains(err.Error(), bad.String()) {
-		t.Fatalf("pull of a corrupt blob: %v", err)
-	}
-	t.Logf("reported: %v", err)
-	if list, _ := e.cache.List(); len(list) != 0 {
-		t.Fatalf("corrupt image visible: %+v", list)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			desc := e.push(e.vmDirSized("src", smallDiskSize, smallRegions), "base:v1", smallChunk)
+			bad := desc.Image.Disk[tc.chunk].Layer.Digest
+			path := filepath.Join(e.regDir, "docker/registry/v2/blobs", bad.Algorithm().String(), bad.Encoded()[:2], bad.Encoded(), "data")
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// at 5000: the first blocks; in the middle: chunk 1's random data
+			at := int64(5000)
+			if tc.chunk == 1 {
+				blob, _ := os.ReadFile(path)
+				at = int64(bytes.Index(blob, []byte("bv4-")) + 100)
+			}
+			if _, err := f.WriteAt([]byte("garbage!"), at); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			_, err = e.cache.Pull(context.Background(), e.ref("base:v1"), PullOptions{})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad.String()) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("pull of a corrupt blob: %v", err)
+			}
+			t.Logf("reported: %v", err)
+			if list, _ := e.cache.List(); len(list) != 0 {
+				t.Fatalf("corrupt image visible: %+v", list)
+			}
+		})
 	}
 }
 
 func TestDedupAcrossImages(t *testing.T) {
 	e := newEnv(t)
-	v1 := e.push(e.vmDir("v1", testRegions), "base:v1", testChunk)
+	v1 := e.push(e.vmDirSized("v1", smallDiskSize, smallRegions), "base:v1", smallChunk)
 	// v2 changes one region: only that chunk differs.
-	regions2 := append(append([]region{}, testRegions...), region{off: 300 * mib, size: 2 * mib, kind: "random", seed: 9})
-	src2 := e.vmDir("v2", regions2)
-	v2 := e.push(src2, "base:v2", testChunk)
+	regions2 := append(append([]region{}, smallRegions...), region{off: 90 * mib, size: 2 * mib, kind: "random", seed: 9})
+	src2 := e.vmDirSized("v2", smallDiskSize, regions2)
+	v2 := e.push(src2, "base:v2", smallChunk)
 	if _, err := e.cache.Pull(context.Background(), e.ref("base:v1"), PullOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +319,7 @@ func TestDedupAcrossImages(t *testing.T) {
 
 func TestPullNoSpace(t *testing.T) {
 	e := newEnv(t)
-	e.push(e.vmDir("src", testRegions), "base:v1", testChunk)
+	e.push(e.vmDirSized("src", smallDiskSize, smallRegions), "base:v1", smallChunk)
 	c := e.open(Options{freeSpace: func(string) (int64, error) { return 100 * mib, nil }})
 	_, err := c.Pull(context.Background(), e.ref("base:v1"), PullOptions{})
 	if !errors.Is(err, ErrNoSpace) || e.proxy.diskGets(mustInspect(t, e.ref("base:v1")).Image) != 0 {
@@ -308,5 +349,3 @@ func mustInspect(t *testing.T, ref string) *Description {
 	}
 	return d
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }

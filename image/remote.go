@@ -115,13 +115,20 @@ func (a Auth) credential() (auth.CredentialFunc, error) {
 		if user != "" || pass != "" {
 			return auth.Credential{Username: user, Password: pass}, nil
 		}
+		// Docker Hub's credentials live under several names.
+		keys := []string{hostport}
+		if hostport == "registry-1.docker.io" {
+			keys = append(keys, credentials.ServerAddressFromHostname(hostport), "index.docker.io", "docker.io")
+		}
 		for _, s := range stores {
-			c, err := credentials.Credential(s)(ctx, hostport)
-			if err != nil {
-				return auth.EmptyCredential, fmt.Errorf("registry credentials for %s: %w", hostport, err)
-			}
-			if c != auth.EmptyCredential {
-				return c, nil
+			for _, k := range keys {
+				c, err := s.Get(ctx, k)
+				if err != nil {
+					return auth.EmptyCredential, fmt.Errorf("registry credentials for %s: %w", hostport, err)
+				}
+				if c != auth.EmptyCredential {
+					return c, nil
+				}
 			}
 		}
 		return auth.EmptyCredential, nil
