@@ -19,6 +19,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/pkg/sftp"
+
 	"github.com/vzfleet/vzfleet/test/harness"
 )
 
@@ -439,4 +441,84 @@ func TestOptionsErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCutMidUpload shows the tools for the SSH-cut-mid-upload test: a
+// bandwidth cap makes an SFTP upload slow enough to cut while the target
+// file is half written.
+func TestCutMidUpload(t *testing.T) {
+	harness.RequireRoot(t)
+	lab := LabT(t, LabOptions{Hosts: []HostOptions{{Name: "mac-up"}}})
+	h := lab.Hosts[0]
+	if err := h.LimitBandwidth(4000); err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := sftp.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("vz-node "), 1<<17) // 1 MiB: about 2 s at 4 Mbit/s
+	done := make(chan error, 1)
+	go func() {
+		f, err := sc.Create("/usr/local/bin/vz-node.upload")
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = f.ReadFrom(bytes.NewReader(payload))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	partial := h.Path("/usr/local/bin/vz-node.upload")
+	waitFor(t, "the upload to start arriving", func() bool {
+		fi, err := os.Stat(partial)
+		return err == nil && fi.Size() > 0
+	})
+	if n := h.CutConnections(); n == 0 {
+		t.Fatal("nothing to cut")
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the upload finished although its connection was cut")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upload hung after the cut")
+	}
+	if fi, err := os.Stat(partial); err != nil || fi.Size() >= int64(len(payload)) {
+		t.Fatalf("after the cut the file has %v bytes (err %v), want a partial file", fi.Size(), err)
+	}
+	// The host is still up for a rerun; without the cap it is fast again.
+	if err := h.LimitBandwidth(0); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, h, "rm /usr/local/bin/vz-node.upload")
+
+	// A pulled cable: dials time out instead of being refused.
+	if err := h.SetLinkDown(true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = h.Dial(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("dial succeeded with the link down")
+	}
+	if err := h.SetLinkDown(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the link to come back", func() bool {
+		c, err := h.Dial(context.Background())
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
