@@ -130,6 +130,13 @@ type proxy struct {
 	blobGets map[string]int // digest -> GETs
 	ranges   map[string]int // digest -> GETs with a Range header
 	cutAfter map[string]int64
+	hold     map[string]holdAt
+}
+
+// holdAt stalls a blob download after some bytes until the client goes.
+type holdAt struct {
+	after   int64
+	reached chan struct{}
 }
 
 func newProxy(t testing.TB, registryAddr string) *proxy {
@@ -143,6 +150,7 @@ func (p *proxy) addr() string { return strings.TrimPrefix(p.URL, "http://") }
 
 func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	var cut int64 = -1
+	var hold *holdAt
 	if i := strings.Index(r.URL.Path, "/blobs/sha256:"); i >= 0 && r.Method == http.MethodGet {
 		d := r.URL.Path[i+len("/blobs/"):]
 		p.mu.Lock()
@@ -152,6 +160,9 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 		} else if n, ok := p.cutAfter[d]; ok {
 			cut = n
 			delete(p.cutAfter, d)
+		} else if h, ok := p.hold[d]; ok {
+			hold = &h
+			delete(p.hold, d)
 		}
 		p.mu.Unlock()
 	}
@@ -172,6 +183,13 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
+	if hold != nil {
+		io.CopyN(w, resp.Body, hold.after)
+		w.(http.Flusher).Flush()
+		close(hold.reached)
+		<-r.Context().Done()
+		return
+	}
 	if cut >= 0 {
 		io.CopyN(w, resp.Body, cut)
 		w.(http.Flusher).Flush()

@@ -106,6 +106,7 @@ func (c *Cache) Pull(ctx context.Context, ref string, opts PullOptions) (*Image,
 		}
 		if d != "" {
 			if img, ok := c.quickOpen(d); ok {
+				reportCached(key, img, opts.Progress)
 				return img, nil
 			}
 			if _, err := os.Stat(filepath.Join(c.imageDir(d), recordFile)); err == nil {
@@ -135,9 +136,17 @@ func (c *Cache) Pull(ctx context.Context, ref string, opts PullOptions) (*Image,
 		return nil, fmt.Errorf("image cache: record %s: %w", key, err)
 	}
 	if img, ok := c.quickOpen(desc.Digest); ok {
+		reportCached(key, img, opts.Progress)
 		return img, nil
 	}
 	return run(desc.Digest, repo, im)
+}
+
+// reportCached tells a progress watcher that the image was already there.
+func reportCached(ref string, img *Image, progress func(Progress)) {
+	if progress != nil {
+		progress(Progress{Reference: ref, Digest: img.Digest, BytesDone: img.DiskSize, BytesTotal: img.DiskSize, Done: true})
+	}
 }
 
 // quickOpen returns a complete image whose disk is unchanged since it was

@@ -349,3 +349,34 @@ func mustInspect(t *testing.T, ref string) *Description {
 	}
 	return d
 }
+
+// TestPushPullBig is the multi-GiB round trip with tart's default 512 MiB
+// chunks; it takes minutes, so it runs only with VZFLEET_IMAGE_BIG_TEST=1.
+func TestPushPullBig(t *testing.T) {
+	if os.Getenv("VZFLEET_IMAGE_BIG_TEST") == "" {
+		t.Skip("set VZFLEET_IMAGE_BIG_TEST=1 for the 4 GiB round trip")
+	}
+	e := newEnv(t)
+	const size = 4<<30 + 4097
+	regions := []region{
+		{off: 0, size: 64 * mib, kind: "text", seed: 1},
+		{off: 700 * mib, size: 64 * mib, kind: "random", seed: 2},
+		{off: 2048*mib - 10*mib, size: 20 * mib, kind: "text", seed: 3},
+		{off: 4<<30 - 32*mib, size: 32*mib + 4097, kind: "random", seed: 4},
+	}
+	src := e.vmDirSized("src", size, regions)
+	start := time.Now()
+	desc := e.push(src, "big:1", 0)
+	t.Logf("pushed 4 GiB in %v: %d chunks", time.Since(start), len(desc.Image.Disk))
+	start = time.Now()
+	img, err := e.cache.Pull(context.Background(), e.ref("big:1"), PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pulled in %v", time.Since(start))
+	sameFile(t, filepath.Join(src, DiskFile), img.Disk)
+	fi, _ := os.Stat(img.Disk)
+	if a := allocated(fi); a > 200*mib {
+		t.Fatalf("pulled disk occupies %d MiB", a>>20)
+	}
+}
