@@ -235,7 +235,7 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.opts.SSHD, "-D", "-e", "-f", cfg)
 	cmd.Stdout = log
 	cmd.Stderr = log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
