@@ -128,7 +128,7 @@ func runBoot(args []string, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "macsim boot: %s is up\n", c.Hostname)
 	return serve(launchd.Options{Socket: c.LaunchdSocket, StateDir: c.LaunchdStateDir,
-		Throttle: c.LaunchdThrottle, ExitTimeout: c.LaunchdExitTimeout,
+		Throttle: c.LaunchdThrottle, ExitTimeout: c.LaunchdExitTimeout, LoadDirs: c.LaunchdLoadDirs,
 		Log: log.New(logw, "", log.LstdFlags)}, stderr)
 }
 

@@ -387,6 +387,7 @@ type bootConfig struct {
 	LaunchdLog         string        `json:"launchdLog"`
 	LaunchdThrottle    time.Duration `json:"launchdThrottle"`
 	LaunchdExitTimeout time.Duration `json:"launchdExitTimeout"`
+	LaunchdLoadDirs    []string      `json:"launchdLoadDirs,omitempty"`
 }
 
 type bootMount struct {
@@ -407,6 +408,7 @@ func (h *Host) boot(ctx context.Context) error {
 		LaunchdLog:         MacsimDir + "/launchd.log",
 		LaunchdThrottle:    impl.opts.LaunchdThrottle,
 		LaunchdExitTimeout: impl.opts.LaunchdExitTimeout,
+		LaunchdLoadDirs:    []string{"/Library/LaunchDaemons"},
 	}
 	for _, d := range h.privateDirs {
 		cfg.Mounts = append(cfg.Mounts, bootMount{Kind: "bind", Source: filepath.Join(h.Root, d), Target: d})
@@ -553,6 +555,25 @@ func (h *Host) Stop() {
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	p.Stop()
+}
+
+// Reboot restarts the whole host: sshd and launchd stop (launchd stops its
+// jobs with SIGTERM, then SIGKILL after their exit timeout), then the host
+// boots again, launchd loads /Library/LaunchDaemons as a Mac does at boot,
+// and sshd starts. The host keeps its files and address.
+func (h *Host) Reboot(ctx context.Context) error {
+	h.Stop()
+	h.impl.mu.Lock()
+	p := h.impl.boot
+	h.impl.boot = nil
+	h.impl.mu.Unlock()
+	if p != nil {
+		p.Stop()
+	}
+	if err := h.boot(ctx); err != nil {
+		return err
+	}
+	return h.Start()
 }
 
 // Running reports whether the host's sshd is running.

@@ -37,6 +37,9 @@ func (h *Host) Start() error { return errLinuxOnly }
 // Stop does nothing off Linux.
 func (h *Host) Stop() {}
 
+// Reboot needs Linux.
+func (h *Host) Reboot(context.Context) error { return errLinuxOnly }
+
 // Running is false off Linux.
 func (h *Host) Running() bool { return false }
 

@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
-
-	"github.com/pkg/sftp"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 )
@@ -256,6 +255,23 @@ func TestLab(t *testing.T) {
 		if _, e, code := sessionRun(t, c, "launchctl kickstart -k system/dev.vzfleet.test", nil); code != 113 {
 			t.Fatalf("kickstart of an unloaded job: %d %q", code, e)
 		}
+	})
+
+	t.Run("reboot", func(t *testing.T) {
+		// The plist left in /Library/LaunchDaemons loads at boot, and its
+		// KeepAlive job starts again; files survive.
+		oldBoot, _ := h1.bootPID()
+		if err := h1.Reboot(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if newBoot, _ := h1.bootPID(); newBoot == oldBoot {
+			t.Fatal("Reboot kept the old launchd")
+		}
+		waitFor(t, "the LaunchDaemon to run after the reboot", func() bool {
+			o, _, code, _ := h1.Launchctl("print", "system/dev.vzfleet.test")
+			return code == 0 && strings.Contains(o, "state = running")
+		})
+		mustRun(t, h1, "test -x /usr/local/bin/hello && launchctl bootout system/dev.vzfleet.test")
 	})
 
 	t.Run("loopback forward", func(t *testing.T) {

@@ -33,6 +33,8 @@ type Config struct {
 	LaunchdLog         string        `json:"launchdLog"`
 	LaunchdThrottle    time.Duration `json:"launchdThrottle"`
 	LaunchdExitTimeout time.Duration `json:"launchdExitTimeout"`
+	// LaunchdLoadDirs are bootstrapped when launchd starts.
+	LaunchdLoadDirs []string `json:"launchdLoadDirs,omitempty"`
 }
 
 // Load reads a boot configuration.

@@ -47,6 +47,9 @@ type Options struct {
 	// ExitTimeout is how long a stopping job gets between SIGTERM and
 	// SIGKILL without an ExitTimeOut key (launchd's default is 20 s).
 	ExitTimeout time.Duration
+	// LoadDirs are bootstrapped at start, as launchd loads
+	// /Library/LaunchDaemons when a Mac boots (disabled jobs stay unloaded).
+	LoadDirs []string
 	// Log receives the daemon's own messages (what launchd writes to the
 	// system log); nil discards them.
 	Log *log.Logger
@@ -133,6 +136,7 @@ func (d *Daemon) Serve() error {
 	d.ln = ln
 	d.mu.Unlock()
 	d.opts.Log.Printf("launchd: listening on %s", d.opts.Socket)
+	d.loadAtBoot()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -156,6 +160,18 @@ func (d *Daemon) serveConn(conn net.Conn) {
 	}
 	resp := d.Handle(req)
 	_ = json.NewEncoder(conn).Encode(resp)
+}
+
+// loadAtBoot bootstraps every plist in the load directories.
+func (d *Daemon) loadAtBoot() {
+	for _, dir := range d.opts.LoadDirs {
+		paths, _ := filepath.Glob(filepath.Join(dir, "*.plist"))
+		for _, p := range paths {
+			if code := d.bootstrapOne(p); code != 0 && code != ExitDisabled {
+				d.opts.Log.Printf("launchd: loading %s at boot: %d: %s", p, code, ErrorText(code))
+			}
+		}
+	}
 }
 
 // Close stops accepting requests and stops every job, as a shutdown would.
