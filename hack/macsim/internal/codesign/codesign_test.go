@@ -128,3 +128,18 @@ func TestSignErrors(t *testing.T) {
 		})
 	}
 }
+
+func FuzzRead(f *testing.F) {
+	f.Add([]byte("\x7fELF plain"))
+	f.Add(append([]byte(`{"identifier":"x","identity":"-","codeSHA256":""}`), append([]byte{0, 0, 0, 0, 0, 0, 0, 48}, trailerMagic...)...))
+	f.Add(append([]byte{0, 0, 0, 0, 0, 0, 0xff, 0xff}, trailerMagic...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		code, payload := splitTrailer(data)
+		if len(code)+len(payload) > len(data) {
+			t.Fatalf("split %d bytes into %d + %d", len(data), len(code), len(payload))
+		}
+		if payload == nil && len(code) != len(data) {
+			t.Fatal("no trailer, yet the code was cut")
+		}
+	})
+}

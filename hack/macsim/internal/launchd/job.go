@@ -85,6 +85,11 @@ func LoadJob(path string) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseJob(path, data)
+}
+
+// ParseJob reads a LaunchDaemon plist's content; path is for messages.
+func ParseJob(path string, data []byte) (*Job, error) {
 	v, err := plist.Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: Invalid property list: %w", path, err)
