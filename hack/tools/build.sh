@@ -23,7 +23,7 @@ build() { # name version dir package
     echo "tools: $name $version is up to date"
     return
   fi
-  echo "tools: building $name $version (first build of kube-apiserver takes ~5 min)"
+  echo "tools: building $name $version (cold builds take minutes; kube-apiserver ~5 min on 2 cores)"
   local start=$SECONDS
   (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
@@ -31,9 +31,15 @@ build() { # name version dir package
   echo "tools: built $name in $((SECONDS - start))s"
 }
 
-build etcd "$etcd_version" etcd go.etcd.io/etcd/server/v3
-build staticcheck "$staticcheck_version" lint honnef.co/go/tools/cmd/staticcheck
-build kubectl "$k8s_version" . k8s.io/kubernetes/cmd/kubectl
-build kube-scheduler "$k8s_version" . k8s.io/kubernetes/cmd/kube-scheduler
-build kube-controller-manager "$k8s_version" . k8s.io/kubernetes/cmd/kube-controller-manager
-build kube-apiserver "$k8s_version" . k8s.io/kubernetes/cmd/kube-apiserver
+main() {
+  build etcd "$etcd_version" etcd go.etcd.io/etcd/server/v3
+  build staticcheck "$staticcheck_version" lint honnef.co/go/tools/cmd/staticcheck
+  build kubectl "$k8s_version" . k8s.io/kubernetes/cmd/kubectl
+  build kube-scheduler "$k8s_version" . k8s.io/kubernetes/cmd/kube-scheduler
+  build kube-controller-manager "$k8s_version" . k8s.io/kubernetes/cmd/kube-controller-manager
+  build kube-apiserver "$k8s_version" . k8s.io/kubernetes/cmd/kube-apiserver
+}
+
+# Bash reads a script as it runs; calling main last means an edit to this
+# file during a long build cannot change the rest of that build.
+main "$@"
