@@ -9,10 +9,9 @@
 // with `sudo -n`, keeps one connection per host and multiplexes sessions on
 // it, and retries only transient network errors while dialling.
 //
-// A command whose context ends is sent SIGKILL and its session closed, and
-// Run returns at once. sshd ignores signals on root logins (it runs those
-// without privilege separation), so there the remote process may live on
-// until it ends by itself; it keeps its session slot until then.
+// A command whose context ends is killed with its whole process group
+// (TERM, then KILL a second later, from a session of its own, since sshd
+// ignores signal requests on root logins), and Run returns at once.
 package remote
 
 import (

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -171,34 +172,44 @@ func isConnectionLost(c *ssh.Client) bool {
 	}
 }
 
-// Run runs cmd through the login shell of the remote user.
+// Run runs cmd through the login shell of the remote user. When ctx ends
+// first, the command's process group is killed and Run returns at once.
 func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
+	return s.run(ctx, cmd, s.sem)
+}
+
+// run runs cmd; sem, when not nil, bounds the sessions open at once.
+func (s *SSH) run(ctx context.Context, cmd Cmd, sem chan struct{}) (Result, error) {
 	var res Result
 	line, err := commandLine(cmd, s.cfg.Sudo, s.cfg.SudoPath)
 	if err != nil {
 		return res, fmt.Errorf("host %s: %w", s.cfg.Name, err)
 	}
 	display := displayLine(cmd, s.cfg.Sudo, s.cfg.SudoPath)
+	if sem == nil {
+		sem = make(chan struct{}, 1) // private: bounds nothing
+	}
 	select {
-	case s.sem <- struct{}{}:
+	case sem <- struct{}{}:
 	case <-ctx.Done():
 		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, ctx.Err())
 	}
 	sess, err := s.session(ctx)
 	if err != nil {
-		<-s.sem
+		<-sem
 		return res, err
 	}
 	out := newOutputs(cmd)
 	streams := &gate{}
-	sess.Stdin, sess.Stdout, sess.Stderr = streams.reader(cmd.Stdin), streams.writer(out.stdout), streams.writer(out.stderr)
+	stderr := &pidCatcher{w: streams.writer(out.stderr)}
+	sess.Stdin, sess.Stdout, sess.Stderr = streams.reader(cmd.Stdin), streams.writer(out.stdout), stderr
 	if !cmd.Sensitive {
 		s.cfg.Logger.Debug("run", "host", s.cfg.Name, "cmd", display)
 	}
 	start := time.Now()
-	if err := sess.Start(line); err != nil {
+	if err := sess.Start(reportPID + line); err != nil {
 		sess.Close()
-		<-s.sem
+		<-sem
 		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, err)
 	}
 	// The session keeps its slot until it really ends: a command that
@@ -206,16 +217,21 @@ func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
 	waited := make(chan error, 1)
 	go func() {
 		err := sess.Wait()
+		stderr.flush()
 		sess.Close()
-		<-s.sem
+		<-sem
 		waited <- err
 	}()
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
-		// sshd ignores signals for root logins (no privilege separation
-		// after login); closing the channel is all that is left then.
+		// sshd ignores signals on root logins, and a signal would reach
+		// only the shell anyway: kill the process group from a session of
+		// its own.
 		_ = sess.Signal(ssh.SIGKILL)
+		if pid := stderr.PID(); pid > 0 {
+			go s.killGroup(pid, cmd.Sudo)
+		}
 		sess.Close()
 		streams.close()
 		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, ctx.Err())
@@ -238,6 +254,25 @@ func (s *SSH) Run(ctx context.Context, cmd Cmd) (Result, error) {
 		return res, fmt.Errorf("host %s: command %s: %w", s.cfg.Name, display, err)
 	}
 	return res, out.result(&res, s.cfg.Name, s.target.user, cmd, display, code, signal, s.cfg.Sudo)
+}
+
+// killScript ends a process group: TERM first (sudo passes it on to a
+// command it runs on a pty of its own), KILL a second later.
+const killScript = `kill -TERM -"$1" 2>/dev/null || exit 0
+sleep 1
+kill -KILL -"$1" 2>/dev/null
+exit 0`
+
+// killGroup kills a cancelled command's process group, best effort. It
+// does not wait for a session slot: the slots may all be held by hung
+// commands (sshd's MaxSessions leaves room above ours).
+func (s *SSH) killGroup(pgid int, sudo bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := s.run(ctx, Cmd{Args: []string{"sh", "-c", killScript, "sh", strconv.Itoa(pgid)}, Sudo: sudo}, nil)
+	if err != nil {
+		s.cfg.Logger.Debug("killing a cancelled command", "host", s.cfg.Name, "pgid", pgid, "err", err)
+	}
 }
 
 // sftpClient returns the SFTP client on the live connection.

@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +152,18 @@ func TestRun(t *testing.T) {
 				if out.Len() != n {
 					t.Fatal("output arrived after Run returned")
 				}
+			})
+
+			t.Run("cancel kills the process group", func(t *testing.T) {
+				// Unique sleep durations mark this test's processes.
+				mark := fmt.Sprintf("%d.%06d", 300+mrand.IntN(600), mrand.IntN(1000000))
+				ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				defer cancel()
+				_, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "sleep " + mark + " & sleep " + mark + "; wait"}})
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("want a deadline error, got %v", err)
+				}
+				waitFor(t, func() bool { return len(processesWith("sleep\x00"+mark)) == 0 }, "the cancelled command's processes to end")
 			})
 
 			t.Run("many at once", func(t *testing.T) {
@@ -496,6 +510,14 @@ func TestSudo(t *testing.T) {
 		if got := string(res.Stdout); !strings.HasPrefix(got, "/usr/bin/sh -c") && !strings.HasPrefix(got, "/bin/sh -c") || !strings.HasSuffix(got, " 0\n") {
 			t.Fatalf("not run through sudo as root: %q", got)
 		}
+		// A cancelled command under sudo ends with its children.
+		mark := fmt.Sprintf("%d.%06d", 300+mrand.IntN(600), mrand.IntN(1000000))
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		if _, err := h.Run(cctx, Cmd{Args: []string{"sh", "-c", "sleep " + mark + " & sleep " + mark + "; wait"}, Sudo: true}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("want a deadline error, got %v", err)
+		}
+		waitFor(t, func() bool { return len(processesWith("sleep\x00"+mark)) == 0 }, "the cancelled sudo command's processes to end")
 		// Without Cmd.Sudo, no sudo.
 		res, err = h.Run(ctx, Cmd{Args: []string{"sh", "-c", `echo "[$SUDO_COMMAND]"`}})
 		if err != nil || string(res.Stdout) != "[]\n" {
@@ -677,4 +699,21 @@ func TestOneConnectionPerHost(t *testing.T) {
 	if n := strings.Count(srv.Log(), "Accepted publickey"); n != 1 {
 		t.Fatalf("%d logins, want 1 connection for everything", n)
 	}
+}
+
+// processesWith lists pids whose NUL-separated command line contains s.
+func processesWith(s string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
