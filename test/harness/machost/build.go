@@ -49,6 +49,9 @@ func buildMacsim(ctx context.Context) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
+	if upToDate(out, filepath.Join(root, "hack", "macsim"), filepath.Join(root, "go.mod")) {
+		return out, nil
+	}
 	// Parallel test binaries may build at once: each writes its own file and
 	// renames it into place.
 	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
@@ -62,6 +65,37 @@ func buildMacsim(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return out, nil
+}
+
+// upToDate reports whether bin is newer than every Go file below srcDir and
+// the extra files: macsim depends only on its own packages and the standard
+// library, so this spares each test binary a link of a few seconds.
+func upToDate(bin, srcDir string, extra ...string) bool {
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return false
+	}
+	built := fi.ModTime()
+	newer := false
+	_ = filepath.WalkDir(srcDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			newer = true
+			return filepath.SkipAll
+		}
+		if !d.IsDir() && filepath.Ext(p) == ".go" {
+			if info, err := d.Info(); err != nil || info.ModTime().After(built) {
+				newer = true
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	for _, f := range extra {
+		if info, err := os.Stat(f); err != nil || info.ModTime().After(built) {
+			return false
+		}
+	}
+	return !newer
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

@@ -156,20 +156,22 @@ func StartLab(ctx context.Context, opts LabOptions) (*Lab, error) {
 		h.Root = filepath.Join(h.Dir, "root")
 		lab.Hosts = append(lab.Hosts, h)
 	}
+	var links []hostLink
 	for _, h := range lab.Hosts {
 		if err := h.prepare(); err != nil {
 			return nil, err
 		}
-		if err := n.addHost(h.Namespace, h.impl.veth, h.IP); err != nil {
-			return nil, fmt.Errorf("machost: %s: %w", h.Name, err)
-		}
+		links = append(links, hostLink{ns: h.Namespace, veth: h.impl.veth, ip: h.IP})
+	}
+	if err := n.addHosts(links); err != nil {
+		return nil, fmt.Errorf("machost: host network: %w", err)
 	}
 	if err := lab.writeKnownHosts(lab.KnownHostsFile); err != nil {
 		return nil, err
 	}
 	// Boot the hosts in parallel: each is a few process starts.
 	errs := make(chan error, len(lab.Hosts))
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 16)
 	for _, h := range lab.Hosts {
 		go func() {
 			sem <- struct{}{}

@@ -194,21 +194,36 @@ func (n *network) createBridge() error {
 	return nil
 }
 
-// addHost creates the host's namespace and its link into the bridge.
-func (n *network) addHost(ns, veth, ip string) error {
-	steps := [][]string{
-		{"ip", "netns", "add", ns},
-		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"ip", "link", "set", veth, "master", n.bridge, "up"},
-		{"ip", "-n", ns, "addr", "add", ip + "/24", "dev", "eth0"},
-		{"ip", "-n", ns, "link", "set", "eth0", "up"},
-		{"ip", "-n", ns, "link", "set", "lo", "up"},
-		{"ip", "-n", ns, "route", "add", "default", "via", n.gateway},
+// hostLink is what addHosts needs of a host.
+type hostLink struct{ ns, veth, ip string }
+
+// addHosts creates the hosts' namespaces and their links into the bridge,
+// batching the ip commands: one process for the machine's side, one per
+// namespace.
+func (n *network) addHosts(hosts []hostLink) error {
+	var root strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&root, "netns add %s\n", h.ns)
+		fmt.Fprintf(&root, "link add %s type veth peer name eth0 netns %s\n", h.veth, h.ns)
+		fmt.Fprintf(&root, "link set %s master %s up\n", h.veth, n.bridge)
 	}
-	for _, s := range steps {
-		if err := run(s[0], s[1:]...); err != nil {
-			return err
+	if err := runBatch(nil, root.String()); err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		in := fmt.Sprintf("addr add %s/24 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via %s\n", h.ip, n.gateway)
+		if err := runBatch([]string{"-n", h.ns}, in); err != nil {
+			return fmt.Errorf("%s: %w", h.ns, err)
 		}
+	}
+	return nil
+}
+
+func runBatch(opts []string, batch string) error {
+	cmd := exec.Command("ip", append(opts, "-batch", "-")...)
+	cmd.Stdin = strings.NewReader(batch)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s -batch: %w: %s\n(batch was:\n%s)", strings.Join(opts, " "), err, strings.TrimSpace(string(out)), batch)
 	}
 	return nil
 }
