@@ -13,6 +13,7 @@ declare -A want=(
   [ip]=iproute2
   [iptables]=iptables
   [tmux]=tmux
+  [sudo]=sudo
 )
 missing=()
 for cmd in "${!want[@]}"; do

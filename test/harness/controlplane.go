@@ -92,7 +92,7 @@ func StartControlPlane(ctx context.Context, dir string, opts ControlPlaneOptions
 			"--cluster-signing-cert-file=" + cp.CA.CertPath,
 			"--cluster-signing-key-file=" + cp.CA.KeyPath,
 			"--use-service-account-credentials=false",
-			"--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+			"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
 		}); err != nil {
 			return nil, err
 		}
