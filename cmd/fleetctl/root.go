@@ -19,5 +19,8 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(version.NewCommand())
 	root.AddCommand(newValidateCommand())
 	root.AddCommand(newSchemaCommand())
+	root.AddCommand(newApplyCommand())
+	root.AddCommand(newPlanCommand())
+	root.AddCommand(newDoctorCommand())
 	return root
 }

@@ -1,0 +1,500 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vzfleet/vzfleet/fleet/remote"
+	"github.com/vzfleet/vzfleet/inventory"
+)
+
+// hostRun is one host's way through the phases.
+type hostRun struct {
+	r     *runner
+	h     inventory.Host
+	conn  remote.Host
+	kube  kubernetes.Interface
+	res   *HostResult
+	files []File
+	// installed are the changes already in place on the host; a failure
+	// from then on rolls them back.
+	installed []Change
+	// uploaded: files on the host changed, so a failure from here on rolls
+	// back; stateUploaded: the state file was replaced too.
+	uploaded, stateUploaded bool
+	// wantVersion is the vz-node version the node must report.
+	wantVersion string
+}
+
+// phase is one step with one job; it records its outcome in hr.res.
+type phase interface {
+	name() string
+	run(ctx context.Context, hr *hostRun) error
+}
+
+func (r *runner) phases() []phase {
+	switch r.mode {
+	case ModeDoctor:
+		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}}
+	case ModePlan:
+		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}}
+	default:
+		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}, uploadPhase{}, servicePhase{}, nodePhase{}}
+	}
+}
+
+func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
+	start := time.Now()
+	res := HostResult{Host: h.Name, Node: h.Node.Name}
+	hr := &hostRun{r: r, h: h, res: &res}
+	defer func() {
+		if hr.conn != nil {
+			_ = hr.conn.Close()
+		}
+	}()
+	for _, p := range r.phases() {
+		if err := ctx.Err(); err != nil {
+			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
+			break
+		}
+		if err := p.run(ctx, hr); err != nil {
+			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
+			if hr.uploaded && r.mode == ModeApply {
+				hr.rollback(ctx, err)
+			}
+			break
+		}
+	}
+	if res.Status == "" {
+		switch {
+		case r.mode == ModeDoctor:
+			res.Status = StatusOK
+		case res.Plan.Empty():
+			res.Status = StatusUnchanged
+		case r.mode == ModePlan:
+			res.Status = StatusPlanned
+		default:
+			res.Status = StatusChanged
+		}
+	}
+	res.Duration = time.Since(start)
+	r.progress(h.Name, "%s in %s", strings.ToLower(string(res.Status)), res.Duration.Round(time.Millisecond))
+	return res
+}
+
+func (r *runner) progress(host, format string, args ...any) {
+	r.out.printf("%-12s %s\n", host+":", fmt.Sprintf(format, args...))
+}
+
+type connectPhase struct{}
+
+func (connectPhase) name() string { return "connect" }
+func (connectPhase) run(ctx context.Context, hr *hostRun) error {
+	conn, err := hr.r.opts.Connect(ctx, hr.h)
+	if err != nil {
+		return err
+	}
+	hr.conn = conn
+	return nil
+}
+
+type factsPhase struct{}
+
+func (factsPhase) name() string { return "facts" }
+func (factsPhase) run(ctx context.Context, hr *hostRun) error {
+	f, err := gatherFacts(ctx, hr.conn, hr.h.Paths.Binary, hr.h.Paths.CacheDir, hr.h.Paths.LaunchdLabel, hr.h.Paths.ConfigDir, managedPathList(hr.h))
+	if err != nil {
+		return err
+	}
+	hr.res.Facts = f
+	hr.res.Version = f.InstalledVersion
+	hr.r.progress(hr.h.Name, "macOS %s %s, vz-node %s, launchd job %s", orUnknown(f.MacOSVersion), f.Arch, orUnknown(f.InstalledVersion), f.Job)
+	return nil
+}
+
+type preflightPhase struct{}
+
+func (preflightPhase) name() string { return "preflight" }
+func (preflightPhase) run(_ context.Context, hr *hostRun) error {
+	hr.res.Checks = preflight(hr.res.Facts, hr.r.req)
+	failed := failedChecks(hr.res.Checks)
+	if len(failed) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(failed))
+	for i, c := range failed {
+		msgs[i] = fmt.Sprintf("%s (%s): %s", c.Name, c.Detail, c.Fix)
+	}
+	return fmt.Errorf("preflight failed: %s", strings.Join(msgs, "; "))
+}
+
+type planPhase struct{}
+
+func (planPhase) name() string { return "plan" }
+func (planPhase) run(ctx context.Context, hr *hostRun) error {
+	kube, err := hr.r.kubeFor(hr.h)
+	if err != nil {
+		return err
+	}
+	hr.kube = kube
+	binary, err := hr.r.readBinary()
+	if err != nil {
+		return err
+	}
+	s, err := hr.secrets(ctx)
+	if err != nil {
+		return err
+	}
+	files, err := desiredFiles(hr.h, binary, s)
+	if err != nil {
+		return err
+	}
+	hr.files = files
+	p := computePlan(files, hr.res.Facts)
+	for i := range p.Changes {
+		c := &p.Changes[i]
+		if c.Kind != Update || c.File.Secret || c.File.Kind == KindBinary {
+			continue
+		}
+		if old, err := hr.cat(ctx, c.File.Path, false); err == nil {
+			c.Diff = lineDiff(string(old), string(c.File.Content))
+		}
+	}
+	n, err := getNode(ctx, kube, hr.h.Node.Name)
+	if err != nil {
+		return err
+	}
+	_, p.Node = nodeMeta(n, hr.h.Node.Labels, hr.h.Node.Taints)
+	hr.res.Plan = p
+	if p.Empty() {
+		hr.r.progress(hr.h.Name, "up to date")
+	} else {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%-12s plan:\n", hr.h.Name+":")
+		p.Write(&b, "  ")
+		hr.r.out.write(b.Bytes())
+	}
+	return nil
+}
+
+// cat reads a file on the host with sudo; sensitive reads keep it out of
+// errors and logs.
+func (hr *hostRun) cat(ctx context.Context, file string, sensitive bool) ([]byte, error) {
+	res, err := hr.conn.Run(ctx, remote.Cmd{Args: []string{"cat", file}, Sudo: true, Sensitive: sensitive})
+	if err != nil {
+		return nil, err
+	}
+	return res.Stdout, nil
+}
+
+// secrets resolves the host's credentials: installed ones are kept while
+// they are valid, so re-applying changes nothing; new ones are minted only
+// when applying (a plan shows them as changes).
+func (hr *hostRun) secrets(ctx context.Context) (secrets, error) {
+	h := hr.h
+	server, caPEM, err := operatorCluster(h.Cluster.OperatorKubeconfig)
+	if err != nil {
+		return secrets{}, err
+	}
+	if h.Cluster.APIServer != "" {
+		server = h.Cluster.APIServer
+	}
+	s := secrets{caPEM: caPEM}
+	now := time.Now()
+	dry := hr.r.mode != ModeApply
+	installed := func(p string) []byte {
+		if _, ok := hr.res.Facts.Hashes[p]; !ok {
+			return nil
+		}
+		b, err := hr.cat(ctx, p, true)
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+
+	switch ref := h.Cluster.NodeCredentials.Kubeconfig; {
+	case ref != nil:
+		if s.kubeconfig, err = ref.Read(hr.r.opts.LookupEnv); err != nil {
+			return s, fmt.Errorf("node kubeconfig for %s: %w", h.Name, err)
+		}
+	default:
+		if old := installed(h.Paths.Kubeconfig()); old != nil && usableNodeKubeconfig(old, server, caPEM, h.Node.Name, now) {
+			s.kubeconfig = old
+		} else if dry {
+			s.kubeconfig = []byte("(a client certificate would be minted for system:node:" + h.Node.Name + ")")
+		} else {
+			hr.r.progress(h.Name, "minting a client certificate for system:node:%s (CSR)", h.Node.Name)
+			kp, err := MintNodeCert(ctx, hr.kube, h.Node.Name, nil, nil, hr.r.opts.CSRTimeout)
+			if err != nil {
+				return s, err
+			}
+			if s.kubeconfig, err = NodeKubeconfig(server, caPEM, h.Node.Name, kp); err != nil {
+				return s, err
+			}
+		}
+	}
+
+	ips, dns := servingNames(h, hr.res.Facts)
+	oldCert, oldKey := installed(h.Paths.ServingCert()), installed(h.Paths.ServingKey())
+	switch {
+	case oldCert != nil && oldKey != nil && certUsable(oldCert, caPEM, h.Node.Name, ips, dns, now) && keyMatches(oldCert, oldKey):
+		s.serving = KeyPair{Cert: oldCert, Key: oldKey}
+	case dry:
+		s.serving = KeyPair{Cert: []byte("(a serving certificate would be minted)"), Key: []byte("(with a new key)")}
+	default:
+		hr.r.progress(h.Name, "minting a kubelet serving certificate for %s (CSR)", strings.Join(append(ipStrings(ips), dns...), ", "))
+		if s.serving, err = MintNodeCert(ctx, hr.kube, h.Node.Name, ips, dns, hr.r.opts.CSRTimeout); err != nil {
+			return s, err
+		}
+	}
+
+	if r := h.GuestSSH.PrivateKey; r != nil {
+		if s.guestKey, err = r.Read(hr.r.opts.LookupEnv); err != nil {
+			return s, fmt.Errorf("guest SSH key for %s: %w", h.Name, err)
+		}
+	}
+	if r := h.GuestSSH.Password; r != nil {
+		if s.guestPassword, err = r.Read(hr.r.opts.LookupEnv); err != nil {
+			return s, fmt.Errorf("guest SSH password for %s: %w", h.Name, err)
+		}
+	}
+	return s, nil
+}
+
+func servingNames(h inventory.Host, f Facts) (ips []net.IP, dns []string) {
+	if ip := nodeIP(h); ip != nil {
+		ips = append(ips, ip)
+	} else {
+		dns = append(dns, h.SSH.Address)
+	}
+	if f.Hostname != "" && f.Hostname != h.SSH.Address {
+		dns = append(dns, f.Hostname)
+	}
+	return ips, dns
+}
+
+type uploadPhase struct{}
+
+func (uploadPhase) name() string { return "upload" }
+func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
+	p := hr.res.Plan
+	if len(p.Changes) == 0 {
+		return nil
+	}
+	h := hr.h
+	dirs := dirsFor(h)
+	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: append([]string{"mkdir", "-p"}, dirs...), Sudo: true}); err != nil {
+		return fmt.Errorf("creating directories: %w", err)
+	}
+	for _, d := range uniq(append(dirs[:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist))) {
+		if _, err := remote.CleanTemp(ctx, hr.conn, d, 0, true); err != nil {
+			return err
+		}
+	}
+	state := hr.res.Facts.State
+	for _, c := range p.Changes {
+		f := c.File
+		up := remote.Upload{
+			Path: f.Path, Content: bytes.NewReader(f.Content), SHA256: f.SHA256(),
+			Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
+		}
+		if f.Sign {
+			up.Before = signer(h.Paths.Entitlements())
+		}
+		if err := hr.conn.Upload(ctx, up); err != nil {
+			return err
+		}
+		hr.uploaded = true
+		hr.installed = append(hr.installed, c)
+		installed := f.SHA256()
+		if f.Sign {
+			sum, err := remote.SHA256(ctx, hr.conn, f.Path, true)
+			if err != nil {
+				return err
+			}
+			installed = sum
+		}
+		state.Files[f.Path] = installedFile{Source: f.SHA256(), Installed: installed}
+		hr.r.progress(h.Name, "installed %s %s", f.Kind, f.Path)
+	}
+	sp := statePath(h.Paths.ConfigDir)
+	if err := hr.conn.Upload(ctx, remote.Upload{Path: sp, Content: bytes.NewReader(state.encode()), Mode: 0o644, Owner: "0", Group: "0", Sudo: true, KeepPrevious: true}); err != nil {
+		return err
+	}
+	hr.stateUploaded = true
+	return nil
+}
+
+func uniq(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// signer codesigns the temp binary ad hoc with the entitlements unless it
+// already carries the virtualization entitlement.
+func signer(entitlements string) func(ctx context.Context, h remote.Host, tmp string) error {
+	return func(ctx context.Context, h remote.Host, tmp string) error {
+		res, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "-d", "--entitlements", "-", "--xml", tmp}, Sudo: true})
+		if err == nil && bytes.Contains(append(res.Stdout, res.Stderr...), []byte("com.apple.security.virtualization")) {
+			return nil
+		}
+		if _, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "--force", "--sign", "-", "--entitlements", entitlements, tmp}, Sudo: true}); err != nil {
+			return fmt.Errorf("codesign with %s: %w", entitlements, err)
+		}
+		return nil
+	}
+}
+
+type servicePhase struct{}
+
+func (servicePhase) name() string { return "service" }
+func (servicePhase) run(ctx context.Context, hr *hostRun) error {
+	p := hr.res.Plan
+	if p.Service == ServiceNone {
+		return nil
+	}
+	version, err := hr.binaryVersion(ctx)
+	if err != nil {
+		return err
+	}
+	hr.wantVersion = version
+	return hr.restart(ctx, p.Service, version, "restarting vz-node")
+}
+
+// restart takes a slot of the rollout budget, performs the launchd action
+// and waits until the node is Ready on version.
+func (hr *hostRun) restart(ctx context.Context, a ServiceAction, version, what string) error {
+	select {
+	case hr.r.budget <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-hr.r.budget }()
+	since := readyHeartbeat(ctx, hr.kube, hr.h.Node.Name)
+	hr.r.progress(hr.h.Name, "%s: launchctl %s", what, a)
+	l := launchd{host: hr.conn, label: hr.h.Paths.LaunchdLabel, plist: hr.h.Paths.Plist, pause: hr.r.opts.LaunchdPause}
+	if err := l.apply(ctx, a); err != nil {
+		return err
+	}
+	hr.r.progress(hr.h.Name, "waiting up to %s for node %s to be Ready on %s", hr.r.timeout, hr.h.Node.Name, orUnknown(version))
+	if err := waitReady(ctx, hr.kube, hr.h.Node.Name, version, since, hr.r.timeout); err != nil {
+		st, serr := l.state(ctx)
+		if serr == nil {
+			err = fmt.Errorf("%w (launchd job %s)", err, st)
+		}
+		return err
+	}
+	hr.res.Version = version
+	return nil
+}
+
+// binaryVersion asks the installed binary for its version.
+func (hr *hostRun) binaryVersion(ctx context.Context) (string, error) {
+	if !hr.res.Plan.Changed(KindBinary) && hr.res.Facts.InstalledVersion != "" {
+		return hr.res.Facts.InstalledVersion, nil
+	}
+	res, err := hr.conn.Run(ctx, remote.Cmd{Args: []string{hr.h.Paths.Binary, "version", "-o", "json"}, Sudo: true})
+	if err != nil {
+		return "", fmt.Errorf("the installed vz-node does not run (is it a darwin/arm64 build?): %w", err)
+	}
+	f, _ := parseFacts("arch x\nversion " + strings.ReplaceAll(string(res.Stdout), "\n", ""))
+	if f.InstalledVersion == "" {
+		return "", fmt.Errorf("`%s version -o json` printed no version: %.200q", hr.h.Paths.Binary, res.Stdout)
+	}
+	return f.InstalledVersion, nil
+}
+
+type nodePhase struct{}
+
+func (nodePhase) name() string { return "node" }
+func (nodePhase) run(ctx context.Context, hr *hostRun) error {
+	if len(hr.res.Plan.Node) == 0 && hr.res.Plan.Service == ServiceNone {
+		return nil
+	}
+	changes, err := applyNodeMeta(ctx, hr.kube, hr.h.Node.Name, hr.h.Node.Labels, hr.h.Node.Taints)
+	if err != nil {
+		return err
+	}
+	if len(changes) > 0 {
+		hr.r.progress(hr.h.Name, "node %s: %s", hr.h.Node.Name, strings.Join(changes, ", "))
+	}
+	return nil
+}
+
+// rollback restores the files this apply replaced from their .prev copies,
+// removes the ones it created, restarts vz-node and waits until the node is
+// Ready again on the version it ran before.
+func (hr *hostRun) rollback(ctx context.Context, cause error) {
+	ctx = context.WithoutCancel(ctx)
+	h := hr.h
+	var restored []string
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	created := false
+	for _, c := range hr.installed {
+		if c.Kind == Create {
+			created = true
+			fmt.Fprintf(&script, "rm -f %s\n", remote.Quote(c.File.Path))
+			continue
+		}
+		fmt.Fprintf(&script, "if [ -f %[1]s ]; then mv -f %[1]s %[2]s; fi\n", remote.Quote(c.File.Path+".prev"), remote.Quote(c.File.Path))
+		restored = append(restored, string(c.File.Kind))
+	}
+	if hr.stateUploaded {
+		sp := statePath(h.Paths.ConfigDir)
+		fmt.Fprintf(&script, "if [ -f %[1]s ]; then mv -f %[1]s %[2]s; else rm -f %[2]s; fi\n", remote.Quote(sp+".prev"), remote.Quote(sp))
+	}
+	if created && hr.res.Facts.InstalledVersion == "" {
+		// A first install has nothing to go back to: stop the job and
+		// leave the host as it was before.
+		l := launchd{host: hr.conn, label: h.Paths.LaunchdLabel, plist: h.Paths.Plist, pause: hr.r.opts.LaunchdPause}
+		_, _ = l.run(ctx, "bootout", l.target())
+		_, _ = hr.conn.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true})
+		hr.res.Err = fmt.Errorf("%w; first install, nothing to roll back to: the job was stopped and the new files removed", cause)
+		return
+	}
+	hr.r.progress(h.Name, "rolling back (%s): restoring %s", cause, strings.Join(restored, ", "))
+	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true}); err != nil {
+		hr.res.Err = fmt.Errorf("%w; rollback failed restoring the previous files: %v", cause, err)
+		return
+	}
+	action := ServiceKickstart
+	if slices.ContainsFunc(hr.installed, func(c Change) bool { return c.File.Kind == KindPlist }) {
+		action = ServiceReload
+	}
+	ctx, cancel := context.WithTimeout(ctx, hr.r.timeout+time.Minute)
+	defer cancel()
+	if err := hr.restart(ctx, action, hr.res.Facts.InstalledVersion, "rollback"); err != nil {
+		hr.res.Err = fmt.Errorf("%w; rollback did not bring the node back: %v", cause, err)
+		return
+	}
+	hr.res.Status = StatusRolledBack
+	hr.res.Version = hr.res.Facts.InstalledVersion
+	hr.res.Err = fmt.Errorf("%w; rolled back to the previous files, node Ready on %s", cause, orUnknown(hr.res.Facts.InstalledVersion))
+}
+
+// managedPathList is every path the facts hash, known before the files are
+// rendered.
+func managedPathList(h inventory.Host) []string {
+	p := h.Paths
+	return []string{
+		p.Entitlements(), path.Join(p.ConfigDir, configFileName), path.Join(p.ConfigDir, caFileName),
+		p.Kubeconfig(), p.ServingCert(), p.ServingKey(), p.GuestSSHKey(), p.GuestSSHPassword(), p.Binary, p.Plist,
+	}
+}

@@ -1,0 +1,285 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vzfleet/vzfleet/fleet/remote"
+	"github.com/vzfleet/vzfleet/inventory"
+)
+
+// Mode is how far Run goes.
+type Mode int
+
+// Modes.
+const (
+	// ModeApply makes the hosts match the inventory.
+	ModeApply Mode = iota
+	// ModePlan shows what apply would change and changes nothing.
+	ModePlan
+	// ModeDoctor runs the preflight checks only.
+	ModeDoctor
+)
+
+// Options configure Run.
+type Options struct {
+	// Binary is the local vz-node (darwin/arm64) to install.
+	Binary string
+	// Concurrency, MaxUnavailable and ReadyTimeout override the inventory's
+	// rollout settings when set.
+	Concurrency    int
+	MaxUnavailable int
+	ReadyTimeout   time.Duration
+	// Requirements the preflight checks; zero fields take DefaultRequirements.
+	Requirements Requirements
+	// AcceptNewHostKeys records unknown hosts' keys (trust on first use).
+	AcceptNewHostKeys bool
+	// SSHConfigFile is the ssh_config to honour; empty: ~/.ssh/config.
+	SSHConfigFile string
+	// CSRTimeout bounds the wait for a node certificate to be signed.
+	CSRTimeout time.Duration
+	// Out receives progress lines and plans (nil: discarded). Secrets never
+	// reach it.
+	Out io.Writer
+	// Logger receives debug records; default slog.Default().
+	Logger *slog.Logger
+	// Connect opens a host; default: SSH with the inventory's settings.
+	Connect func(ctx context.Context, h inventory.Host) (remote.Host, error)
+	// Kube returns the operator's client for a kubeconfig path (empty:
+	// $KUBECONFIG or ~/.kube/config); default: client-go's loading rules.
+	Kube func(kubeconfig string) (kubernetes.Interface, error)
+	// LookupEnv reads secrets from the environment; default os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// LaunchdPause is the pause between launchctl polls; default 500ms.
+	LaunchdPause time.Duration
+}
+
+// Status is a host's outcome.
+type Status string
+
+// Host outcomes.
+const (
+	StatusUnchanged  Status = "unchanged"
+	StatusChanged    Status = "changed"
+	StatusPlanned    Status = "would change"
+	StatusOK         Status = "ok"
+	StatusFailed     Status = "FAILED"
+	StatusRolledBack Status = "ROLLED BACK"
+)
+
+// HostResult is what happened on one host.
+type HostResult struct {
+	Host   string
+	Node   string
+	Status Status
+	// Phase is the phase that failed.
+	Phase string
+	Err   error
+	Facts Facts
+	// Checks are the preflight results.
+	Checks []Check
+	Plan   Plan
+	// Version is the vz-node version the host runs at the end.
+	Version  string
+	Duration time.Duration
+}
+
+// Failed reports whether the host did not reach its desired state.
+func (r HostResult) Failed() bool { return r.Status == StatusFailed || r.Status == StatusRolledBack }
+
+// Report is the outcome for every selected host, in inventory order.
+type Report struct {
+	Mode  Mode
+	Hosts []HostResult
+}
+
+// Run works through the hosts: every phase of mode for each host, hosts
+// in parallel, one host's failure never stopping the others.
+func Run(ctx context.Context, mode Mode, inv *inventory.Inventory, hosts []inventory.Host, opts Options) *Report {
+	r := newRunner(mode, inv, len(hosts), opts)
+	rep := &Report{Mode: mode, Hosts: make([]HostResult, len(hosts))}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(r.concurrency, len(hosts)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				rep.Hosts[i] = r.host(ctx, hosts[i])
+			}
+		}()
+	}
+	for i := range hosts {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return rep
+}
+
+type runner struct {
+	mode        Mode
+	opts        Options
+	concurrency int
+	timeout     time.Duration
+	req         Requirements
+	// budget holds one token per host allowed to restart at once.
+	budget chan struct{}
+	out    *lockedWriter
+	log    *slog.Logger
+
+	binOnce sync.Once
+	binary  []byte
+	binErr  error
+
+	kubeMu sync.Mutex
+	kube   map[string]kubernetes.Interface
+}
+
+func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner {
+	r := &runner{mode: mode, opts: opts, kube: map[string]kubernetes.Interface{}}
+	r.concurrency, r.timeout = opts.Concurrency, opts.ReadyTimeout
+	unavailable := opts.MaxUnavailable
+	if inv != nil {
+		if r.concurrency <= 0 {
+			r.concurrency = inv.Rollout.Concurrency
+		}
+		if r.timeout <= 0 {
+			r.timeout = inv.Rollout.ReadyTimeout
+		}
+		if unavailable <= 0 {
+			unavailable = inv.Rollout.MaxUnavailable.Of(n)
+		}
+	}
+	r.concurrency = max(r.concurrency, 1)
+	if r.timeout <= 0 {
+		r.timeout = 5 * time.Minute
+	}
+	r.budget = make(chan struct{}, max(unavailable, 1))
+	r.req = opts.Requirements
+	if r.req.MinMacOS == "" {
+		r.req.MinMacOS = DefaultRequirements.MinMacOS
+	}
+	if r.req.MinFreeDisk == 0 {
+		r.req.MinFreeDisk = DefaultRequirements.MinFreeDisk
+	}
+	if r.opts.CSRTimeout <= 0 {
+		r.opts.CSRTimeout = time.Minute
+	}
+	if r.opts.LaunchdPause <= 0 {
+		r.opts.LaunchdPause = 500 * time.Millisecond
+	}
+	if r.opts.LookupEnv == nil {
+		r.opts.LookupEnv = os.LookupEnv
+	}
+	r.log = opts.Logger
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	r.out = &lockedWriter{w: out}
+	if r.opts.Connect == nil {
+		r.opts.Connect = r.dialSSH
+	}
+	if r.opts.Kube == nil {
+		r.opts.Kube = defaultKube
+	}
+	return r
+}
+
+func (r *runner) dialSSH(ctx context.Context, h inventory.Host) (remote.Host, error) {
+	cfg := remote.Config{
+		Name:              h.Name,
+		Address:           h.SSH.Address,
+		Port:              h.SSH.Port,
+		User:              h.SSH.User,
+		NoAgent:           !h.SSH.Agent,
+		Sudo:              h.SSH.Sudo,
+		AcceptNewHostKeys: r.opts.AcceptNewHostKeys,
+		SSHConfigFile:     r.opts.SSHConfigFile,
+		ConnectTimeout:    h.SSH.ConnectTimeout,
+		Logger:            r.log,
+	}
+	if h.SSH.IdentityFile != "" {
+		cfg.IdentityFiles = []string{h.SSH.IdentityFile}
+	}
+	if h.SSH.KnownHostsFile != "" {
+		cfg.KnownHostsFiles = []string{h.SSH.KnownHostsFile}
+	}
+	if j := h.SSH.JumpHost; j != nil {
+		cfg.ProxyJump = fmt.Sprintf("%s@%s", j.User, j.Addr())
+		if j.User == "" {
+			cfg.ProxyJump = j.Addr()
+		}
+	}
+	return remote.Dial(ctx, cfg)
+}
+
+func defaultKube(kubeconfig string) (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("operator kubeconfig: %w", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	return kubernetes.NewForConfig(rc)
+}
+
+func (r *runner) kubeFor(h inventory.Host) (kubernetes.Interface, error) {
+	r.kubeMu.Lock()
+	defer r.kubeMu.Unlock()
+	if c, ok := r.kube[h.Cluster.OperatorKubeconfig]; ok {
+		return c, nil
+	}
+	c, err := r.opts.Kube(h.Cluster.OperatorKubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	r.kube[h.Cluster.OperatorKubeconfig] = c
+	return c, nil
+}
+
+func (r *runner) readBinary() ([]byte, error) {
+	r.binOnce.Do(func() {
+		if r.opts.Binary == "" {
+			r.binErr = errors.New("no vz-node binary given: pass --vz-node PATH (a darwin/arm64 build, e.g. bin/darwin-arm64/vz-node from make build)")
+			return
+		}
+		r.binary, r.binErr = os.ReadFile(r.opts.Binary)
+		if r.binErr != nil {
+			r.binErr = fmt.Errorf("reading the vz-node binary to install: %w", r.binErr)
+		}
+	})
+	return r.binary, r.binErr
+}
+
+// lockedWriter serialises progress lines from parallel hosts.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format, args...)
+}
+
+func (l *lockedWriter) write(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.w.Write(b)
+}
