@@ -425,8 +425,7 @@ func (h *Host) boot(ctx context.Context) error {
 	if err := writeFile(cfgPath, b, 0o644); err != nil {
 		return err
 	}
-	sock := filepath.Join(h.Root, MacsimDir, "launchd.sock")
-	_ = os.Remove(sock)
+	_ = os.Remove(filepath.Join(h.Root, MacsimDir, "launchd.sock"))
 	p, err := harness.StartProcess("macsim-boot-"+h.Name, filepath.Join(h.Dir, "boot.log"), "ip",
 		[]string{"netns", "exec", h.Namespace, "unshare", "--mount", "--uts", "--propagation", "private",
 			impl.macsim, "boot", "--config", cfgPath}, nil)
@@ -436,6 +435,7 @@ func (h *Host) boot(ctx context.Context) error {
 	h.impl.mu.Lock()
 	h.impl.boot = p
 	h.impl.mu.Unlock()
+	sock := launchdSocket(p.Pid())
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := launchdCall(sock, []string{"version"}); err == nil {
@@ -652,7 +652,11 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) (*exec.
 // Launchctl runs a launchctl command on the host (through its launchd's
 // socket, without SSH) and returns what it printed and its exit code.
 func (h *Host) Launchctl(args ...string) (stdout, stderr string, code int, err error) {
-	r, err := launchdCall(h.Path(MacsimDir+"/launchd.sock"), args)
+	pid, err := h.bootPID()
+	if err != nil {
+		return "", "", 0, err
+	}
+	r, err := launchdCall(launchdSocket(pid), args)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("machost: %s: %w", h.Name, err)
 	}
@@ -683,6 +687,13 @@ type launchdResponse struct {
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
 	Exit   int    `json:"exit"`
+}
+
+// launchdSocket reaches a host's launchd socket through its boot process's
+// view of the filesystem: short enough for a unix socket address (108
+// bytes) however deep the lab directory is.
+func launchdSocket(bootPID int) string {
+	return fmt.Sprintf("/proc/%d/root%s/launchd.sock", bootPID, MacsimDir)
 }
 
 func launchdCall(sock string, args []string) (launchdResponse, error) {

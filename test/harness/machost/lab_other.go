@@ -68,3 +68,6 @@ func (h *Host) SSHLog() string { return "" }
 
 // LaunchdLog is empty off Linux.
 func (h *Host) LaunchdLog() string { return "" }
+
+// RemoveLeftovers has nothing to remove off Linux.
+func RemoveLeftovers(func(string, ...any)) error { return nil }

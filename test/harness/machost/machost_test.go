@@ -431,6 +431,14 @@ func TestStaleLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertClean(t, lab.Dir, "vzfleet77-", "vzfleet-br77")
+
+	// RemoveLeftovers tidies what no running lab owns.
+	_ = run("ip", "netns", "add", "vzfleet78-ghost")
+	_ = run("ip", "link", "add", "vzfleet-br78", "type", "bridge")
+	if err := RemoveLeftovers(t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, lab.Dir, "vzfleet78-", "vzfleet-br78")
 }
 
 func TestOptionsErrors(t *testing.T) {

@@ -267,3 +267,51 @@ func (n *network) release() {
 		n.lock = nil
 	}
 }
+
+// RemoveLeftovers deletes the namespaces, bridges and firewall rules of labs
+// whose process is gone (killed, or interrupted before Stop); labs still
+// running are left alone. A new lab does this for its own subnet anyway;
+// this is for tidying a machine, e.g. after `make demo` was interrupted.
+func RemoveLeftovers(logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	ids := map[int]bool{}
+	collect := func(dir, prefix string) {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			rest, ok := strings.CutPrefix(e.Name(), prefix)
+			if !ok {
+				continue
+			}
+			num, _, _ := strings.Cut(rest, "-")
+			if id, err := strconv.Atoi(num); err == nil && id >= 0 && id < 256 {
+				ids[id] = true
+			}
+		}
+	}
+	collect("/run/netns", "vzfleet")
+	collect("/sys/class/net", "vzfleet-br")
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		return fmt.Errorf("machost: %w", err)
+	}
+	var errs []error
+	for id := range ids {
+		n := &network{id: id, bridge: fmt.Sprintf("vzfleet-br%d", id), log: logf}
+		lock, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("net-%d.lock", id)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			lock.Close() // a running lab
+			continue
+		}
+		n.lock = lock
+		n.removeStale()
+		if err := n.teardown(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
