@@ -78,7 +78,8 @@ func diskKey(r Row) int64 {
 // '!' or a set operator is a label selector over the node labels
 // ("vzfleet.dev/pool=ci"); anything else matches as a case-insensitive
 // substring of the host, address, node, freshness, agent version, launchd
-// state, pod names and last error ("offline", "mini-0"). An empty
+// state, pod names, label values and last error ("offline", "mini-0",
+// "release"). An empty
 // expression picks every row.
 func Filter(rows []Row, expr string) ([]Row, error) {
 	expr = strings.TrimSpace(expr)
@@ -117,6 +118,10 @@ func (r Row) searchText() string {
 	}
 	for _, p := range r.Pods {
 		b.WriteString(strings.ToLower(p.Name))
+		b.WriteByte(0)
+	}
+	for _, v := range r.Labels {
+		b.WriteString(strings.ToLower(v))
 		b.WriteByte(0)
 	}
 	return b.String()

@@ -76,6 +76,7 @@ func TestFilter(t *testing.T) {
 		{"vzfleet.dev/pool=release", "mini-02", ""},
 		{"vzfleet.dev/pool!=release", "mini-01,mini-03,mini-04", ""},
 		{"vzfleet.dev/pool in (ci)", "mini-01,mini-03,mini-04", ""},
+		{"release", "mini-02", ""},
 		{"nothing-matches", "", ""},
 		{"a=b=c", "", "filter"},
 	}
