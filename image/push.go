@@ -180,15 +180,20 @@ func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size 
 			opts.Progress(prog)
 		}
 	}
+	// Compressed chunks are held in memory until uploaded; reusing the
+	// buffers saves growing (and zeroing) a new one for every chunk.
+	bufs := sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	for i := range n {
 		g.Go(func() error {
 			off := int64(i) * opts.ChunkSize
 			length := min(opts.ChunkSize, size-off)
-			var buf bytes.Buffer
+			buf := bufs.Get().(*bytes.Buffer)
+			buf.Reset()
+			defer bufs.Put(buf)
 			h := sha256.New()
-			z := applelz4.NewWriter(&buf)
+			z := applelz4.NewWriter(buf)
 			src := io.NewSectionReader(disk, off, length)
 			if _, err := io.CopyBuffer(io.MultiWriter(z, h), &ctxReader{ctx, src}, make([]byte, 1<<20)); err != nil {
 				return fmt.Errorf("chunk %d: compress: %w", i, err)
