@@ -572,6 +572,15 @@ func (h *Host) Reboot(ctx context.Context) error {
 	if p != nil {
 		p.Stop()
 	}
+	// Whatever the host's programs left behind (a process that made itself
+	// a session leader escapes launchd's group kill) goes down with it.
+	if out, err := exec.Command("ip", "netns", "pids", h.Namespace).Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 	if err := h.boot(ctx); err != nil {
 		return err
 	}
