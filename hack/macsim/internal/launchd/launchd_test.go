@@ -296,3 +296,33 @@ func TestOverTheSocket(t *testing.T) {
 		t.Fatalf("launchctl print: %d %q %q", code, stdout.String(), stderr.String())
 	}
 }
+
+// TestProcessGroupKill: when a job exits, launchd kills what it left in its
+// process group, unless the plist sets AbandonProcessGroup.
+func TestProcessGroupKill(t *testing.T) {
+	for _, abandon := range []bool{false, true} {
+		t.Run(fmt.Sprint("abandon=", abandon), func(t *testing.T) {
+			d, dir := newDaemon(t)
+			childPID := filepath.Join(dir, "child.pid")
+			extra := `<key>RunAtLoad</key><true/>`
+			if abandon {
+				extra += `<key>AbandonProcessGroup</key><true/>`
+			}
+			p := writeJob(t, dir, "dev.test.group", "sleep 300 &\necho $! > "+childPID+"\nexec sleep 300\n", extra)
+			expect(t, run(d, "bootstrap", "system", p), 0, "")
+			var child int
+			waitFor(t, "the child", 5*time.Second, func() bool {
+				b, _ := os.ReadFile(childPID)
+				child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+				return alive(child)
+			})
+			t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+			expect(t, run(d, "kickstart", "-k", "system/dev.test.group"), 0, "")
+			time.Sleep(300 * time.Millisecond)
+			if alive(child) == abandon {
+				return
+			}
+			t.Fatalf("AbandonProcessGroup=%v: the job's child alive=%v after the job was restarted", abandon, alive(child))
+		})
+	}
+}
