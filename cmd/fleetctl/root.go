@@ -22,5 +22,6 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(newApplyCommand())
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newDoctorCommand())
+	root.AddCommand(newStatusCommand())
 	return root
 }

@@ -25,7 +25,6 @@ type Informers struct {
 	now    func() time.Time
 
 	mu      sync.Mutex
-	synced  bool
 	eventAt time.Time
 	errAt   time.Time
 	err     error
@@ -60,21 +59,19 @@ func NewInformers(client kubernetes.Interface, now func() time.Time) *Informers 
 	return k
 }
 
-// Start runs the watches until ctx ends and waits (at most until ctx
-// ends) for the first list of each.
-func (k *Informers) Start(ctx context.Context) error {
+// Start runs the watches until ctx ends and waits, until wait ends, for
+// their first list. The watches keep running (and retrying) when the wait
+// gives up.
+func (k *Informers) Start(ctx, wait context.Context) error {
 	go k.nodes.RunWithContext(ctx)
 	go k.pods.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), k.nodes.HasSynced, k.pods.HasSynced) {
+	if !cache.WaitForCacheSync(wait.Done(), k.nodes.HasSynced, k.pods.HasSynced) {
 		if err := k.Err(); err != nil {
 			return fmt.Errorf("watching nodes and pods: %w", err)
 		}
-		return fmt.Errorf("watching nodes and pods: %w", ctx.Err())
+		return fmt.Errorf("watching nodes and pods: no first list yet: %w", wait.Err())
 	}
-	k.mu.Lock()
-	k.synced = true
-	k.eventAt = k.now()
-	k.mu.Unlock()
+	k.event()
 	return nil
 }
 
@@ -106,7 +103,7 @@ func (k *Informers) Fresh() time.Time {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
-	case !k.synced:
+	case !k.nodes.HasSynced() || !k.pods.HasSynced():
 		return time.Time{}
 	case k.errAt.After(k.eventAt):
 		return k.errAt
