@@ -394,6 +394,25 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 		return nil, err
 	}
 
+	diskPath := filepath.Join(pdir, DiskFile)
+	disk, err := os.OpenFile(diskPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer disk.Close()
+	fi, err := disk.Stat()
+	if err != nil {
+		return nil, err
+	}
+	fresh := fi.Size() == 0
+	if fi.Size() != im.DiskSize {
+		// Not the disk the progress record describes: start over.
+		prog.Done = map[int]digest.Digest{}
+		if err := disk.Truncate(im.DiskSize); err != nil {
+			return nil, fmt.Errorf("size disk %s: %w", diskPath, err)
+		}
+	}
+
 	// Free space: every chunk still to write, counted in full (holes make
 	// the real need smaller), plus the NVRAM.
 	need := im.NVRAM.Size
@@ -408,23 +427,6 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 	}
 	if need+c.opts.MinFreeSpace > free {
 		return nil, fmt.Errorf("%w in %s: the image needs up to %d MiB and %d MiB must stay free, but only %d MiB are available; free space or prune the cache", ErrNoSpace, c.dir, need>>20, c.opts.MinFreeSpace>>20, free>>20)
-	}
-
-	diskPath := filepath.Join(pdir, DiskFile)
-	disk, err := os.OpenFile(diskPath, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer disk.Close()
-	fi, err := disk.Stat()
-	if err != nil {
-		return nil, err
-	}
-	fresh := fi.Size() == 0
-	if fi.Size() != im.DiskSize {
-		if err := disk.Truncate(im.DiskSize); err != nil {
-			return nil, fmt.Errorf("size disk %s: %w", diskPath, err)
-		}
 	}
 
 	total := im.DiskSize + im.NVRAM.Size
