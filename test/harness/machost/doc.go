@@ -16,6 +16,19 @@
 //     stops and restarts LaunchDaemons. Programs it starts (the installed
 //     vz-node) run in the host's namespaces and see the host's files.
 //
+// What each host has of its own (Host.Path maps these to the test machine):
+//
+//	/usr/local/bin, /Library (LaunchDaemons, LaunchAgents, Logs,
+//	Application Support, Caches, Preferences), /var/db, /var/root,
+//	/etc/vzfleet, /var/lib/vz-node, /var/cache/vz-node    own directories
+//	/var/macsim   host.json (sw_vers/sysctl answers), launchd.sock,
+//	              launchd.log, launchd/disabled.json
+//	/etc/group (plus wheel, gid 0), /etc/hosts (the lab's hosts),
+//	/etc/pam.d/sshd (account checks only)                  own files
+//	/usr/bin, /usr/sbin (so /bin, /sbin)    read-only, with the stand-ins
+//
+// Everything else (/tmp, /root, /etc, /usr/lib, ...) is the machine's.
+//
 // ForwardLoopback makes services that listen on the test machine's loopback
 // (kube-apiserver, the registry) reachable at the same 127.0.0.1 address
 // from inside every host, so certificates for 127.0.0.1 stay valid.
