@@ -108,6 +108,17 @@ func TestLab(t *testing.T) {
 		if out := mustRun(t, h3, "sysctl -n kern.hv_support; sw_vers"); out != "0\nProductName:\t\tmacOS\nProductVersion:\t\t15.5\nBuildVersion:\t\t24F74\n" {
 			t.Fatalf("mac-03: %q", out)
 		}
+		// Command runs inside a host without SSH.
+		cmd, err := h3.Command(context.Background(), "sh", "-c", "hostname; sw_vers -buildVersion")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cmd.Output(); err != nil || string(out) != "mac-03\n24F74\n" {
+			t.Fatalf("Command: %q, %v", out, err)
+		}
+		if lab.Host("mac-02") != h2 || lab.Host("nope") != nil {
+			t.Fatal("Lab.Host")
+		}
 		// The stand-ins live where macOS keeps them; the hosts resolve each
 		// other's names; root:wheel works.
 		mustRun(t, h1, "test -x /usr/bin/sw_vers && test -x /bin/launchctl && test -x /usr/sbin/sysctl && getent hosts mac-02 | grep -q "+h2.IP+" && touch /var/root/x && chown root:wheel /var/root/x")
@@ -331,6 +342,9 @@ func TestLab(t *testing.T) {
 
 	t.Run("stop start rotate", func(t *testing.T) {
 		h2.Stop()
+		if h2.Running() || !h1.Running() {
+			t.Fatal("Running after Stop")
+		}
 		if _, err := h2.Dial(context.Background()); err == nil {
 			t.Fatal("a stopped host accepted SSH")
 		}
