@@ -51,20 +51,36 @@ func ParseSortKey(s string) (SortKey, error) {
 //   - vms: the fewest free VM slots first;
 //   - version: agent version, hosts without one first.
 func Sort(rows []Row, key SortKey) {
-	slices.SortStableFunc(rows, func(a, b Row) int {
-		var c int
+	// Sort small keys rather than the wide rows, computing each key once.
+	type item struct {
+		i    int
+		k    int64
+		host string
+		ver  string
+	}
+	items := make([]item, len(rows))
+	for i, r := range rows {
+		it := item{i: i, host: r.Host}
 		switch key {
 		case SortProblems:
-			c = cmp.Compare(b.Problems(), a.Problems())
+			it.k = -int64(r.Problems())
 		case SortFreeDisk:
-			c = cmp.Compare(diskKey(a), diskKey(b))
+			it.k = diskKey(r)
 		case SortVMs:
-			c = cmp.Compare(a.VMsMax-a.VMsUsed, b.VMsMax-b.VMsUsed)
+			it.k = int64(r.VMsMax - r.VMsUsed)
 		case SortVersion:
-			c = cmp.Compare(a.AgentVersion, b.AgentVersion)
+			it.ver = r.AgentVersion
 		}
-		return cmp.Or(c, cmp.Compare(a.Host, b.Host))
+		items[i] = it
+	}
+	slices.SortFunc(items, func(a, b item) int {
+		return cmp.Or(cmp.Compare(a.k, b.k), cmp.Compare(a.ver, b.ver), cmp.Compare(a.host, b.host), cmp.Compare(a.i, b.i))
 	})
+	sorted := make([]Row, len(rows))
+	for j, it := range items {
+		sorted[j] = rows[it.i]
+	}
+	copy(rows, sorted)
 }
 
 func diskKey(r Row) int64 {
