@@ -2,27 +2,17 @@ package image
 
 import (
 	"os"
-	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// fpunchhole is struct fpunchhole from <sys/fcntl.h>.
-type fpunchhole struct {
-	flags    uint32
-	reserved uint32
-	offset   int64
-	length   int64
-}
-
-// punchHole deallocates [off, off+n) so it reads as zeros (APFS needs
-// block-aligned ranges; callers pass 64 KiB-aligned ones).
+// punchHole deallocates [off, off+n) so it reads as zeros. APFS needs
+// block-aligned ranges; on error callers write zeros instead.
+//
+// fcntl(F_PUNCHHOLE) takes a struct fpunchhole {u32 flags; u32 reserved;
+// off_t offset; off_t length}, which is the prefix of the Fstore_t that
+// x/sys passes through its libc fcntl wrapper: flags=0 and reserved=0 map
+// onto Flags and Posmode.
 func punchHole(f *os.File, off, n int64) error {
-	arg := fpunchhole{offset: off, length: n}
-	_, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), uintptr(unix.F_PUNCHHOLE), uintptr(unsafe.Pointer(&arg)))
-	if errno != 0 {
-		return errno
-	}
-	return nil
+	return unix.FcntlFstore(f.Fd(), unix.F_PUNCHHOLE, &unix.Fstore_t{Offset: off, Length: n})
 }

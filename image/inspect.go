@@ -26,6 +26,11 @@ type Description struct {
 
 // Inspect resolves ref and describes the image without downloading the disk.
 func Inspect(ctx context.Context, ref string, rm Remote) (*Description, error) {
+	d, err := inspect(ctx, ref, rm)
+	return d, classify(err)
+}
+
+func inspect(ctx context.Context, ref string, rm Remote) (*Description, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
 		return nil, err

@@ -74,6 +74,11 @@ type flight struct {
 // asks for it. Concurrent pulls of one image share a single download,
 // which is cancelled when every caller's ctx is done.
 func (c *Cache) Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
+	img, err := c.pull(ctx, ref, opts)
+	return img, classify(err)
+}
+
+func (c *Cache) pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
 		return nil, err

@@ -59,6 +59,11 @@ type PushProgress struct {
 // Blobs the registry already has are not uploaded again. It returns the
 // manifest's descriptor.
 func Push(ctx context.Context, dir, ref string, opts PushOptions) (ocispec.Descriptor, error) {
+	desc, err := push(ctx, dir, ref, opts)
+	return desc, classify(err)
+}
+
+func push(ctx context.Context, dir, ref string, opts PushOptions) (ocispec.Descriptor, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err

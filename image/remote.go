@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
@@ -133,4 +135,21 @@ func (a Auth) credential() (auth.CredentialFunc, error) {
 		}
 		return auth.EmptyCredential, nil
 	}, nil
+}
+
+// ErrUnauthorized is wrapped by errors about missing or refused registry
+// credentials.
+var ErrUnauthorized = errors.New("registry refused access (give credentials: an imagePullSecret, a docker config, or username and password)")
+
+// classify marks authentication failures with ErrUnauthorized so callers
+// can report them as such.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrUnauthorized) {
+		return err
+	}
+	var e *errcode.ErrorResponse
+	if errors.Is(err, auth.ErrBasicCredentialNotFound) || (errors.As(err, &e) && (e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden)) {
+		return fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	return err
 }
