@@ -148,7 +148,7 @@ func Remove(path string) error {
 }
 
 type options struct {
-	sign, identity     string
+	identity           string
 	force, display     bool
 	verify             bool
 	verbose            int
