@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,11 @@ const (
 	sshdPath       = "/usr/sbin/sshd"
 	sftpServerPath = "/usr/lib/openssh/sftp-server"
 )
+
+// libraryDirs are created inside each host's /Library, as on a Mac.
+var libraryDirs = []string{"LaunchDaemons", "LaunchAgents", "Logs", "Application Support", "Caches", "Preferences"}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // macPATH is what a non-interactive SSH session on a Mac gets.
 const macPATH = "/usr/bin:/bin:/usr/sbin:/sbin"

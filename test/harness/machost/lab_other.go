@@ -12,6 +12,7 @@ import (
 
 var errLinuxOnly = errors.New("machost: simulated Mac hosts need Linux namespaces")
 
+// Off Linux no lab starts, so a Lab or Host never has these.
 type labImpl struct{}
 
 type hostImpl struct{}
@@ -20,7 +21,12 @@ type hostImpl struct{}
 func StartLab(context.Context, LabOptions) (*Lab, error) { return nil, errLinuxOnly }
 
 // Stop does nothing off Linux.
-func (l *Lab) Stop() error { return nil }
+func (l *Lab) Stop() error {
+	if l != nil && l.impl != nil {
+		return errLinuxOnly
+	}
+	return nil
+}
 
 // WriteKnownHosts needs Linux.
 func (l *Lab) WriteKnownHosts(string) error { return errLinuxOnly }
@@ -41,7 +47,7 @@ func (h *Host) Stop() {}
 func (h *Host) Reboot(context.Context) error { return errLinuxOnly }
 
 // Running is false off Linux.
-func (h *Host) Running() bool { return false }
+func (h *Host) Running() bool { return h.impl != nil && false }
 
 // RotateHostKey needs Linux.
 func (h *Host) RotateHostKey() error { return errLinuxOnly }

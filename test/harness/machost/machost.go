@@ -6,7 +6,6 @@ import (
 	"net"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -31,9 +30,6 @@ var DefaultPrivateDirs = []string{
 // MacsimDir holds a host's macsim state: host.json (what sw_vers, sysctl
 // and uname answer), launchd.sock, launchd's overrides and log.
 const MacsimDir = "/var/macsim"
-
-// libraryDirs are created inside each host's /Library, as on a Mac.
-var libraryDirs = []string{"LaunchDaemons", "LaunchAgents", "Logs", "Application Support", "Caches", "Preferences"}
 
 // LabOptions configure a lab of simulated hosts.
 type LabOptions struct {
@@ -80,8 +76,6 @@ type HostOptions struct {
 	// VMMPresent makes kern.hv_vmm_present 1 (the Mac is itself a VM).
 	VMMPresent bool
 }
-
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // Lab is a set of running simulated hosts.
 type Lab struct {
