@@ -1,0 +1,203 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	utilexec "k8s.io/utils/exec"
+)
+
+// LogCommandFunc returns the guest command that prints (and with Follow,
+// streams) the guest's log for opts.
+type LogCommandFunc func(opts api.ContainerLogOpts) []string
+
+// MacOSLogCommand reads the unified log with `log show` and follows it with
+// `log stream`, in syslog style (one line per entry). Since narrows the
+// history; Tail keeps the last lines of it.
+func MacOSLogCommand(opts api.ContainerLogOpts) []string {
+	last := "boot"
+	switch {
+	case opts.SinceSeconds > 0:
+		last = strconv.Itoa(opts.SinceSeconds) + "s"
+	case !opts.SinceTime.IsZero():
+		last = strconv.Itoa(max(1, int(time.Since(opts.SinceTime).Seconds()))) + "s"
+	}
+	script := "log show --style syslog --last " + last
+	if opts.Tail > 0 {
+		script += " | tail -n " + strconv.Itoa(opts.Tail)
+	}
+	if opts.Follow {
+		script += "; exec log stream --style syslog"
+	}
+	return []string{"/bin/sh", "-c", script}
+}
+
+// running returns the worker of a pod whose VM container is container and
+// whose guest is reachable.
+func (p *PodProvider) running(ns, name, container string) (*podWorker, GuestTarget, error) {
+	w := p.worker(ns, name)
+	if w == nil {
+		return nil, GuestTarget{}, errdefs.NotFoundf("pod %s/%s is not on this node", ns, name)
+	}
+	pod, view := w.snapshot()
+	if c := vmContainer(pod); container != "" && container != c.Name {
+		return nil, GuestTarget{}, errdefs.NotFoundf("container %q not found in pod %s/%s (the VM container is %q)", container, ns, name, c.Name)
+	}
+	if view.Stage != stageRunning || view.PodIP == "" {
+		return nil, GuestTarget{}, errdefs.InvalidInputf("the VM of pod %s/%s is not running or has no address yet", ns, name)
+	}
+	return w, p.target(w.uid, w.dir, view.PodIP), nil
+}
+
+// RunInContainer runs cmd in the guest over SSH (kubectl exec). The
+// command's exit code is passed back to kubectl.
+func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container string, cmd []string, attach api.AttachIO) error {
+	_, t, err := p.running(ns, name, container)
+	if err != nil {
+		return err
+	}
+	if len(cmd) == 0 {
+		return errdefs.InvalidInput("exec needs a command")
+	}
+	return p.exec(ctx, t, cmd, attach)
+}
+
+// AttachToContainer opens the guest user's login shell (a VM has no single
+// main process to attach to).
+func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container string, attach api.AttachIO) error {
+	_, t, err := p.running(ns, name, container)
+	if err != nil {
+		return err
+	}
+	return p.exec(ctx, t, nil, attach)
+}
+
+func (p *PodProvider) exec(ctx context.Context, t GuestTarget, argv []string, attach api.AttachIO) error {
+	req := ExecRequest{Argv: argv, TTY: attach.TTY(), Resize: attach.Resize(), Stdout: io.Discard, Stderr: io.Discard}
+	if in := attach.Stdin(); in != nil {
+		req.Stdin = in
+	}
+	if out := attach.Stdout(); out != nil {
+		req.Stdout = out
+		defer out.Close()
+	}
+	if e := attach.Stderr(); e != nil {
+		req.Stderr = e
+		defer e.Close()
+	}
+	code, err := p.cfg.Guest.Exec(ctx, t, req)
+	if err != nil {
+		return fmt.Errorf("exec in guest %s: %w", t.Addr, err)
+	}
+	if code != 0 {
+		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
+	}
+	return nil
+}
+
+// GetContainerLogs streams the guest's log (kubectl logs).
+func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	_, t, err := p.running(ns, name, container)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Previous {
+		return nil, errdefs.InvalidInput("previous logs are not kept for VMs: the guest's log spans its restarts")
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	argv := p.cfg.LogCommand(opts)
+	go func() {
+		var out io.Writer = pw
+		var tw *timestampWriter
+		if opts.Timestamps {
+			tw = &timestampWriter{w: pw, now: p.cfg.Now}
+			out = tw
+		}
+		_, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: argv, Stdout: out, Stderr: out})
+		if tw != nil {
+			tw.flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	var rc io.ReadCloser = &cancelReader{ReadCloser: pr, cancel: cancel}
+	if opts.LimitBytes > 0 {
+		rc = &cancelReader{ReadCloser: struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(pr, int64(opts.LimitBytes)), pr}, cancel: cancel}
+	}
+	return rc, nil
+}
+
+type cancelReader struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelReader) Close() error {
+	c.cancel()
+	return c.ReadCloser.Close()
+}
+
+// timestampWriter prefixes every line with its arrival time (RFC 3339), as
+// `kubectl logs --timestamps` shows.
+type timestampWriter struct {
+	w   io.Writer
+	now func() time.Time
+	buf []byte
+}
+
+func (t *timestampWriter) Write(b []byte) (int, error) {
+	t.buf = append(t.buf, b...)
+	for {
+		i := strings.IndexByte(string(t.buf), '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := t.buf[:i+1]
+		if _, err := fmt.Fprintf(t.w, "%s %s", t.now().UTC().Format(time.RFC3339Nano), line); err != nil {
+			return 0, err
+		}
+		t.buf = t.buf[i+1:]
+	}
+}
+
+func (t *timestampWriter) flush() {
+	if len(t.buf) > 0 {
+		fmt.Fprintf(t.w, "%s %s\n", t.now().UTC().Format(time.RFC3339Nano), t.buf)
+		t.buf = nil
+	}
+}
+
+// PortForward connects stream to port in the guest (kubectl port-forward).
+func (p *PodProvider) PortForward(ctx context.Context, ns, name string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	_, t, err := p.running(ns, name, "")
+	if err != nil {
+		return err
+	}
+	ip, _, _ := net.SplitHostPort(t.Addr)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("port-forward to %s port %d: %w", ip, port, err)
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(conn, stream); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(stream, bufio.NewReader(conn)); done <- struct{}{} }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}

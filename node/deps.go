@@ -1,0 +1,62 @@
+package node
+
+import (
+	"context"
+	"io"
+	"net"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+)
+
+// The provider's collaborators, as small interfaces so the pod logic is
+// testable without VMs, SSH or a registry.
+
+// Guest reaches a running VM over SSH with the credentials vz-node was
+// given. Target names the VM: its address and the file that pins its host
+// key on first contact.
+type Guest interface {
+	// WaitSSH blocks until the guest accepts an SSH session.
+	WaitSSH(ctx context.Context, t GuestTarget) error
+	// Exec runs req in the guest and returns the command's exit code.
+	Exec(ctx context.Context, t GuestTarget, req ExecRequest) (int, error)
+	// Shutdown asks the guest OS to power off (`shutdown -h now`).
+	Shutdown(ctx context.Context, t GuestTarget) error
+}
+
+// GuestTarget identifies one guest for Guest.
+type GuestTarget struct {
+	VMID           string
+	Addr           string // host:port of the guest's SSH server
+	KnownHostsPath string
+}
+
+// ExecRequest is one command in the guest. An empty Argv asks for the
+// user's login shell.
+type ExecRequest struct {
+	Argv   []string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	TTY    bool
+	Resize <-chan api.TermSize
+}
+
+// Overlayer makes a VM's private copy-on-write disk and NVRAM from a cached
+// image, with a fresh MAC address and machine identifier.
+type Overlayer interface {
+	Create(ctx context.Context, img LocalImage, dir string) (Overlay, error)
+}
+
+// Overlay is one VM's private files and identity.
+type Overlay struct {
+	DiskPath  string
+	AuxPath   string
+	MAC       net.HardwareAddr
+	MachineID []byte
+}
+
+// AddressFinder finds a guest's IPv4 address by its MAC address (DHCP
+// leases first, ARP as fallback); an error while it is unknown.
+type AddressFinder interface {
+	Lookup(ctx context.Context, mac net.HardwareAddr) (net.IP, error)
+}

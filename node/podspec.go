@@ -1,0 +1,141 @@
+package node
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vzfleet/vzfleet/node/vm"
+)
+
+// Defaults for a VM container that asks for nothing and whose image has no
+// configuration.
+const (
+	defaultVMCPUs   = 2
+	defaultVMMemory = 4 << 30
+)
+
+// Reasons an invalid pod fails with (pod status reason and Event reason).
+const (
+	ReasonNoVMImage           = "NoVMImage"
+	ReasonSidecarsUnsupported = "SidecarsUnsupported"
+	ReasonRequestsExceedHost  = "RequestsExceedHost"
+	ReasonInvalidResources    = "InvalidResources"
+)
+
+// invalidPodError is a pod that can never run here; it fails with Reason.
+type invalidPodError struct {
+	Reason  string
+	Message string
+}
+
+func (e *invalidPodError) Error() string { return e.Reason + ": " + e.Message }
+
+func invalid(reason, format string, args ...any) error {
+	return &invalidPodError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// vmRequest is what a pod asks of its VM container (container[0]).
+type vmRequest struct {
+	Container   string
+	Image       string
+	PullPolicy  corev1.PullPolicy
+	CPUs        uint
+	MemoryBytes uint64
+	// cpuSet/memSet: the pod asked explicitly (else the image's config or
+	// the defaults apply).
+	cpuSet, memSet bool
+}
+
+// allocatable is what the node offers to pods: the host minus the reserve.
+type allocatable struct {
+	CPUs        uint
+	MemoryBytes uint64
+}
+
+// parseVMRequest reads the VM container of pod and checks it against what
+// the host can give. Errors are *invalidPodError.
+func parseVMRequest(pod *corev1.Pod, host vm.HostInfo, alloc allocatable) (vmRequest, error) {
+	cs := pod.Spec.Containers
+	if len(cs) == 0 {
+		return vmRequest{}, invalid(ReasonNoVMImage, "the pod has no containers; container[0] must name a VM image")
+	}
+	c := cs[0]
+	if c.Image == "" {
+		return vmRequest{}, invalid(ReasonNoVMImage, "container %q (the VM) has no image; set it to an OCI VM image reference", c.Name)
+	}
+	if len(cs) > 1 {
+		names := make([]string, 0, len(cs)-1)
+		for _, s := range cs[1:] {
+			names = append(names, s.Name)
+		}
+		return vmRequest{}, invalid(ReasonSidecarsUnsupported, "containers %v after the VM would run as Docker sidecars, which this vz-node does not support yet; run the VM alone", names)
+	}
+	if len(pod.Spec.InitContainers) > 0 {
+		return vmRequest{}, invalid(ReasonSidecarsUnsupported, "init containers are not supported for macOS VM pods")
+	}
+	req := vmRequest{Container: c.Name, Image: c.Image, PullPolicy: c.ImagePullPolicy, CPUs: defaultVMCPUs, MemoryBytes: defaultVMMemory}
+
+	if q, ok := pick(c.Resources, corev1.ResourceCPU); ok {
+		if q.Sign() <= 0 {
+			return vmRequest{}, invalid(ReasonInvalidResources, "container %q asks for %s CPU; want more than 0", c.Name, q.String())
+		}
+		// A VM gets whole cores: 1500m becomes 2.
+		req.CPUs = uint((q.MilliValue() + 999) / 1000)
+		req.cpuSet = true
+	}
+	if q, ok := pick(c.Resources, corev1.ResourceMemory); ok {
+		if q.Sign() <= 0 {
+			return vmRequest{}, invalid(ReasonInvalidResources, "container %q asks for %s memory; want more than 0", c.Name, q.String())
+		}
+		req.MemoryBytes = uint64(q.Value())
+		req.memSet = true
+	}
+	return req, checkFits(req, host, alloc)
+}
+
+// withImageDefaults fills what the pod left open from the image's config.
+func (r vmRequest) withImageDefaults(cfg ImageConfig, host vm.HostInfo, alloc allocatable) (vmRequest, error) {
+	if !r.cpuSet && cfg.CPUCount > 0 {
+		r.CPUs = cfg.CPUCount
+	}
+	if !r.memSet && cfg.MemorySize > 0 {
+		r.MemoryBytes = cfg.MemorySize
+	}
+	return r, checkFits(r, host, alloc)
+}
+
+func checkFits(r vmRequest, host vm.HostInfo, alloc allocatable) error {
+	if r.CPUs > alloc.CPUs || host.MaxCPUs > 0 && r.CPUs > host.MaxCPUs {
+		return invalid(ReasonRequestsExceedHost, "the VM needs %d CPUs (requests are rounded up to whole cores); this node offers %d", r.CPUs, min(alloc.CPUs, nonzero(host.MaxCPUs, alloc.CPUs)))
+	}
+	if host.MinCPUs > 0 && r.CPUs < host.MinCPUs {
+		return invalid(ReasonInvalidResources, "the VM needs at least %d CPUs on this host, the pod asks for %d", host.MinCPUs, r.CPUs)
+	}
+	if r.MemoryBytes > alloc.MemoryBytes || host.MaxMemoryBytes > 0 && r.MemoryBytes > host.MaxMemoryBytes {
+		return invalid(ReasonRequestsExceedHost, "the VM needs %s memory; this node offers %s", bytesQ(r.MemoryBytes), bytesQ(min(alloc.MemoryBytes, nonzero(host.MaxMemoryBytes, alloc.MemoryBytes))))
+	}
+	if host.MinMemoryBytes > 0 && r.MemoryBytes < host.MinMemoryBytes {
+		return invalid(ReasonInvalidResources, "the VM needs at least %s memory, the pod asks for %s", bytesQ(host.MinMemoryBytes), bytesQ(r.MemoryBytes))
+	}
+	return nil
+}
+
+// pick returns the request for name, else its limit.
+func pick(r corev1.ResourceRequirements, name corev1.ResourceName) (resource.Quantity, bool) {
+	if q, ok := r.Requests[name]; ok {
+		return q, true
+	}
+	q, ok := r.Limits[name]
+	return q, ok
+}
+
+func nonzero[T uint | uint64](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func bytesQ(b uint64) string { return resource.NewQuantity(int64(b), resource.BinarySI).String() }

@@ -1,0 +1,306 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// startProbes runs the VM container's startup, readiness and liveness
+// probes against the guest and reports through events. Without a readiness
+// probe the VM is ready once its SSH server answers.
+func (w *podWorker) startProbes() {
+	ctx := w.newActivity()
+	pod, view := w.snapshot()
+	c := vmContainer(pod)
+	ip := view.PodIP
+	t := w.p.target(w.uid, w.dir, ip)
+	go func() {
+		if c.StartupProbe != nil {
+			if err := w.p.probeUntil(ctx, c, ip, t, c.StartupProbe, true); err != nil {
+				if ctx.Err() == nil {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Startup probe failed: %v", err)
+					w.post(event{kind: evUnhealthy, err: err})
+				}
+				return
+			}
+		}
+		if c.ReadinessProbe == nil {
+			w.post(event{kind: evProbe, ready: true})
+		} else {
+			go w.p.readinessLoop(ctx, w, c, ip, t)
+		}
+		if c.LivenessProbe != nil {
+			if err := w.p.probeUntil(ctx, c, ip, t, c.LivenessProbe, false); err != nil && ctx.Err() == nil {
+				w.event(corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed: %v", err)
+				w.post(event{kind: evUnhealthy, err: err})
+			}
+		}
+	}()
+}
+
+type probeTiming struct {
+	initial, period, timeout time.Duration
+	success, failure         int
+}
+
+func timing(p *corev1.Probe) probeTiming {
+	t := probeTiming{
+		initial: time.Duration(p.InitialDelaySeconds) * time.Second,
+		period:  time.Duration(p.PeriodSeconds) * time.Second,
+		timeout: time.Duration(p.TimeoutSeconds) * time.Second,
+		success: int(p.SuccessThreshold),
+		failure: int(p.FailureThreshold),
+	}
+	if t.period <= 0 {
+		t.period = 10 * time.Second
+	}
+	if t.timeout <= 0 {
+		t.timeout = time.Second
+	}
+	if t.success <= 0 {
+		t.success = 1
+	}
+	if t.failure <= 0 {
+		t.failure = 3
+	}
+	return t
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// probeUntil runs probe until it succeeds (untilSuccess: the startup probe)
+// or until it fails failureThreshold times in a row (liveness). It returns
+// the last failure.
+func (p *PodProvider) probeUntil(ctx context.Context, c corev1.Container, ip string, t GuestTarget, probe *corev1.Probe, untilSuccess bool) error {
+	tm := timing(probe)
+	if !sleepCtx(ctx, tm.initial) {
+		return ctx.Err()
+	}
+	fails := 0
+	for {
+		err := p.probeOnce(ctx, c, ip, t, probe, tm.timeout)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			fails = 0
+			if untilSuccess {
+				return nil
+			}
+		} else if fails++; fails >= tm.failure {
+			return err
+		}
+		if !sleepCtx(ctx, tm.period) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *PodProvider) readinessLoop(ctx context.Context, w *podWorker, c corev1.Container, ip string, t GuestTarget) {
+	probe := c.ReadinessProbe
+	tm := timing(probe)
+	if !sleepCtx(ctx, tm.initial) {
+		return
+	}
+	ready, succ, fails := false, 0, 0
+	for {
+		err := p.probeOnce(ctx, c, ip, t, probe, tm.timeout)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			succ, fails = succ+1, 0
+			if !ready && succ >= tm.success {
+				ready = true
+				w.post(event{kind: evProbe, ready: true})
+			}
+		} else {
+			succ, fails = 0, fails+1
+			if ready && fails >= tm.failure || !ready && fails == 1 {
+				if ready {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: %v", err)
+				}
+				ready = false
+				w.post(event{kind: evProbe, ready: false})
+			}
+		}
+		if !sleepCtx(ctx, tm.period) {
+			return
+		}
+	}
+}
+
+// probeOnce runs one probe with its timeout.
+func (p *PodProvider) probeOnce(ctx context.Context, c corev1.Container, ip string, t GuestTarget, probe *corev1.Probe, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	h := probe.ProbeHandler
+	switch {
+	case h.Exec != nil:
+		var out bytes.Buffer
+		code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: h.Exec.Command, Stdout: &out, Stderr: &out})
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, code, truncate(out.String(), 200))
+		}
+		return nil
+	case h.TCPSocket != nil:
+		port, err := resolvePort(h.TCPSocket.Port, c)
+		if err != nil {
+			return err
+		}
+		host := ip
+		if h.TCPSocket.Host != "" {
+			host = h.TCPSocket.Host
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	case h.HTTPGet != nil:
+		return httpGet(ctx, ip, c, h.HTTPGet)
+	case h.GRPC != nil:
+		return fmt.Errorf("gRPC probes are not supported for macOS VMs; use exec, tcpSocket or httpGet")
+	}
+	return fmt.Errorf("probe has no handler")
+}
+
+func httpGet(ctx context.Context, ip string, c corev1.Container, g *corev1.HTTPGetAction) error {
+	port, err := resolvePort(g.Port, c)
+	if err != nil {
+		return err
+	}
+	host := ip
+	if g.Host != "" {
+		host = g.Host
+	}
+	scheme := strings.ToLower(string(g.Scheme))
+	if scheme == "" {
+		scheme = "http"
+	}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: g.Path}
+	if i := strings.IndexByte(g.Path, '?'); i >= 0 {
+		u.Path, u.RawQuery = g.Path[:i], g.Path[i+1:]
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	for _, h := range g.HTTPHeaders {
+		if strings.EqualFold(h.Name, "Host") {
+			req.Host = h.Value
+			continue
+		}
+		req.Header.Add(h.Name, h.Value)
+	}
+	// Like the kubelet: probes of HTTPS endpoints do not verify certificates.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true} //nolint:gosec
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("HTTP probe %s answered %s", u.String(), resp.Status)
+	}
+	return nil
+}
+
+func resolvePort(p intstr.IntOrString, c corev1.Container) (int, error) {
+	if p.Type == intstr.Int {
+		if p.IntVal <= 0 || p.IntVal > 65535 {
+			return 0, fmt.Errorf("port %d out of range", p.IntVal)
+		}
+		return int(p.IntVal), nil
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return int(cp.ContainerPort), nil
+		}
+	}
+	if n, err := strconv.Atoi(p.StrVal); err == nil {
+		return n, nil
+	}
+	return 0, fmt.Errorf("named port %q is not declared by container %q", p.StrVal, c.Name)
+}
+
+// runHook runs a postStart or preStop handler in the guest.
+func (p *PodProvider) runHook(ctx context.Context, pod *corev1.Pod, t GuestTarget, h *corev1.LifecycleHandler) error {
+	c := vmContainer(pod)
+	ip, _, _ := net.SplitHostPort(t.Addr)
+	switch {
+	case h.Exec != nil:
+		var out bytes.Buffer
+		code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: h.Exec.Command, Stdout: &out, Stderr: &out})
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, code, truncate(out.String(), 200))
+		}
+		return nil
+	case h.HTTPGet != nil:
+		return httpGet(ctx, ip, c, h.HTTPGet)
+	case h.TCPSocket != nil:
+		port, err := resolvePort(h.TCPSocket.Port, c)
+		if err != nil {
+			return err
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	case h.Sleep != nil:
+		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
+		return nil
+	}
+	return fmt.Errorf("lifecycle hook has no handler")
+}
+
+func truncate(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+func decodeBasic(auth string) (user, pass string, ok bool) {
+	raw, err := base64.StdEncoding.DecodeString(auth)
+	if err != nil {
+		return "", "", false
+	}
+	user, pass, ok = strings.Cut(string(raw), ":")
+	return user, pass, ok
+}

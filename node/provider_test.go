@@ -1,0 +1,180 @@
+package node
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/node/supervisor"
+)
+
+func TestPodRunsAndIsDeleted(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	pod := testPod("vm1")
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("vm1", "Running and Ready", isRunningReady)
+	cs := st.ContainerStatuses[0]
+	if cs.ContainerID != "vz://uid-vm1" || st.PodIP != "192.168.64.7" || st.HostIP != "10.0.0.2" || cs.RestartCount != 0 {
+		t.Fatalf("unexpected running status: %+v", st)
+	}
+	spec, err := supervisor.ReadSpec(supervisor.Dir(f.stateDir, "uid-vm1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Machine.CPUs != 2 || spec.Machine.MemoryBytes != 4<<30 {
+		t.Fatalf("VM spec: %d CPUs %d bytes, want 2 CPUs (1500m rounded up) and 4Gi", spec.Machine.CPUs, spec.Machine.MemoryBytes)
+	}
+
+	now := metav1.Now()
+	grace := int64(5)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
+	if err := f.p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, f, "vm1")
+	if _, err := os.Stat(supervisor.Dir(f.stateDir, "uid-vm1")); !os.IsNotExist(err) {
+		t.Fatalf("VM state dir left behind: %v", err)
+	}
+	f.mu.Lock()
+	last := f.statuses["vm1"][len(f.statuses["vm1"])-1]
+	deleted := f.deleted["vm1"]
+	f.mu.Unlock()
+	if last.Phase != corev1.PodSucceeded && last.Phase != corev1.PodFailed || last.ContainerStatuses[0].State.Terminated == nil {
+		t.Fatalf("final status is not terminal: %+v", last)
+	}
+	if !deleted {
+		t.Fatal("the pod was not removed from the API after its VM stopped")
+	}
+}
+
+func waitGone(t *testing.T, f *fixture, name string) {
+	t.Helper()
+	f.waitForErr(name)
+}
+
+func (f *fixture) waitForErr(name string) {
+	f.t.Helper()
+	for range 1000 {
+		if _, err := f.p.GetPod(context.Background(), "default", name); err != nil {
+			return
+		}
+		sleepMS(10)
+	}
+	f.t.Fatalf("pod %s still known to the provider", name)
+}
+
+func TestInvalidPodsFail(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*corev1.Pod)
+		reason string
+	}{
+		{"no-image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "" }, ReasonNoVMImage},
+		{"sidecar", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "side", Image: "busybox"})
+		}, ReasonSidecarsUnsupported},
+		{"too-many-cpus", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = mustQ("7100m")
+		}, ReasonRequestsExceedHost},
+		{"too-much-memory", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory] = mustQ("15Gi")
+		}, ReasonRequestsExceedHost},
+	}
+	f := newFixture(t, 2)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := f.p.CreatePod(context.Background(), testPod(c.name, c.mutate)); err != nil {
+				t.Fatal(err)
+			}
+			st := f.waitFor(c.name, "Failed", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
+			if st.Reason != c.reason {
+				t.Fatalf("reason %q, want %q (message %q)", st.Reason, c.reason, st.Message)
+			}
+		})
+	}
+}
+
+func TestThirdPodWaitsForSlot(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	for _, n := range []string{"a", "b"} {
+		if err := f.p.CreatePod(ctx, testPod(n)); err != nil {
+			t.Fatal(err)
+		}
+		f.waitFor(n, "Running", isRunningReady)
+	}
+	third := testPod("c")
+	if err := f.p.CreatePod(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("c", "WaitingForVMSlot", func(s corev1.PodStatus) bool {
+		return s.Phase == corev1.PodPending && len(s.ContainerStatuses) == 1 &&
+			s.ContainerStatuses[0].State.Waiting != nil && s.ContainerStatuses[0].State.Waiting.Reason == ReasonWaitingForVMSlot
+	})
+	a := testPod("a")
+	now := metav1.Now()
+	a.DeletionTimestamp = &now
+	if err := f.p.DeletePod(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("c", "Running after a slot freed", isRunningReady)
+}
+
+func TestRestartReadoptsRunningVMs(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	if err := f.p.CreatePod(ctx, testPod("keep")); err != nil {
+		t.Fatal(err)
+	}
+	before := f.waitFor("keep", "Running", isRunningReady)
+	// The agent goes away; the supervisor (and VM) stay.
+	f.p.Close()
+	f.p = f.newProvider(2)
+	after := f.waitFor("keep", "re-adopted and Ready", isRunningReady)
+	b, a := before.ContainerStatuses[0], after.ContainerStatuses[0]
+	if a.RestartCount != b.RestartCount || !a.State.Running.StartedAt.Equal(&b.State.Running.StartedAt) || after.PodIP != before.PodIP {
+		t.Fatalf("re-adopted status differs:\nbefore %+v\nafter  %+v", before, after)
+	}
+	pods, _ := f.p.GetPods(ctx)
+	if len(pods) != 1 {
+		t.Fatalf("GetPods after restart: %d pods, want 1", len(pods))
+	}
+	// An orphan: the pod is gone from the API while vz-node was down.
+	f.p.CollectOrphans(ctx, nil)
+	waitGone(t, f, "keep")
+	if _, err := os.Stat(supervisor.Dir(f.stateDir, "uid-keep")); !os.IsNotExist(err) {
+		t.Fatalf("orphan VM state left behind: %v", err)
+	}
+}
+
+func TestExecPassesExitCode(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	if err := f.p.CreatePod(ctx, testPod("ex")); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("ex", "Running", isRunningReady)
+	f.guest.mu.Lock()
+	f.guest.exitCode = 3
+	f.guest.mu.Unlock()
+	err := f.p.RunInContainer(ctx, "default", "ex", "macos", []string{"ls", "-la", "/tmp dir"}, &testIO{})
+	var code interface{ ExitStatus() int }
+	if err == nil || !asExit(err, &code) || code.ExitStatus() != 3 {
+		t.Fatalf("exec error %v, want exit status 3", err)
+	}
+	f.guest.mu.Lock()
+	last := f.guest.execs[len(f.guest.execs)-1]
+	f.guest.mu.Unlock()
+	if len(last) != 3 || last[2] != "/tmp dir" {
+		t.Fatalf("argv reached the guest as %q", last)
+	}
+	if err := f.p.RunInContainer(ctx, "default", "ex", "sidecar", []string{"true"}, &testIO{}); err == nil {
+		t.Fatal("exec into an unknown container succeeded")
+	}
+}

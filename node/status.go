@@ -1,0 +1,143 @@
+package node
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Waiting reasons of the VM container (and the pod's status reason while
+// Pending).
+const (
+	ReasonDownloading      = "Downloading"
+	ReasonWaitingForVMSlot = "WaitingForVMSlot"
+	ReasonStarting         = "Starting"
+	ReasonErrImagePull     = "ErrImagePull"
+	ReasonCrashLoopBackOff = "CrashLoopBackOff"
+)
+
+// vmStage is where the VM container is, for rendering.
+type vmStage int
+
+const (
+	stageWaiting vmStage = iota
+	stageRunning
+	stageTerminated
+)
+
+// podView is everything the pod status is rendered from. The pod worker
+// keeps it; renderStatus is pure so statuses are golden-tested.
+type podView struct {
+	HostIP string
+	PodIP  string
+	// Accepted is when vz-node took the pod (status.startTime).
+	Accepted metav1.Time
+
+	Container    string
+	Image        string
+	ImageID      string
+	ContainerID  string
+	RestartCount int32
+
+	Stage          vmStage
+	WaitingReason  string
+	WaitingMessage string
+	StartedAt      metav1.Time
+	Terminated     *corev1.ContainerStateTerminated
+	LastTerminated *corev1.ContainerStateTerminated
+	Started        bool // startup probe passed (or none)
+	Ready          bool
+
+	// Final is set once the pod will not run again: Succeeded or Failed.
+	Final   corev1.PodPhase
+	Reason  string // pod-level reason for Failed pods (e.g. NoVMImage)
+	Message string
+
+	// Transition times of the conditions, kept stable across renders.
+	ReadySince     metav1.Time
+	ScheduledSince metav1.Time
+	QOSClass       corev1.PodQOSClass
+}
+
+// renderStatus turns a view into the pod status vz-node reports.
+func renderStatus(v podView) corev1.PodStatus {
+	st := corev1.PodStatus{
+		HostIP:    v.HostIP,
+		PodIP:     v.PodIP,
+		StartTime: ptrTime(v.Accepted),
+		QOSClass:  v.QOSClass,
+		Reason:    v.Reason,
+		Message:   v.Message,
+	}
+	if v.HostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: v.HostIP}}
+	}
+	if v.PodIP != "" {
+		st.PodIPs = []corev1.PodIP{{IP: v.PodIP}}
+	}
+	cs := corev1.ContainerStatus{
+		Name:         v.Container,
+		Image:        v.Image,
+		ImageID:      v.ImageID,
+		ContainerID:  v.ContainerID,
+		RestartCount: v.RestartCount,
+		Ready:        v.Ready && v.Stage == stageRunning,
+	}
+	started := false
+	switch v.Stage {
+	case stageWaiting:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: v.WaitingReason, Message: v.WaitingMessage}
+	case stageRunning:
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: v.StartedAt}
+		started = v.Started
+	case stageTerminated:
+		cs.State.Terminated = v.Terminated
+	}
+	cs.Started = &started
+	if v.LastTerminated != nil {
+		cs.LastTerminationState.Terminated = v.LastTerminated
+	}
+	if v.Container != "" {
+		st.ContainerStatuses = []corev1.ContainerStatus{cs}
+	}
+
+	switch {
+	case v.Final != "":
+		st.Phase = v.Final
+	case v.Stage == stageRunning:
+		st.Phase = corev1.PodRunning
+	default:
+		st.Phase = corev1.PodPending
+	}
+
+	ready := corev1.ConditionFalse
+	if cs.Ready {
+		ready = corev1.ConditionTrue
+	}
+	readyReason := ""
+	if !cs.Ready {
+		readyReason = "ContainersNotReady"
+	}
+	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus, since metav1.Time, reason string) corev1.PodCondition {
+		return corev1.PodCondition{Type: t, Status: s, LastTransitionTime: since, Reason: reason}
+	}
+	initialized := corev1.ConditionTrue
+	sandbox := corev1.ConditionFalse
+	if v.Stage == stageRunning {
+		sandbox = corev1.ConditionTrue
+	}
+	st.Conditions = []corev1.PodCondition{
+		cond(corev1.PodReadyToStartContainers, sandbox, v.ReadySince, ""),
+		cond(corev1.PodInitialized, initialized, v.ScheduledSince, ""),
+		cond(corev1.PodReady, ready, v.ReadySince, readyReason),
+		cond(corev1.ContainersReady, ready, v.ReadySince, readyReason),
+		cond(corev1.PodScheduled, corev1.ConditionTrue, v.ScheduledSince, ""),
+	}
+	return st
+}
+
+func ptrTime(t metav1.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

@@ -1,0 +1,121 @@
+package node
+
+// The pod worker's transition table: for each local stage of a pod's VM, the
+// events that move it and the handler that acts. Any (stage, event) pair not
+// listed is ignored: it is a late report from work the pod has moved past
+// (a pull that finished after a delete, a probe of a VM that has stopped).
+//
+//	stage          event            handler            next stage
+//	new            start            accept             pulling | terminated (invalid pod)
+//	new            adopt            adopt              booting (VM found running after a restart)
+//	new            delete           finishDeleted      gone
+//	pulling        imageReady       imageReady         waitingSlot | booting | terminated
+//	pulling        imageFailed      imageFailed        pulling (retried with backoff)
+//	pulling        retry            accept             pulling
+//	waitingSlot    slotGranted      launch             booting
+//	booting        vm               vmChanged          connecting | backoff | terminated
+//	connecting     address          addressFound       connecting
+//	connecting     guestReady       guestReady         running
+//	connecting     guestFailed      guestFailed        connecting (VM is being stopped)
+//	connecting     vm               vmChanged          backoff | terminated
+//	running        probe            probed             running
+//	running        unhealthy        unhealthy          running (VM is being stopped)
+//	running        vm               vmChanged          backoff | terminated
+//	backoff        retry            retryRun           pulling | waitingSlot | booting
+//	stopping       vm               stoppingVM         stopping | gone
+//	stopping       graceExpired     hardStop           stopping
+//	any but stopping/gone: delete   beginDelete        stopping | gone
+//	any            update           update             (unchanged)
+type stage int
+
+const (
+	stNew stage = iota
+	stPulling
+	stWaitingSlot
+	stBooting
+	stConnecting
+	stRunning
+	stBackoff
+	stTerminated
+	stStopping
+	stGone
+)
+
+var stageNames = [...]string{"new", "pulling", "waitingSlot", "booting", "connecting", "running", "backoff", "terminated", "stopping", "gone"}
+
+func (s stage) String() string { return stageNames[s] }
+
+type eventKind int
+
+const (
+	evStart eventKind = iota
+	evAdopt
+	evUpdate
+	evDelete
+	evImageReady
+	evImageFailed
+	evRetry
+	evSlotGranted
+	evVM
+	evAddress
+	evGuestReady
+	evGuestFailed
+	evProbe
+	evUnhealthy
+	evGraceExpired
+)
+
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired"}
+
+func (e eventKind) String() string { return eventNames[e] }
+
+type handler func(*podWorker, event) stage
+
+// transitions is the table above, in code.
+var transitions = map[stage]map[eventKind]handler{
+	stNew: {
+		evStart: (*podWorker).accept,
+		evAdopt: (*podWorker).adopt,
+	},
+	stPulling: {
+		evImageReady:  (*podWorker).imageReady,
+		evImageFailed: (*podWorker).imageFailed,
+		evRetry:       (*podWorker).accept,
+	},
+	stWaitingSlot: {
+		evSlotGranted: (*podWorker).launch,
+	},
+	stBooting: {
+		evVM: (*podWorker).vmChanged,
+	},
+	stConnecting: {
+		evAddress:     (*podWorker).addressFound,
+		evGuestReady:  (*podWorker).guestReady,
+		evGuestFailed: (*podWorker).guestFailed,
+		evVM:          (*podWorker).vmChanged,
+	},
+	stRunning: {
+		evProbe:     (*podWorker).probed,
+		evUnhealthy: (*podWorker).unhealthy,
+		evVM:        (*podWorker).vmChanged,
+	},
+	stBackoff: {
+		evRetry: (*podWorker).retryRun,
+	},
+	stStopping: {
+		evVM:           (*podWorker).stoppingVM,
+		evGraceExpired: (*podWorker).hardStop,
+	},
+}
+
+// lookup finds the handler for ev in s; delete and update apply everywhere
+// they make sense.
+func lookup(s stage, k eventKind) handler {
+	switch {
+	case k == evUpdate && s != stGone:
+		return (*podWorker).update
+	case k == evDelete && s != stStopping && s != stGone:
+		return (*podWorker).beginDelete
+	}
+	return transitions[s][k]
+}

@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"github.com/vzfleet/vzfleet/node/supervisor"
+	"github.com/vzfleet/vzfleet/test/harness"
+)
+
+// TestVZNode drives one vz-node (sim driver) through a pod's life with
+// kubectl against a real apiserver, scheduler and controller-manager. The
+// steps share the node and build on each other.
+func TestVZNode(t *testing.T) {
+	harness.RequireRoot(t)
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{Scheduler: true, ControllerManager: true})
+	const name = "mac-e2e-1"
+	n := startVZNode(t, cp, name)
+	ctx := context.Background()
+
+	t.Run("node registers Ready with labels, taint and capacity", func(t *testing.T) {
+		var node *corev1.Node
+		eventually(t, 90*time.Second, "node Ready", func() error {
+			var err error
+			node, err = cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %+v", node.Status.Conditions)
+		})
+		if node.Labels["kubernetes.io/os"] != "darwin" || node.Labels["kubernetes.io/arch"] == "" || node.Labels["vzfleet.dev/vm-driver"] != "sim" {
+			t.Errorf("labels %v", node.Labels)
+		}
+		if len(node.Spec.Taints) != 1 || node.Spec.Taints[0].Key != "virtual-kubelet.io/provider" || node.Spec.Taints[0].Value != "vz" || node.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
+			t.Errorf("taints %+v", node.Spec.Taints)
+		}
+		if pods := node.Status.Capacity[corev1.ResourcePods]; pods.Value() != 2 {
+			t.Errorf("pods capacity %s, want 2", pods.String())
+		}
+		if !strings.HasPrefix(node.Status.NodeInfo.ContainerRuntimeVersion, "vz://") || node.Status.NodeInfo.OperatingSystem != "darwin" {
+			t.Errorf("node info %+v", node.Status.NodeInfo)
+		}
+		if len(node.Status.Addresses) == 0 || node.Status.Addresses[0].Address != "127.0.0.1" {
+			t.Errorf("addresses %+v", node.Status.Addresses)
+		}
+		conds := map[corev1.NodeConditionType]corev1.ConditionStatus{}
+		for _, c := range node.Status.Conditions {
+			conds[c.Type] = c.Status
+		}
+		if conds[corev1.NodeDiskPressure] == "" || conds[corev1.NodeMemoryPressure] == "" || conds["VMSlotLeak"] != corev1.ConditionFalse {
+			t.Errorf("conditions %v", conds)
+		}
+		lease, err := cp.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
+		if err != nil || lease.Spec.RenewTime == nil {
+			t.Errorf("node lease: %v %+v", err, lease)
+		}
+	})
+
+	t.Run("kubelet API refuses callers without credentials", func(t *testing.T) {
+		insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		for _, path := range []string{"/pods", "/stats/summary", "/metrics/resource", "/containerLogs/default/x/macos"} {
+			resp, err := insecure.Get(fmt.Sprintf("https://127.0.0.1:%d%s", n.port, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("GET %s without credentials: %s, want 401", path, resp.Status)
+			}
+		}
+		// Through the apiserver (which presents its kubelet client
+		// certificate) the same API answers.
+		out := kubectl(t, cp, "get", "--raw", "/api/v1/nodes/"+name+"/proxy/pods")
+		if !strings.Contains(out, `"kind":"PodList"`) {
+			t.Errorf("pods via the apiserver proxy: %s", out)
+		}
+	})
+
+	var podName string
+	t.Run("a Deployment lands on the node and runs Ready with an IP", func(t *testing.T) {
+		manifest := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: macos-ci, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: macos-ci}}
+  template:
+    metadata: {labels: {app: macos-ci}}
+    spec:
+      nodeSelector: {kubernetes.io/os: darwin}
+      tolerations: [{key: virtual-kubelet.io/provider, operator: Exists, effect: NoSchedule}]
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: macos
+        image: ` + testImage + `
+        resources: {requests: {cpu: "1", memory: 2Gi}}
+        readinessProbe:
+          exec: {command: [sh, -c, "test -d ."]}
+          periodSeconds: 1
+`
+		if out, err := cp.Apply(ctx, manifest); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		eventually(t, 90*time.Second, "the Deployment's pod", func() error {
+			pods, err := cp.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=macos-ci"})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) != 1 || pods.Items[0].Spec.NodeName != name {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			podName = pods.Items[0].Name
+			return nil
+		})
+		pod := waitPodRunningReady(t, cp, "default", podName)
+		cs := pod.Status.ContainerStatuses[0]
+		if cs.ContainerID != "vz://"+string(pod.UID) || pod.Status.HostIP != "127.0.0.1" || !strings.HasPrefix(pod.Status.PodIP, "127.") {
+			t.Errorf("status %+v", pod.Status)
+		}
+		events := kubectl(t, cp, "get", "events", "-n", "default", "--field-selector", "involvedObject.name="+podName)
+		for _, reason := range []string{"Pulling", "Pulled", "Created", "Started"} {
+			if !strings.Contains(events, reason) {
+				t.Errorf("no %s event:\n%s", reason, events)
+			}
+		}
+	})
+	if podName == "" {
+		t.FailNow()
+	}
+
+	t.Run("kubectl exec passes argv, stdin and exit codes", func(t *testing.T) {
+		out, code := kubectlCode(t, cp, "", "exec", podName, "--", "printf", "[%s]", "a b", "$HOME", "'q'")
+		if code != 0 || out != "[a b][$HOME]['q']" {
+			t.Errorf("exec printf: exit %d, output %q", code, out)
+		}
+		out, code = kubectlCode(t, cp, "hello from stdin", "exec", "-i", podName, "--", "cat")
+		if code != 0 || out != "hello from stdin" {
+			t.Errorf("exec -i cat: exit %d, output %q", code, out)
+		}
+		_, code = kubectlCode(t, cp, "", "exec", podName, "--", "sh", "-c", "exit 7")
+		if code != 7 {
+			t.Errorf("exec exit 7: kubectl exited %d", code)
+		}
+	})
+
+	t.Run("kubectl logs shows the guest's log", func(t *testing.T) {
+		out := kubectl(t, cp, "logs", podName)
+		if !strings.Contains(out, "sshd") {
+			t.Errorf("logs have no sshd entries:\n%s", out)
+		}
+		tail := strings.TrimSpace(kubectl(t, cp, "logs", "--tail=2", podName))
+		if lines := strings.Count(tail, "\n") + 1; lines != 2 {
+			t.Errorf("logs --tail=2 gave %d lines:\n%s", lines, tail)
+		}
+		ts := strings.TrimSpace(kubectl(t, cp, "logs", "--tail=1", "--timestamps", podName))
+		if _, err := time.Parse(time.RFC3339Nano, strings.Fields(ts)[0]); err != nil {
+			t.Errorf("logs --timestamps: %q: %v", ts, err)
+		}
+	})
+
+	t.Run("stats and resource metrics report the VM", func(t *testing.T) {
+		raw := kubectl(t, cp, "get", "--raw", "/api/v1/nodes/"+name+"/proxy/stats/summary")
+		var sum statsv1alpha1.Summary
+		if err := json.Unmarshal([]byte(raw), &sum); err != nil {
+			t.Fatalf("%v: %s", err, raw)
+		}
+		if len(sum.Pods) != 1 || sum.Pods[0].PodRef.Name != podName || sum.Pods[0].Memory == nil || *sum.Pods[0].Memory.WorkingSetBytes == 0 {
+			t.Errorf("stats summary: %s", raw)
+		}
+		metrics := kubectl(t, cp, "get", "--raw", "/api/v1/nodes/"+name+"/proxy/metrics/resource")
+		want := fmt.Sprintf(`container_memory_working_set_bytes{container="macos",namespace="default",pod=%q}`, podName)
+		if !strings.Contains(metrics, want) || !strings.Contains(metrics, "node_cpu_usage_seconds_total") {
+			t.Errorf("metrics/resource lacks %s:\n%s", want, metrics)
+		}
+	})
+
+	t.Run("deleting the pod removes its VM, overlay and state", func(t *testing.T) {
+		pod, err := getPod(t, cp, "default", podName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := supervisor.Dir(n.stateDir, string(pod.UID))
+		if _, err := os.Stat(dir + "/overlay/disk.img"); err != nil {
+			t.Fatalf("overlay of the running VM: %v", err)
+		}
+		kubectl(t, cp, "scale", "deployment/macos-ci", "--replicas=0")
+		eventually(t, 60*time.Second, "the pod to be gone", func() error {
+			if _, err := getPod(t, cp, "default", podName); err == nil {
+				return errors.New("still there")
+			}
+			return nil
+		})
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("VM state dir %s left behind: %v", dir, err)
+		}
+	})
+
+	t.Run("a pod beyond the VM limit waits for a slot; VMs survive kill -9", func(t *testing.T) {
+		for _, p := range []string{"vm-a", "vm-b"} {
+			if out, err := cp.Apply(ctx, vmPod(p)); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		}
+		a := waitPodRunningReady(t, cp, "default", "vm-a")
+		b := waitPodRunningReady(t, cp, "default", "vm-b")
+		// Bound to the node directly: the scheduler would hold it back
+		// (pods capacity 2); vz-node itself must queue it.
+		if out, err := cp.Apply(ctx, vmPod("vm-c")+"  nodeName: "+name+"\n"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		waitWaiting(t, cp, "vm-c")
+
+		pids := supervisorPIDs(t, n, a.UID, b.UID)
+		n.kill9()
+		n.start()
+		time.Sleep(3 * time.Second) // let the new agent re-adopt and publish
+		for _, before := range []*corev1.Pod{a, b} {
+			after := waitPodRunningReady(t, cp, "default", before.Name)
+			bc, ac := before.Status.ContainerStatuses[0], after.Status.ContainerStatuses[0]
+			if ac.RestartCount != bc.RestartCount || !ac.State.Running.StartedAt.Equal(&bc.State.Running.StartedAt) || after.Status.PodIP != before.Status.PodIP {
+				t.Errorf("pod %s changed across the restart:\nbefore %+v\nafter  %+v", before.Name, bc, ac)
+			}
+		}
+		if now := supervisorPIDs(t, n, a.UID, b.UID); now != pids {
+			t.Errorf("VM supervisors changed across the agent restart: %v -> %v", pids, now)
+		}
+		waitWaiting(t, cp, "vm-c")
+		out, code := kubectlCode(t, cp, "", "exec", "vm-a", "--", "echo", "still here")
+		if code != 0 || out != "still here\n" {
+			t.Errorf("exec after the restart: %d %q", code, out)
+		}
+
+		kubectl(t, cp, "delete", "pod", "vm-a", "--wait=false")
+		waitPodRunningReady(t, cp, "default", "vm-c")
+	})
+}
+
+func waitWaiting(t *testing.T, cp *harness.ControlPlane, name string) {
+	t.Helper()
+	eventually(t, 60*time.Second, name+" Pending(WaitingForVMSlot)", func() error {
+		p, err := getPod(t, cp, "default", name)
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil ||
+			p.Status.ContainerStatuses[0].State.Waiting.Reason != "WaitingForVMSlot" {
+			return fmt.Errorf("status %+v", p.Status)
+		}
+		return nil
+	})
+}
+
+func supervisorPIDs(t *testing.T, n *vzNode, uids ...types.UID) string {
+	t.Helper()
+	var out []string
+	for _, uid := range uids {
+		st, err := supervisor.ReadState(supervisor.Dir(n.stateDir, string(uid)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprint(st.PID))
+	}
+	return strings.Join(out, ",")
+}
+
+// kubectlCode runs kubectl with stdin and returns its stdout and exit code.
+func kubectlCode(t *testing.T, cp *harness.ControlPlane, stdin string, args ...string) (string, int) {
+	t.Helper()
+	bin, err := harness.Tool("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig=" + cp.AdminKubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return stdout.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, stderr.String())
+	}
+	return stdout.String(), 0
+}
