@@ -15,7 +15,7 @@ var errLinuxOnly = errors.New("machost: simulated Mac hosts need Linux namespace
 // Off Linux no lab starts, so a Lab or Host never has these.
 type labImpl struct{}
 
-type hostImpl struct{}
+type hostImpl struct{ hostKey ssh.PublicKey }
 
 // StartLab needs Linux.
 func StartLab(context.Context, LabOptions) (*Lab, error) { return nil, errLinuxOnly }
@@ -34,8 +34,13 @@ func (l *Lab) WriteKnownHosts(string) error { return errLinuxOnly }
 // ForwardLoopback needs Linux.
 func (l *Lab) ForwardLoopback(...int) error { return errLinuxOnly }
 
-// HostKey is nil off Linux.
-func (h *Host) HostKey() ssh.PublicKey { return nil }
+// HostKey is the host's key (nil off Linux, where no host starts).
+func (h *Host) HostKey() ssh.PublicKey {
+	if h.impl == nil {
+		return nil
+	}
+	return h.impl.hostKey
+}
 
 // Start needs Linux.
 func (h *Host) Start() error { return errLinuxOnly }
@@ -47,7 +52,7 @@ func (h *Host) Stop() {}
 func (h *Host) Reboot(context.Context) error { return errLinuxOnly }
 
 // Running is false off Linux.
-func (h *Host) Running() bool { return h.impl != nil && false }
+func (h *Host) Running() bool { return false }
 
 // RotateHostKey needs Linux.
 func (h *Host) RotateHostKey() error { return errLinuxOnly }
