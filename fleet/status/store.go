@@ -2,6 +2,7 @@ package status
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -209,7 +210,12 @@ func (s *Store) fromNode(r *Row, n *corev1.Node) {
 	if p := n.Annotations[AnnotationPullProgress]; p != "" {
 		r.PullProgress = p
 	}
-	r.Labels = n.Labels
+	// The node's labels over the inventory's: fleetctl apply sets the
+	// inventory's on the node, and a filter by them works before it has.
+	labels := make(map[string]string, len(r.Labels)+len(n.Labels))
+	maps.Copy(labels, r.Labels)
+	maps.Copy(labels, n.Labels)
+	r.Labels = labels
 	for _, img := range n.Status.Images {
 		if len(img.Names) == 0 {
 			continue

@@ -54,6 +54,9 @@ func TestRowsMergeKubernetesAndSSH(t *testing.T) {
 	if len(r1.Images) != 1 || r1.Images[0].Name != "ghcr.io/cirruslabs/macos-sequoia-base:latest" {
 		t.Errorf("mini-01 images = %+v, want the tagged name", r1.Images)
 	}
+	if r1.Labels["kubernetes.io/os"] != "darwin" || r1.Labels["vzfleet.dev/pool"] != "ci" || len(r1.Labels) != 2 {
+		t.Errorf("mini-01 labels %v, want the node's over the inventory's", r1.Labels)
+	}
 	if !r1.LastSeen.Equal(t0.Add(-time.Second)) {
 		t.Errorf("mini-01 last seen %v, want the newer of SSH and heartbeat", r1.LastSeen)
 	}

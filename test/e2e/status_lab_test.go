@@ -71,7 +71,7 @@ defaults:
 hosts:
 `, sl.lab.User, sl.lab.ClientKeyFile, knownHosts, sl.cp.AdminKubeconfig)
 	for _, h := range sl.lab.Hosts {
-		fmt.Fprintf(&b, "  - name: %s\n    ssh:\n      address: %s\n    node:\n      labels:\n        vzfleet.dev/rack: %s\n", h.Name, h.IP, map[bool]string{true: "a", false: "b"}[h.Name != "mini-03"])
+		fmt.Fprintf(&b, "  - name: %s\n    ssh:\n      address: %s\n    node:\n      labels:\n        vzfleet.dev/rack: %s\n", h.Name, h.IP, statusRack(h.Name))
 	}
 	sl.inventory = filepath.Join(sl.dir, "inventory.yaml")
 	if err := os.WriteFile(sl.inventory, []byte(b.String()), 0o644); err != nil {
@@ -86,12 +86,20 @@ hosts:
 	return sl
 }
 
+// statusRack is the rack label of a lab host: b for mini-03, a for the rest.
+func statusRack(host string) string {
+	if host == "mini-03" {
+		return "b"
+	}
+	return "a"
+}
+
 // registerNode creates a Ready node as vz-node would; old makes it report
 // a vz-node version other than the wanted one.
 func registerNode(ctx context.Context, t *testing.T, c kubernetes.Interface, name string, old bool) {
 	t.Helper()
 	n, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
-		Labels: map[string]string{"kubernetes.io/os": "darwin", "vzfleet.dev/rack": "a"}}}, metav1.CreateOptions{})
+		Labels: map[string]string{"kubernetes.io/os": "darwin", "vzfleet.dev/rack": statusRack(name)}}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("creating node %s: %v", name, err)
 	}
