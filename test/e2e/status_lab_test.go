@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -244,15 +245,72 @@ func TestStatusHostGoesOffline(t *testing.T) {
 		t.Errorf("the problem host should sort first, got %s", snap.Rows[0].Host)
 	}
 
+	// --watch streams a line per change: mini-02 OFFLINE first, LIVE once
+	// its sshd is back.
+	watch := startWatch(t, bin, "status", sl.inventory, "--watch", "--ssh-config", "none", "--interval", "1s", "--want-version", statusWantVersion)
+	watch.waitLine(t, "mini-02 OFFLINE", "state=OFFLINE host=mini-02 ")
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
 	}
+	watch.waitLine(t, "mini-02 LIVE", "state=LIVE host=mini-02 ")
 	eventually(t, 5*interval, "mini-02 LIVE again", func() error {
 		if r := rows()["mini-02"]; r.Freshness != status.Live {
 			return fmt.Errorf("%s: %q", r.Freshness, r.LastError)
 		}
 		return nil
 	})
+}
+
+// watchProc is a running `fleetctl status --watch` whose lines arrive on
+// a channel.
+type watchProc struct {
+	lines chan string
+	seen  []string
+}
+
+func startWatch(t *testing.T, bin string, args ...string) *watchProc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &watchProc{lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	return w
+}
+
+func (w *watchProc) waitLine(t *testing.T, what, sub string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("fleetctl status --watch ended before %s; it printed:\n%s", what, strings.Join(w.seen, "\n"))
+			}
+			w.seen = append(w.seen, l)
+			if strings.Contains(l, sub) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no line with %s from fleetctl status --watch; it printed:\n%s", what, strings.Join(w.seen, "\n"))
+		}
+	}
 }
 
 func buildFleetctlForStatus(t *testing.T, dir string) string {
