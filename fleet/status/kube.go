@@ -83,11 +83,16 @@ func (k *Informers) event() {
 
 func (k *Informers) broken(err error) {
 	k.mu.Lock()
-	if k.errAt.IsZero() || !k.errAt.After(k.eventAt) {
+	if !k.isBroken() {
 		k.errAt = k.now()
 	}
 	k.err = err
 	k.mu.Unlock()
+}
+
+// isBroken: a watch failed and no event arrived since. k.mu is held.
+func (k *Informers) isBroken() bool {
+	return !k.errAt.IsZero() && !k.errAt.Before(k.eventAt)
 }
 
 // Err is the last watch error (nil when none happened).
@@ -105,7 +110,7 @@ func (k *Informers) Fresh() time.Time {
 	switch {
 	case !k.nodes.HasSynced() || !k.pods.HasSynced():
 		return time.Time{}
-	case k.errAt.After(k.eventAt):
+	case k.isBroken():
 		return k.errAt
 	default:
 		return k.now()
