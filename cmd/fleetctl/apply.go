@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/vzfleet/vzfleet/fleet"
 	"github.com/vzfleet/vzfleet/inventory"
@@ -78,6 +80,10 @@ func (f *fleetFlags) load(args []string) (*inventory.Inventory, []inventory.Host
 }
 
 func (f *fleetFlags) options(cmd *cobra.Command) fleet.Options {
+	// client-go's own logging (watch retries and the like) would interleave
+	// with the progress lines; fleet reports what matters itself.
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
 	return fleet.Options{
 		Binary:            f.binary,
 		Concurrency:       f.concurrency,
