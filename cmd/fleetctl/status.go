@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ On a terminal it is an interactive screen (? for its keys). Otherwise, or with
 	fs.StringVarP(&f.limit, "limit", "l", "", "only these hosts: name globs (mini-0*,studio-1) or a label selector (rack=a)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "operator kubeconfig (default: the inventory's cluster.operatorKubeconfig, $KUBECONFIG, ~/.kube/config)")
 	fs.StringVarP(&f.output, "output", "o", "", "print once as table, json or yaml instead of the interactive screen")
-	fs.BoolVarP(&f.watch, "watch", "w", false, "keep running and print changes (with -o json or yaml: a snapshot per interval)")
+	fs.BoolVarP(&f.watch, "watch", "w", false, "keep running and print changes (with -o json: a snapshot per line each interval; -o yaml: a document each interval)")
 	fs.DurationVar(&f.interval, "interval", 5*time.Second, "time between SSH polls (and --watch prints)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "bound on one host's SSH poll (default: the interval, at least 2s)")
 	fs.DurationVar(&f.staleAfter, "stale-after", 0, "mark a row STALE when its data is older than this (default: 3 intervals, at least 20s)")
@@ -198,11 +199,12 @@ func watchStatus(ctx context.Context, w io.Writer, store *status.Store, f *statu
 			return err
 		}
 		switch f.output {
-		case status.OutputJSON, status.OutputYAML:
-			if f.output == status.OutputYAML {
-				if _, err := io.WriteString(w, "---\n"); err != nil {
-					return err
-				}
+		case status.OutputJSON:
+			// One snapshot per line (JSON Lines) for line-oriented tools.
+			err = json.NewEncoder(w).Encode(snap)
+		case status.OutputYAML:
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
 			}
 			err = status.Render(w, snap, f.output, 0)
 		default:
