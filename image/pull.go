@@ -444,13 +444,17 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 	log.Info("pulling image", "chunks", len(im.Disk), "resumed", len(prog.Done), "diskSize", im.DiskSize)
 
 	dedup := c.dedupIndex(d)
+	var todo []int // decided before the workers start writing prog.Done
+	for i := range im.Disk {
+		if _, done := prog.Done[i]; !done {
+			todo = append(todo, i)
+		}
+	}
 	var progMu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Concurrency)
-	for i, ch := range im.Disk {
-		if _, done := prog.Done[i]; done {
-			continue
-		}
+	for _, i := range todo {
+		ch := im.Disk[i]
 		g.Go(func() error {
 			if err := c.pullChunk(gctx, repo, disk, ch, !fresh, dedup, t); err != nil {
 				return fmt.Errorf("disk chunk %d of %d (offset %d): %w", i+1, len(im.Disk), ch.Offset, err)
