@@ -18,7 +18,12 @@ import (
 	"github.com/vzfleet/vzfleet/fleet/status/statustest"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden frames in testdata/")
+// updating reports -update, the flag x/exp/golden (imported by teatest)
+// defines for the same purpose.
+func updating() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
 
 func TestMain(m *testing.M) {
 	// Frames are compared as plain text: no colours, no attributes.
@@ -115,7 +120,7 @@ func run(t *testing.T, m Model, cmd tea.Cmd) Model {
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".txt")
-	if *update {
+	if updating() {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
