@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,30 +16,21 @@ import (
 	utilexec "k8s.io/utils/exec"
 )
 
-// LogCommandFunc returns the guest command that prints (and with Follow,
-// streams) the guest's log for opts.
-type LogCommandFunc func(opts api.ContainerLogOpts) []string
-
-// MacOSLogCommand reads the unified log with `log show` and follows it with
-// `log stream`, in syslog style (one line per entry). Since narrows the
-// history; Tail keeps the last lines of it.
-func MacOSLogCommand(opts api.ContainerLogOpts) []string {
-	last := "boot"
+// The guest's log, as macOS's log(1) prints it in syslog style: `log show`
+// for history (Since narrows it; Tail is applied here), then `log stream`
+// to follow. Commands are plain argv so any guest shell runs them alike.
+func logShowArgv(opts api.ContainerLogOpts, now time.Time) []string {
+	argv := []string{"log", "show", "--style", "syslog"}
 	switch {
 	case opts.SinceSeconds > 0:
-		last = strconv.Itoa(opts.SinceSeconds) + "s"
+		argv = append(argv, "--last", strconv.Itoa(opts.SinceSeconds)+"s")
 	case !opts.SinceTime.IsZero():
-		last = strconv.Itoa(max(1, int(time.Since(opts.SinceTime).Seconds()))) + "s"
+		argv = append(argv, "--last", strconv.Itoa(max(1, int(now.Sub(opts.SinceTime).Seconds())))+"s")
 	}
-	script := "log show --style syslog --last " + last
-	if opts.Tail > 0 {
-		script += " | tail -n " + strconv.Itoa(opts.Tail)
-	}
-	if opts.Follow {
-		script += "; exec log stream --style syslog"
-	}
-	return []string{"/bin/sh", "-c", script}
+	return argv
 }
+
+var logStreamArgv = []string{"log", "stream", "--style", "syslog"}
 
 // running returns the worker of a pod whose VM container is container and
 // whose guest is reachable.
@@ -114,7 +106,6 @@ func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container 
 	}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	argv := p.cfg.LogCommand(opts)
 	go func() {
 		var out io.Writer = pw
 		var tw *timestampWriter
@@ -122,7 +113,18 @@ func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container 
 			tw = &timestampWriter{w: pw, now: p.cfg.Now}
 			out = tw
 		}
-		_, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: argv, Stdout: out, Stderr: out})
+		entries := &logEntries{tail: opts.Tail}
+		var stderr strings.Builder
+		code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: logShowArgv(opts, p.cfg.Now()), Stdout: entries, Stderr: &stderr})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("guest log show exited with %d: %s", code, truncate(stderr.String(), 200))
+		}
+		if err == nil {
+			err = entries.flush(out)
+		}
+		if err == nil && opts.Follow {
+			_, err = p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: logStreamArgv, Stdout: &logEntries{tail: -1, live: out}, Stderr: io.Discard})
+		}
 		if tw != nil {
 			tw.flush()
 		}
@@ -136,6 +138,72 @@ func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container 
 		}{io.LimitReader(pr, int64(opts.LimitBytes)), pr}, cancel: cancel}
 	}
 	return rc, nil
+}
+
+// logEntries keeps the entry lines of log(1) output: it drops the column
+// header before the first entry and the summary after the dashed line. It
+// buffers the last tail lines (all when tail is 0) for flush, or with live
+// set passes entries straight through.
+type logEntries struct {
+	tail    int
+	live    io.Writer
+	partial []byte
+	started bool
+	done    bool
+	lines   [][]byte
+}
+
+func (l *logEntries) Write(b []byte) (int, error) {
+	l.partial = append(l.partial, b...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := append([]byte(nil), l.partial[:i+1]...)
+		l.partial = l.partial[i+1:]
+		if err := l.line(line); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (l *logEntries) line(line []byte) error {
+	switch {
+	case l.done:
+		return nil
+	case !l.started && !isLogEntry(line):
+		return nil
+	case len(line) > 50 && len(bytes.Trim(line, "-\n")) == 0:
+		l.done = true
+		return nil
+	}
+	l.started = true
+	if l.live != nil {
+		_, err := l.live.Write(line)
+		return err
+	}
+	l.lines = append(l.lines, line)
+	if l.tail > 0 && len(l.lines) > l.tail {
+		l.lines = l.lines[1:]
+	}
+	return nil
+}
+
+func (l *logEntries) flush(w io.Writer) error {
+	for _, line := range l.lines {
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+	}
+	l.lines = nil
+	return nil
+}
+
+// isLogEntry reports whether line starts with log(1)'s syslog-style
+// timestamp ("2006-01-02 15:04:05").
+func isLogEntry(line []byte) bool {
+	return len(line) >= 19 && line[4] == '-' && line[7] == '-' && line[10] == ' ' && line[13] == ':' && line[16] == ':'
 }
 
 type cancelReader struct {

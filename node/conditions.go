@@ -126,7 +126,7 @@ func diskCheck(dir string, minFree uint64) conditionCheck {
 			return condition(corev1.NodeDiskPressure, true, "KubeletHasDiskPressure",
 				fmt.Sprintf("%s free on the cache volume (%s), below %s", bytesQ(free), dir, bytesQ(minFree)))
 		}
-		return condition(corev1.NodeDiskPressure, false, "KubeletHasNoDiskPressure", fmt.Sprintf("%s free on the cache volume", bytesQ(free)))
+		return condition(corev1.NodeDiskPressure, false, "KubeletHasNoDiskPressure", "the cache volume has at least "+bytesQ(minFree)+" free")
 	}
 }
 
@@ -154,11 +154,11 @@ func networkCheck(context.Context) corev1.NodeCondition {
 // slotLeakCheck reports VM slots held by nothing vz-node tracks.
 func slotLeakCheck(state func() (int, int, []string)) conditionCheck {
 	return func(context.Context) corev1.NodeCondition {
-		used, waiting, leaked := state()
+		_, _, leaked := state()
 		if len(leaked) > 0 {
 			return condition(ConditionVMSlotLeak, true, "VMSlotsLeaked", fmt.Sprintf("VM slots held by no pod: %v", leaked))
 		}
-		return condition(ConditionVMSlotLeak, false, "NoLeak", fmt.Sprintf("%d VM slots in use, %d pods waiting", used, waiting))
+		return condition(ConditionVMSlotLeak, false, "NoLeak", "every VM slot in use belongs to a pod")
 	}
 }
 

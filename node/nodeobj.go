@@ -39,8 +39,9 @@ type nodeInputs struct {
 // buildNode returns the node object vz-node registers.
 func buildNode(in nodeInputs) *corev1.Node {
 	labels := map[string]string{
+		// NodeRestriction lets a node set only its own kubernetes.io
+		// labels from a fixed list (so no kubernetes.io/role).
 		"type":                   "virtual-kubelet",
-		"kubernetes.io/role":     "agent",
 		"kubernetes.io/hostname": in.Name,
 		corev1.LabelOSStable:     "darwin",
 		corev1.LabelArchStable:   runtime.GOARCH,

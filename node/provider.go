@@ -55,10 +55,8 @@ type PodProviderConfig struct {
 	// DeletePod removes a pod whose VM is gone from the API (grace period 0,
 	// UID precondition), as the kubelet does.
 	DeletePod func(ctx context.Context, pod *corev1.Pod) error
-	// LogCommand is the guest command that streams its logs.
-	LogCommand LogCommandFunc
-	Log        *slog.Logger
-	Now        func() time.Time
+	Log       *slog.Logger
+	Now       func() time.Time
 }
 
 // PodProvider runs each pod's VM. It implements virtual-kubelet's
@@ -93,9 +91,6 @@ func NewPodProvider(cfg PodProviderConfig) (*PodProvider, error) {
 	}
 	if cfg.AddressTimeout == 0 {
 		cfg.AddressTimeout = 3 * time.Minute
-	}
-	if cfg.LogCommand == nil {
-		cfg.LogCommand = MacOSLogCommand
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "vms"), 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
