@@ -41,8 +41,8 @@ type PullOptions struct {
 	Policy PullPolicy // default IfNotPresent
 	// Auth, if set, replaces Options.Remote.Auth for this pull.
 	Auth *Auth
-	// Progress, if set, receives progress reports (from the pull's
-	// goroutines; it must not block).
+	// Progress, if set, receives progress reports, one at a time, from
+	// the pull's goroutines; it must return quickly.
 	Progress func(Progress)
 }
 
@@ -654,6 +654,7 @@ func (c *Cache) dedupIndex(except digest.Digest) map[digest.Digest]dedupSource {
 // tracker aggregates a pull's progress and reports it at most every
 // 200 ms, and at every chunk's end.
 type tracker struct {
+	emitMu sync.Mutex
 	mu     sync.Mutex
 	p      Progress
 	last   time.Time
@@ -682,6 +683,12 @@ func (t *tracker) chunkDone() {
 }
 
 func (t *tracker) emit(force bool) {
+	if t.report == nil {
+		return
+	}
+	// One report at a time, never an older snapshot after a newer one.
+	t.emitMu.Lock()
+	defer t.emitMu.Unlock()
 	t.mu.Lock()
 	if !force && time.Since(t.last) < 200*time.Millisecond {
 		t.mu.Unlock()
@@ -690,9 +697,7 @@ func (t *tracker) emit(force bool) {
 	t.last = time.Now()
 	p := t.p
 	t.mu.Unlock()
-	if t.report != nil {
-		t.report(p)
-	}
+	t.report(p)
 }
 
 func jsonBytes(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
