@@ -262,6 +262,26 @@ spec:
 		kubectl(t, cp, "delete", "pod", "vm-a", "--wait=false")
 		waitPodRunningReady(t, cp, "default", "vm-c")
 	})
+
+	t.Run("restartPolicy Always restarts a VM that shut itself down", func(t *testing.T) {
+		// The connection may drop as the guest powers off; the exit code
+		// does not matter.
+		kubectlCode(t, cp, "", "exec", "vm-b", "--", "sudo", "shutdown", "-h", "now")
+		eventually(t, 60*time.Second, "vm-b restarted", func() error {
+			p, err := getPod(t, cp, "default", "vm-b")
+			if err != nil {
+				return err
+			}
+			cs := p.Status.ContainerStatuses
+			if len(cs) == 0 || cs[0].RestartCount != 1 || !cs[0].Ready || cs[0].LastTerminationState.Terminated == nil {
+				return fmt.Errorf("status %+v", cs)
+			}
+			if term := cs[0].LastTerminationState.Terminated; term.ExitCode != 0 || term.Reason != "Completed" {
+				return fmt.Errorf("last termination %+v", term)
+			}
+			return nil
+		})
+	})
 }
 
 func waitWaiting(t *testing.T, cp *harness.ControlPlane, name string) {
