@@ -3,17 +3,16 @@ package image
 import (
 	"context"
 	"errors"
-	"os"
 	"syscall"
 	"testing"
+
+	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // A real full file system: a small tmpfs, with the free-space check fooled
 // so the writes themselves hit ENOSPC.
 func TestPullDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
+	harness.RequireRoot(t) // to mount a tmpfs
 	e := newEnv(t)
 	e.push(e.vmDirSized("src", smallDiskSize, smallRegions), "base:v1", smallChunk)
 	mnt := t.TempDir()
