@@ -130,3 +130,22 @@ spec:
 		}
 	}
 }
+
+// metrics-server is reachable through the apiserver's aggregation layer, so
+// `kubectl top` can be tested against our nodes.
+func TestMetricsAPIServedThroughAggregator(t *testing.T) {
+	t.Parallel()
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{MetricsServer: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := cp.Kubectl(ctx, "api-versions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "metrics.k8s.io/v1beta1") {
+		t.Fatalf("kubectl api-versions lacks metrics.k8s.io/v1beta1:\n%s", out)
+	}
+	if out, err := cp.Kubectl(ctx, "get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes"); err != nil {
+		t.Fatalf("listing node metrics: %v\n%s", err, out)
+	}
+}

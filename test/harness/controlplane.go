@@ -24,6 +24,9 @@ type ControlPlaneOptions struct {
 	// Scheduler and ControllerManager make Deployments schedule onto nodes.
 	Scheduler         bool
 	ControllerManager bool
+	// MetricsServer serves metrics.k8s.io from the nodes' kubelet API
+	// (/metrics/resource), so `kubectl top` works.
+	MetricsServer bool
 	// Log receives progress lines (nil: silent).
 	Log func(format string, args ...any)
 }
@@ -50,10 +53,11 @@ func StartControlPlane(ctx context.Context, dir string, opts ControlPlaneOptions
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	cp = &ControlPlane{Dir: dir}
+	started := &ControlPlane{Dir: dir}
+	cp = started
 	defer func() {
 		if err != nil {
-			cp.Stop()
+			started.Stop()
 		}
 	}()
 	pki := filepath.Join(dir, "pki")
@@ -94,6 +98,12 @@ func StartControlPlane(ctx context.Context, dir string, opts ControlPlaneOptions
 			"--use-service-account-credentials=false",
 			"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
 		}); err != nil {
+			return nil, err
+		}
+	}
+	if opts.MetricsServer {
+		logf("harness: starting metrics-server")
+		if err := cp.startMetricsServer(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -212,7 +222,6 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, port int, etcdURL st
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + proxyClient.CertPath,
 		"--proxy-client-key-file=" + proxyClient.KeyPath,
-		"--enable-aggregator-routing=true",
 		"--profiling=false",
 	})
 	if err != nil {
@@ -256,6 +265,63 @@ func (cp *ControlPlane) startComponent(ctx context.Context, name string, extra [
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	return p.waitFor(ctx, name+" healthy", func() error { return httpOK(insecure, "https://"+hostPort(port)+"/healthz") })
+}
+
+// startMetricsServer runs metrics-server on loopback and registers it with
+// the aggregation layer. An ExternalName service lets the apiserver reach it
+// at 127.0.0.1, which Endpoints would refuse as a loopback address.
+func (cp *ControlPlane) startMetricsServer(ctx context.Context) error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	p, err := cp.start("metrics-server", []string{
+		"--kubeconfig=" + cp.AdminKubeconfig,
+		"--authentication-kubeconfig=" + cp.AdminKubeconfig,
+		"--authorization-kubeconfig=" + cp.AdminKubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(cp.Dir, "metrics-server"),
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-use-node-status-port",
+		"--kubelet-certificate-authority=" + cp.CA.CertPath,
+		"--kubelet-client-certificate=" + cp.KubeletClient.CertPath,
+		"--kubelet-client-key=" + cp.KubeletClient.KeyPath,
+		"--metric-resolution=10s",
+		"--kubelet-request-timeout=5s",
+	})
+	if err != nil {
+		return err
+	}
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	wait, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := p.waitFor(wait, "metrics-server live", func() error { return httpOK(insecure, "https://"+hostPort(port)+"/livez") }); err != nil {
+		return err
+	}
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec: {type: ExternalName, externalName: 127.0.0.1, ports: [{name: https, port: %[1]d}]}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: %[1]d}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+`, port)
+	if out, err := cp.Apply(ctx, manifest); err != nil {
+		return fmt.Errorf("registering metrics-server: %w: %s", err, out)
+	}
+	return p.waitFor(wait, "metrics.k8s.io served through the apiserver", func() error {
+		_, err := cp.Client.Discovery().ServerResourcesForGroupVersion("metrics.k8s.io/v1beta1")
+		return err
+	})
 }
 
 // NodeKubeconfig mints a client certificate for system:node:<name> (group
