@@ -132,12 +132,18 @@ func (s *Store) Record(host string, f Facts, err error, at time.Time) {
 // Snapshot computes every row now, in inventory order, with totals.
 func (s *Store) Snapshot() Snapshot {
 	now := s.opts.Now()
-	rows := make([]Row, len(s.hosts))
+	// Copy the SSH side under the lock and build rows outside it, so
+	// polls recording results never wait for a whole snapshot.
+	states := make([]sshState, len(s.hosts))
 	s.mu.Lock()
 	for i, h := range s.hosts {
-		rows[i] = s.row(h, *s.ssh[h.Name], now)
+		states[i] = *s.ssh[h.Name]
 	}
 	s.mu.Unlock()
+	rows := make([]Row, len(s.hosts))
+	for i, h := range s.hosts {
+		rows[i] = s.row(h, states[i], now)
+	}
 	return Snapshot{Time: now, Totals: TotalsOf(rows), Rows: rows}
 }
 
