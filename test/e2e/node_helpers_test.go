@@ -24,7 +24,7 @@ import (
 
 // The VM image every node test runs: a directory in vz-node's cache (the
 // sim boots any disk file).
-const testImage = "registry.local/macos-sim:15"
+const nodeTestImage = "registry.local/macos-sim:15"
 
 var (
 	vzNodeOnce sync.Once
@@ -122,7 +122,7 @@ func startVZNode(t *testing.T, cp *harness.ControlPlane, name string, extra ...s
 		"VZ_SSH_USER=admin",
 		"VZ_SSH_PASSWORD=admin",
 	}
-	n.addImage(testImage)
+	n.addImage(nodeTestImage)
 	n.start()
 	t.Cleanup(n.cleanup)
 	return n
@@ -198,8 +198,8 @@ func (n *vzNode) cleanup() {
 	}
 }
 
-// kubectl runs kubectl as the cluster admin.
-func kubectl(t *testing.T, cp *harness.ControlPlane, args ...string) string {
+// nodeKubectl runs kubectl as the cluster admin.
+func nodeKubectl(t *testing.T, cp *harness.ControlPlane, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -226,7 +226,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 	}
 }
 
-func getPod(t *testing.T, cp *harness.ControlPlane, ns, name string) (*corev1.Pod, error) {
+func nodeGetPod(t *testing.T, cp *harness.ControlPlane, ns, name string) (*corev1.Pod, error) {
 	t.Helper()
 	return cp.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 }
@@ -236,7 +236,7 @@ func waitPodRunningReady(t *testing.T, cp *harness.ControlPlane, ns, name string
 	t.Helper()
 	var pod *corev1.Pod
 	eventually(t, 90*time.Second, "pod "+name+" Running and Ready", func() error {
-		p, err := getPod(t, cp, ns, name)
+		p, err := nodeGetPod(t, cp, ns, name)
 		if err != nil {
 			return err
 		}
@@ -268,7 +268,7 @@ spec:
   terminationGracePeriodSeconds: 10
   containers:
   - name: macos
-    image: `+testImage+`
+    image: `+nodeTestImage+`
     resources:
       requests:
         cpu: "1"

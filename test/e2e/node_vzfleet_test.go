@@ -118,7 +118,7 @@ spec:
       terminationGracePeriodSeconds: 10
       containers:
       - name: macos
-        image: ` + testImage + `
+        image: ` + nodeTestImage + `
         resources: {requests: {cpu: "1", memory: 2Gi}}
         readinessProbe:
           exec: {command: [sh, -c, "test -d ."]}
@@ -143,7 +143,7 @@ spec:
 		if cs.ContainerID != "vz://"+string(pod.UID) || pod.Status.HostIP != "127.0.0.1" || !strings.HasPrefix(pod.Status.PodIP, "127.") {
 			t.Errorf("status %+v", pod.Status)
 		}
-		events := kubectl(t, cp, "get", "events", "-n", "default", "--field-selector", "involvedObject.name="+podName)
+		events := nodeKubectl(t, cp, "get", "events", "-n", "default", "--field-selector", "involvedObject.name="+podName)
 		for _, reason := range []string{"Pulling", "Pulled", "Created", "Started"} {
 			if !strings.Contains(events, reason) {
 				t.Errorf("no %s event:\n%s", reason, events)
@@ -155,30 +155,30 @@ spec:
 	}
 
 	t.Run("kubectl exec passes argv, stdin and exit codes", func(t *testing.T) {
-		out, code := kubectlCode(t, cp, "", "exec", podName, "--", "printf", "[%s]", "a b", "$HOME", "'q'")
+		out, code := nodeKubectlCode(t, cp, "", "exec", podName, "--", "printf", "[%s]", "a b", "$HOME", "'q'")
 		if code != 0 || out != "[a b][$HOME]['q']" {
 			t.Errorf("exec printf: exit %d, output %q", code, out)
 		}
-		out, code = kubectlCode(t, cp, "hello from stdin", "exec", "-i", podName, "--", "cat")
+		out, code = nodeKubectlCode(t, cp, "hello from stdin", "exec", "-i", podName, "--", "cat")
 		if code != 0 || out != "hello from stdin" {
 			t.Errorf("exec -i cat: exit %d, output %q", code, out)
 		}
-		_, code = kubectlCode(t, cp, "", "exec", podName, "--", "sh", "-c", "exit 7")
+		_, code = nodeKubectlCode(t, cp, "", "exec", podName, "--", "sh", "-c", "exit 7")
 		if code != 7 {
 			t.Errorf("exec exit 7: kubectl exited %d", code)
 		}
 	})
 
 	t.Run("kubectl logs shows the guest's log", func(t *testing.T) {
-		out := kubectl(t, cp, "logs", podName)
+		out := nodeKubectl(t, cp, "logs", podName)
 		if !strings.Contains(out, "sshd") {
 			t.Errorf("logs have no sshd entries:\n%s", out)
 		}
-		tail := strings.TrimSpace(kubectl(t, cp, "logs", "--tail=2", podName))
+		tail := strings.TrimSpace(nodeKubectl(t, cp, "logs", "--tail=2", podName))
 		if lines := strings.Count(tail, "\n") + 1; lines != 2 {
 			t.Errorf("logs --tail=2 gave %d lines:\n%s", lines, tail)
 		}
-		ts := strings.TrimSpace(kubectl(t, cp, "logs", "--tail=1", "--timestamps", podName))
+		ts := strings.TrimSpace(nodeKubectl(t, cp, "logs", "--tail=1", "--timestamps", podName))
 		if _, err := time.Parse(time.RFC3339Nano, strings.Fields(ts)[0]); err != nil {
 			t.Errorf("logs --timestamps: %q: %v", ts, err)
 		}
@@ -201,7 +201,7 @@ spec:
 	})
 
 	t.Run("deleting the pod removes its VM, overlay and state", func(t *testing.T) {
-		pod, err := getPod(t, cp, "default", podName)
+		pod, err := nodeGetPod(t, cp, "default", podName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,9 +209,9 @@ spec:
 		if _, err := os.Stat(dir + "/overlay/disk.img"); err != nil {
 			t.Fatalf("overlay of the running VM: %v", err)
 		}
-		kubectl(t, cp, "scale", "deployment/macos-ci", "--replicas=0")
+		nodeKubectl(t, cp, "scale", "deployment/macos-ci", "--replicas=0")
 		eventually(t, 60*time.Second, "the pod to be gone", func() error {
-			if _, err := getPod(t, cp, "default", podName); err == nil {
+			if _, err := nodeGetPod(t, cp, "default", podName); err == nil {
 				return errors.New("still there")
 			}
 			return nil
@@ -254,21 +254,21 @@ spec:
 			t.Errorf("VM supervisors changed across the agent restart: %v -> %v", pids, now)
 		}
 		waitWaiting(t, cp, "vm-c")
-		out, code := kubectlCode(t, cp, "", "exec", "vm-a", "--", "echo", "still here")
+		out, code := nodeKubectlCode(t, cp, "", "exec", "vm-a", "--", "echo", "still here")
 		if code != 0 || out != "still here\n" {
 			t.Errorf("exec after the restart: %d %q", code, out)
 		}
 
-		kubectl(t, cp, "delete", "pod", "vm-a", "--wait=false")
+		nodeKubectl(t, cp, "delete", "pod", "vm-a", "--wait=false")
 		waitPodRunningReady(t, cp, "default", "vm-c")
 	})
 
 	t.Run("restartPolicy Always restarts a VM that shut itself down", func(t *testing.T) {
 		// The connection may drop as the guest powers off; the exit code
 		// does not matter.
-		kubectlCode(t, cp, "", "exec", "vm-b", "--", "sudo", "shutdown", "-h", "now")
+		nodeKubectlCode(t, cp, "", "exec", "vm-b", "--", "sudo", "shutdown", "-h", "now")
 		eventually(t, 60*time.Second, "vm-b restarted", func() error {
-			p, err := getPod(t, cp, "default", "vm-b")
+			p, err := nodeGetPod(t, cp, "default", "vm-b")
 			if err != nil {
 				return err
 			}
@@ -287,7 +287,7 @@ spec:
 func waitWaiting(t *testing.T, cp *harness.ControlPlane, name string) {
 	t.Helper()
 	eventually(t, 60*time.Second, name+" Pending(WaitingForVMSlot)", func() error {
-		p, err := getPod(t, cp, "default", name)
+		p, err := nodeGetPod(t, cp, "default", name)
 		if err != nil {
 			return err
 		}
@@ -312,8 +312,8 @@ func supervisorPIDs(t *testing.T, n *vzNode, uids ...types.UID) string {
 	return strings.Join(out, ",")
 }
 
-// kubectlCode runs kubectl with stdin and returns its stdout and exit code.
-func kubectlCode(t *testing.T, cp *harness.ControlPlane, stdin string, args ...string) (string, int) {
+// nodeKubectlCode runs kubectl with stdin and returns its stdout and exit code.
+func nodeKubectlCode(t *testing.T, cp *harness.ControlPlane, stdin string, args ...string) (string, int) {
 	t.Helper()
 	bin, err := harness.Tool("kubectl")
 	if err != nil {
