@@ -162,7 +162,7 @@ func (g *SSHGatherer) Gather(ctx context.Context, h inventory.Host) (Facts, erro
 	}
 	res, err := c.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", factsScript, "sh", h.Paths.Binary, h.Paths.CacheDir, "system/" + h.Paths.LaunchdLabel}})
 	if err != nil {
-		return Facts{}, fmt.Errorf("host %s: polling facts: %w", h.Name, err)
+		return Facts{}, fmt.Errorf("polling facts: %w", err) // remote errors name the host
 	}
 	f, err := ParseFacts(string(res.Stdout))
 	if err != nil {
@@ -181,12 +181,12 @@ func (g *SSHGatherer) Detail(ctx context.Context, h inventory.Host) (HostDetail,
 	res, err := c.Run(ctx, remote.Cmd{Args: []string{"launchctl", "print", "system/" + h.Paths.LaunchdLabel}})
 	d.LaunchctlPrint = strings.TrimRight(string(res.Stdout)+string(res.Stderr), "\n")
 	if err != nil && res.ExitCode == 0 {
-		return d, fmt.Errorf("host %s: launchctl print: %w", h.Name, err)
+		return d, fmt.Errorf("launchctl print: %w", err)
 	}
 	res, err = c.Run(ctx, remote.Cmd{Args: []string{"tail", "-n", "40", h.Paths.Log}})
 	d.LogTail = strings.TrimRight(string(res.Stdout)+string(res.Stderr), "\n")
 	if err != nil && res.ExitCode == 0 {
-		return d, fmt.Errorf("host %s: reading %s: %w", h.Name, h.Paths.Log, err)
+		return d, fmt.Errorf("reading %s: %w", h.Paths.Log, err)
 	}
 	return d, nil
 }
