@@ -23,5 +23,6 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newDoctorCommand())
 	root.AddCommand(newStatusCommand())
+	root.AddCommand(newImageCommand())
 	return root
 }

@@ -35,6 +35,6 @@ OTEL_EXPORTER_OTLP_INSECURE, OTEL_SERVICE_NAME), then flags.`,
 	}
 	bindFlags(root.Flags(), &flagCfg)
 	root.Flags().StringVar(&configPath, "config", "", "YAML configuration file (keys as in node.Config)")
-	root.AddCommand(version.NewCommand(), newVMCommand())
+	root.AddCommand(version.NewCommand(), newVMCommand(), newPullCommand(), newImagesCommand())
 	return root
 }
