@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -35,18 +37,22 @@ type Facts struct {
 	InstalledVersion string
 	// Hashes maps each managed path that exists to its sha256.
 	Hashes map[string]string
+	// Stats maps each managed path that exists to "size mtime inode".
+	Stats map[string]string
 	// State is what fleetctl installed last time.
 	State installState
 	// Job is the launchd job.
 	Job JobState
 }
 
-// factsScript prints one "key value" line per fact. $1 is the binary, $2
+// statFunc defines st: "size mtime inode" of a file, with GNU or BSD stat.
+const statFunc = `if stat -c %s / >/dev/null 2>&1; then st() { stat -c '%s %Y %i' "$1"; }; else st() { stat -f '%z %m %i' "$1"; }; fi
+`
+
+// factsScript prints one "key value" line per fact. $1 is unused, $2
 // the cache dir, $3 the launchd target, $4 the state file, then the
-// managed paths to hash. One round trip gathers everything.
-const factsScript = `
-sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
-bin=$1 cache=$2 target=$3 state=$4; shift 4
+// managed paths to stat. One round trip gathers everything.
+const factsScript = statFunc + `cache=$2 target=$3 state=$4; shift 4
 echo "hostname $(hostname 2>/dev/null)"
 echo "macos $(sw_vers -productVersion 2>/dev/null)"
 echo "build $(sw_vers -buildVersion 2>/dev/null)"
@@ -57,26 +63,88 @@ d=$cache; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "free_kb $(df -Pk "$d" 2>/dev/null | awk 'NR==2 {print $4}')"
 command -v codesign >/dev/null 2>&1 && echo "codesign yes"
 command -v plutil >/dev/null 2>&1 && echo "plutil yes"
-if [ -x "$bin" ]; then echo "version $("$bin" version -o json 2>/dev/null | tr -d '\n')"; fi
 if [ -f "$state" ]; then echo "state $(tr -d '\n' < "$state")"; fi
-for f in "$@"; do if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi; done
+for f in "$@"; do if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi; done
 out=$(launchctl print "$target" 2>/dev/null); rc=$?
 echo "launchd_rc $rc"
 printf '%s\n' "$out" | sed -n -e 's/^	state = /launchd_state /p' -e 's/^	pid = /launchd_pid /p'
 `
 
+// hashScript prints "sha <sum> <path>" for each existing file.
+const hashScript = `sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
+for f in "$@"; do if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi; done
+`
+
+// statScript prints "stat <size> <mtime> <inode> <path>" for each file.
+const statScript = statFunc + `for f in "$@"; do if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi; done
+`
+
 // gatherFacts runs the facts script (elevated: the secrets are 0600 root).
+// Files whose size, mtime and inode are what fleetctl recorded when it
+// installed them keep the recorded sha256; only the others are hashed (in
+// a second round trip, skipped when there are none), so an unchanged host
+// is not made to hash its binary on every apply.
 func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed []string) (Facts, error) {
 	args := append([]string{"sh", "-c", factsScript, "sh", binary, cacheDir, "system/" + label, statePath(configDir)}, managed...)
 	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true})
 	if err != nil {
 		return Facts{}, fmt.Errorf("gathering facts: %w", err)
 	}
-	return parseFacts(string(res.Stdout))
+	f, err := parseFacts(string(res.Stdout))
+	if err != nil {
+		return f, err
+	}
+	if rec, ok := f.State.Files[binary]; ok && rec.Stat != "" && rec.Stat == f.Stats[binary] && f.State.Version != "" {
+		f.InstalledVersion = f.State.Version
+	} else if _, ok := f.Stats[binary]; ok {
+		f.InstalledVersion, _ = binaryVersion(ctx, h, binary)
+	}
+	var hash []string
+	for p, st := range f.Stats {
+		if rec, ok := f.State.Files[p]; ok && rec.Stat != "" && rec.Stat == st {
+			f.Hashes[p] = rec.Installed
+			continue
+		}
+		hash = append(hash, p)
+	}
+	if len(hash) == 0 {
+		return f, nil
+	}
+	sort.Strings(hash)
+	res, err = h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", hashScript, "sh"}, hash...), Sudo: true})
+	if err != nil {
+		return f, fmt.Errorf("hashing managed files: %w", err)
+	}
+	hashed, _ := parseFacts("arch -\n" + string(res.Stdout))
+	maps.Copy(f.Hashes, hashed.Hashes)
+	return f, nil
+}
+
+// binaryVersion asks an installed vz-node for its version.
+func binaryVersion(ctx context.Context, h remote.Host, binary string) (string, error) {
+	res, err := h.Run(ctx, remote.Cmd{Args: []string{binary, "version", "-o", "json"}, Sudo: true})
+	if err != nil {
+		return "", fmt.Errorf("the installed vz-node does not run (is it a darwin/arm64 build?): %w", err)
+	}
+	f, _ := parseFacts("arch -\nversion " + strings.ReplaceAll(string(res.Stdout), "\n", ""))
+	if f.InstalledVersion == "" {
+		return "", fmt.Errorf("`%s version -o json` printed no version: %.200q", binary, res.Stdout)
+	}
+	return f.InstalledVersion, nil
+}
+
+// statFiles returns "size mtime inode" of each existing file.
+func statFiles(ctx context.Context, h remote.Host, files []string) (map[string]string, error) {
+	res, err := h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", statScript, "sh"}, files...), Sudo: true})
+	if err != nil {
+		return nil, fmt.Errorf("stat of installed files: %w", err)
+	}
+	f, _ := parseFacts("arch -\n" + string(res.Stdout))
+	return f.Stats, nil
 }
 
 func parseFacts(out string) (Facts, error) {
-	f := Facts{Hashes: map[string]string{}}
+	f := Facts{Hashes: map[string]string{}, Stats: map[string]string{}}
 	f.State, _ = decodeState(nil)
 	launchdRC := -1
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -124,6 +192,11 @@ func parseFacts(out string) (Facts, error) {
 			sum, p, ok := strings.Cut(val, " ")
 			if ok && len(sum) == 64 {
 				f.Hashes[p] = sum
+			}
+		case "stat":
+			// size mtime inode path (the path may hold spaces)
+			if parts := strings.SplitN(val, " ", 4); len(parts) == 4 {
+				f.Stats[parts[3]] = strings.Join(parts[:3], " ")
 			}
 		case "launchd_rc":
 			launchdRC, _ = strconv.Atoi(val)

@@ -63,11 +63,16 @@ const stateFileName = ".vzfleet-state.json"
 // signed the binary on the host). It holds no secrets.
 type installState struct {
 	Files map[string]installedFile `json:"files"`
+	// Version is what the installed binary reports as its version.
+	Version string `json:"version,omitempty"`
 }
 
 type installedFile struct {
 	Source    string `json:"source"`
 	Installed string `json:"installed"`
+	// Stat is "size mtime inode" right after the install; while it holds,
+	// the file is taken to be unchanged without hashing it.
+	Stat string `json:"stat,omitempty"`
 }
 
 // encode writes the state on one line, so the facts script can print it.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,7 +66,10 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
 			break
 		}
-		if err := p.run(ctx, hr); err != nil {
+		began := time.Now()
+		err := p.run(ctx, hr)
+		res.Phases = append(res.Phases, PhaseTime{Phase: p.name(), Duration: time.Since(began)})
+		if err != nil {
 			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
 			if hr.uploaded && r.mode == ModeApply {
 				hr.rollback(ctx, err)
@@ -86,7 +90,11 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 		}
 	}
 	res.Duration = time.Since(start)
-	r.progress(h.Name, "%s in %s", strings.ToLower(string(res.Status)), res.Duration.Round(time.Millisecond))
+	timings := make([]string, len(res.Phases))
+	for i, p := range res.Phases {
+		timings[i] = fmt.Sprintf("%s %s", p.Phase, p.Duration.Round(time.Millisecond))
+	}
+	r.progress(h.Name, "%s in %s (%s)", strings.ToLower(string(res.Status)), res.Duration.Round(time.Millisecond), strings.Join(timings, ", "))
 	return res
 }
 
@@ -210,16 +218,16 @@ func (hr *hostRun) secrets(ctx context.Context) (secrets, error) {
 	s := secrets{caPEM: caPEM}
 	now := time.Now()
 	dry := hr.r.mode != ModeApply
-	installed := func(p string) []byte {
-		if _, ok := hr.res.Facts.Hashes[p]; !ok {
-			return nil
+	var present []string
+	for _, p := range []string{h.Paths.Kubeconfig(), h.Paths.ServingCert(), h.Paths.ServingKey()} {
+		if _, ok := hr.res.Facts.Hashes[p]; ok {
+			present = append(present, p)
 		}
-		b, err := hr.cat(ctx, p, true)
-		if err != nil {
-			return nil
-		}
-		return b
 	}
+	// One round trip for the installed credentials; unreadable ones are
+	// minted again.
+	old, _ := readFiles(ctx, hr.conn, present)
+	installed := func(p string) []byte { return old[p] }
 
 	switch ref := h.Cluster.NodeCredentials.Kubeconfig; {
 	case ref != nil:
@@ -326,6 +334,22 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 		state.Files[f.Path] = installedFile{Source: f.SHA256(), Installed: installed}
 		hr.r.progress(h.Name, "installed %s %s", f.Kind, f.Path)
 	}
+	var paths []string
+	for _, c := range hr.installed {
+		paths = append(paths, c.File.Path)
+	}
+	stats, err := statFiles(ctx, hr.conn, paths)
+	if err != nil {
+		return err
+	}
+	for p, st := range stats {
+		rec := state.Files[p]
+		rec.Stat = st
+		state.Files[p] = rec
+	}
+	if state.Version, err = hr.binaryVersion(ctx); err != nil {
+		return err
+	}
 	sp := statePath(h.Paths.ConfigDir)
 	if err := hr.conn.Upload(ctx, remote.Upload{Path: sp, Content: bytes.NewReader(state.encode()), Mode: 0o644, Owner: "0", Group: "0", Sudo: true, KeepPrevious: true}); err != nil {
 		return err
@@ -404,20 +428,12 @@ func (hr *hostRun) restart(ctx context.Context, a ServiceAction, version, what s
 	return nil
 }
 
-// binaryVersion asks the installed binary for its version.
+// binaryVersion is the version of the binary now installed.
 func (hr *hostRun) binaryVersion(ctx context.Context) (string, error) {
 	if !hr.res.Plan.Changed(KindBinary) && hr.res.Facts.InstalledVersion != "" {
 		return hr.res.Facts.InstalledVersion, nil
 	}
-	res, err := hr.conn.Run(ctx, remote.Cmd{Args: []string{hr.h.Paths.Binary, "version", "-o", "json"}, Sudo: true})
-	if err != nil {
-		return "", fmt.Errorf("the installed vz-node does not run (is it a darwin/arm64 build?): %w", err)
-	}
-	f, _ := parseFacts("arch x\nversion " + strings.ReplaceAll(string(res.Stdout), "\n", ""))
-	if f.InstalledVersion == "" {
-		return "", fmt.Errorf("`%s version -o json` printed no version: %.200q", hr.h.Paths.Binary, res.Stdout)
-	}
-	return f.InstalledVersion, nil
+	return binaryVersion(ctx, hr.conn, hr.h.Paths.Binary)
 }
 
 type nodePhase struct{}
@@ -497,4 +513,37 @@ func managedPathList(h inventory.Host) []string {
 		p.Entitlements(), path.Join(p.ConfigDir, configFileName), path.Join(p.ConfigDir, caFileName),
 		p.Kubeconfig(), p.ServingCert(), p.ServingKey(), p.GuestSSHKey(), p.GuestSSHPassword(), p.Binary, p.Plist,
 	}
+}
+
+// readFilesScript prints each file as its length on a line, then its bytes.
+const readFilesScript = `for f in "$@"; do if [ -f "$f" ]; then printf '%d\n' $(wc -c < "$f"); cat "$f"; else echo -1; fi; done`
+
+// readFiles reads files on the host with sudo in one command. It is
+// sensitive: what it reads never reaches errors or logs.
+func readFiles(ctx context.Context, h remote.Host, files []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	if len(files) == 0 {
+		return out, nil
+	}
+	res, err := h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", readFilesScript, "sh"}, files...), Sudo: true, Sensitive: true})
+	if err != nil {
+		return nil, fmt.Errorf("reading installed files: %w", err)
+	}
+	rest := res.Stdout
+	for _, f := range files {
+		line, after, ok := bytes.Cut(rest, []byte("\n"))
+		if !ok {
+			return out, fmt.Errorf("reading installed files: output ended before %s", f)
+		}
+		n, err := strconv.Atoi(string(line))
+		if err != nil || n > len(after) {
+			return out, fmt.Errorf("reading installed files: bad length for %s", f)
+		}
+		if n >= 0 {
+			out[f] = after[:n]
+			after = after[n:]
+		}
+		rest = after
+	}
+	return out, nil
 }

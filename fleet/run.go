@@ -91,6 +91,14 @@ type HostResult struct {
 	// Version is the vz-node version the host runs at the end.
 	Version  string
 	Duration time.Duration
+	// Phases are the phases that ran, with their wall time.
+	Phases []PhaseTime
+}
+
+// PhaseTime is how long one phase took on a host.
+type PhaseTime struct {
+	Phase    string
+	Duration time.Duration
 }
 
 // Failed reports whether the host did not reach its desired state.

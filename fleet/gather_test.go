@@ -1,0 +1,81 @@
+package fleet
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vzfleet/vzfleet/fleet/remote"
+)
+
+// A file whose size, mtime and inode are what the state recorded keeps the
+// recorded hash (it is not read); any other file is hashed.
+func TestGatherFactsHashesOnlyChangedFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config dir")
+	if err := os.Mkdir(cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	same, changed, missing := filepath.Join(cfg, "same"), filepath.Join(cfg, "changed"), filepath.Join(cfg, "missing")
+	for _, p := range []string{same, changed} {
+		if err := os.WriteFile(p, []byte("content of "+p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := remote.NewLocal(remote.LocalOptions{Name: "local"})
+	ctx := context.Background()
+	stats, err := statFiles(ctx, h, []string{same, changed, missing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats) != 2 || len(strings.Fields(stats[same])) != 3 {
+		t.Fatalf("stats = %q", stats)
+	}
+	recorded := "0000000000000000000000000000000000000000000000000000000000000001"
+	state := installState{Files: map[string]installedFile{
+		same:    {Source: recorded, Installed: recorded, Stat: stats[same]},
+		changed: {Source: recorded, Installed: recorded, Stat: "1 2 3"},
+	}}
+	if err := os.WriteFile(statePath(cfg), state.encode(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gatherFacts(ctx, h, filepath.Join(dir, "no-binary"), cfg, "dev.vzfleet.test", cfg, []string{same, changed, missing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Hashes[same] != recorded {
+		t.Errorf("unchanged file was hashed again: %s", f.Hashes[same])
+	}
+	if want := sha256Hex([]byte("content of " + changed)); f.Hashes[changed] != want {
+		t.Errorf("changed file hash = %s, want %s", f.Hashes[changed], want)
+	}
+	if _, ok := f.Hashes[missing]; ok {
+		t.Error("a missing file has a hash")
+	}
+	if f.Job.Loaded || f.FreeDiskBytes <= 0 || f.Arch == "" {
+		t.Errorf("facts of this machine: %+v", f)
+	}
+}
+
+func TestReadFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b, gone := filepath.Join(dir, "a b"), filepath.Join(dir, "b"), filepath.Join(dir, "gone")
+	if err := os.WriteFile(a, []byte("line1\n-1\n5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readFiles(context.Background(), remote.NewLocal(remote.LocalOptions{}), []string{a, gone, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got[a]) != "line1\n-1\n5\n" || got[b] == nil || len(got[b]) != 0 {
+		t.Errorf("read %q", got)
+	}
+	if _, ok := got[gone]; ok {
+		t.Error("a missing file was read")
+	}
+}
