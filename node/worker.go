@@ -402,6 +402,7 @@ func (w *podWorker) connect(delay time.Duration) {
 	mac := w.mac
 	w.mu.Unlock()
 	pod, _ := w.snapshot()
+	adopted := w.adopted
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -423,7 +424,8 @@ func (w *podWorker) connect(delay time.Duration) {
 			}
 			return
 		}
-		if w.adopted {
+		if adopted {
+			// postStart ran when the VM started, before the restart.
 			w.post(event{kind: evGuestReady})
 			return
 		}
