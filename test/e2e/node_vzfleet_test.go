@@ -263,6 +263,27 @@ spec:
 		waitPodRunningReady(t, cp, "default", "vm-c")
 	})
 
+	t.Run("a pod asking more than the host has fails with a reason", func(t *testing.T) {
+		big := strings.Replace(vmPod("too-big"), `cpu: "1"`, `cpu: "64"`, 1) + "  nodeName: " + name + "\n"
+		if out, err := cp.Apply(ctx, big); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		eventually(t, 30*time.Second, "too-big to fail", func() error {
+			p, err := nodeGetPod(t, cp, "default", "too-big")
+			if err != nil {
+				return err
+			}
+			if p.Status.Phase != corev1.PodFailed || p.Status.Reason != "RequestsExceedHost" {
+				return fmt.Errorf("phase %s reason %q", p.Status.Phase, p.Status.Reason)
+			}
+			return nil
+		})
+		events := nodeKubectl(t, cp, "get", "events", "-n", "default", "--field-selector", "involvedObject.name=too-big")
+		if !strings.Contains(events, "RequestsExceedHost") {
+			t.Errorf("no RequestsExceedHost event:\n%s", events)
+		}
+	})
+
 	t.Run("restartPolicy Always restarts a VM that shut itself down", func(t *testing.T) {
 		// The connection may drop as the guest powers off; the exit code
 		// does not matter.
