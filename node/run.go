@@ -39,11 +39,26 @@ import (
 // --startup-timeout.
 var ErrStartupTimeout = errors.New("vz-node did not start within the startup timeout")
 
+// Option changes what Run wires in.
+type Option func(*runDeps)
+
+type runDeps struct {
+	images ImageSource
+}
+
+// WithImageSource makes Run get VM images from src (the OCI pull engine)
+// instead of only serving images already unpacked in the cache directory.
+func WithImageSource(src ImageSource) Option { return func(d *runDeps) { d.images = src } }
+
 // Run registers the node and serves pods until ctx ends. VMs keep running
 // when it returns; the next Run re-adopts them.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	deps := runDeps{images: LocalDirSource{Root: cfg.CacheDir}}
+	for _, o := range opts {
+		o(&deps)
 	}
 	vklog.L = vkLogger{log}
 	ctx = vklog.WithLogger(ctx, vklog.L)
@@ -136,7 +151,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			NodeName: cfg.NodeName, HostIP: internalIP, StateDir: cfg.StateDir,
 			DriverName: drv.Name(), DriverOptions: drvOpts, Host: host, Allocatable: alloc,
 			MaxVMs: cfg.MaxVMs, NetworkMode: mode, BridgeInterface: cfg.BridgeInterface, GuestSSHPort: cfg.GuestSSHPort,
-			Images: LocalDirSource{Root: cfg.CacheDir}, Overlays: overlayMaker{},
+			Images: deps.images, Overlays: overlayMaker{},
 			Addresses: leaseFinder{path: cfg.LeasesPath}, Guest: guest, Recorder: recorder,
 			Secrets: pc.Secrets, Log: log,
 			Launch: func(stateDir, id string) (int, error) { return supervisor.Launch(binary, stateDir, id) },
