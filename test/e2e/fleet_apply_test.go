@@ -263,6 +263,17 @@ func TestFleetApply(t *testing.T) {
 	fl.nodeCredentials = "kubeconfig: {file: " + fl.cp.AdminKubeconfig + "}"
 	fl.writeInventory(nil)
 
+	t.Run("doctor explains failed checks", func(t *testing.T) {
+		out, code := fl.fleetctl("doctor", fl.inventory)
+		if code != 0 || !strings.Contains(out, "all 3 hosts pass the preflight checks") {
+			t.Errorf("doctor on good hosts: exit %d", code)
+		}
+		out, code = fl.fleetctl("doctor", fl.inventory, "--min-macos", "99.0", "--limit", "mini-01")
+		if code == 0 || !strings.Contains(out, "✗ macos") || !strings.Contains(out, "macOS 99.0 or newer is needed") {
+			t.Errorf("doctor with an unmet requirement: exit %d", code)
+		}
+	})
+
 	t.Run("plan before anything is installed changes nothing", func(t *testing.T) {
 		out, code := fl.fleetctl("plan", fl.inventory, "--vz-node", fl.vzNode["v0.1.0-e2e"])
 		if code != 0 || !strings.Contains(out, "+ binary /usr/local/bin/vz-node") || !strings.Contains(out, "would change") {
