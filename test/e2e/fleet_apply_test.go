@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 	"github.com/vzfleet/vzfleet/test/harness/machost"
@@ -255,13 +257,6 @@ func fileMode(t *testing.T, path string) os.FileMode {
 // one's hosts, as an operator's would.
 func TestFleetApply(t *testing.T) {
 	fl := startFleetLab(t)
-	// The node identity here is a supplied kubeconfig: vz-node currently
-	// registers its node with the label kubernetes.io/role, which
-	// NodeRestriction refuses to a system:node identity, so a minted node
-	// certificate cannot register yet. TestFleetNodeCredentials proves the
-	// minted identity on its own.
-	fl.nodeCredentials = "kubeconfig: {file: " + fl.cp.AdminKubeconfig + "}"
-	fl.writeInventory(nil)
 
 	t.Run("doctor explains failed checks", func(t *testing.T) {
 		out, code := fl.fleetctl("doctor", fl.inventory)
@@ -296,6 +291,29 @@ func TestFleetApply(t *testing.T) {
 			n := fl.assertNodeReady(h, "v0.1.0-e2e")
 			if n.Labels["vzfleet.dev/pool"] != "ci" || !hasTaint(n, "vzfleet.dev/macos") {
 				t.Errorf("node %s: labels %v taints %v", h, n.Labels, n.Spec.Taints)
+			}
+		}
+	})
+
+	t.Run("each node acts as itself: a minted system:node identity", func(t *testing.T) {
+		for _, h := range fl.lab.Hosts {
+			b, err := os.ReadFile(h.Path(configDir + "/kubeconfig"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := clientcmd.Load(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ai := range cfg.AuthInfos {
+				block, _ := pem.Decode(ai.ClientCertificateData)
+				if block == nil {
+					t.Fatalf("%s: kubeconfig holds no client certificate", h.Name)
+				}
+				cert, err := x509.ParseCertificate(block.Bytes)
+				if err != nil || cert.Subject.CommonName != "system:node:"+h.Name {
+					t.Errorf("%s: node credential is %v (%v), want system:node:%s", h.Name, cert.Subject, err, h.Name)
+				}
 			}
 		}
 	})
