@@ -24,5 +24,6 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(newDoctorCommand())
 	root.AddCommand(newStatusCommand())
 	root.AddCommand(newImageCommand())
+	root.AddCommand(newPrepullCommand())
 	return root
 }
