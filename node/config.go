@@ -65,13 +65,15 @@ type Config struct {
 	InternalIP string `yaml:"internalIP"`
 
 	// VMs.
-	Driver          string   `yaml:"driver"`
-	MaxVMs          int      `yaml:"maxVMs"`
-	CacheDir        string   `yaml:"cacheDir"`
-	StateDir        string   `yaml:"stateDir"`
-	BridgeInterface string   `yaml:"bridgeInterface"`
-	LeasesPath      string   `yaml:"leasesPath"`
-	SimBootDelay    Duration `yaml:"simBootDelay"`
+	Driver          string `yaml:"driver"`
+	MaxVMs          int    `yaml:"maxVMs"`
+	CacheDir        string `yaml:"cacheDir"`
+	StateDir        string `yaml:"stateDir"`
+	BridgeInterface string `yaml:"bridgeInterface"`
+	LeasesPath      string `yaml:"leasesPath"`
+	// InsecureRegistries are reached over plain HTTP (loopback always is).
+	InsecureRegistries []string `yaml:"insecureRegistries"`
+	SimBootDelay       Duration `yaml:"simBootDelay"`
 	// GuestSSHPort is the guests' SSH port; 0 means 22 (tests run
 	// simulated guests on another port).
 	GuestSSHPort int `yaml:"guestSSHPort"`

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vzfleet/vzfleet/image"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -46,8 +47,8 @@ type runDeps struct {
 	images ImageSource
 }
 
-// WithImageSource makes Run get VM images from src (the OCI pull engine)
-// instead of only serving images already unpacked in the cache directory.
+// WithImageSource replaces where Run gets VM images (by default the OCI
+// pull engine with a cache under --cache-dir, after hand-placed images).
 func WithImageSource(src ImageSource) Option { return func(d *runDeps) { d.images = src } }
 
 // Run registers the node and serves pods until ctx ends. VMs keep running
@@ -56,9 +57,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	deps := runDeps{images: LocalDirSource{Root: cfg.CacheDir}}
+	var deps runDeps
 	for _, o := range opts {
 		o(&deps)
+	}
+	if deps.images == nil {
+		src, err := NewRegistrySource(filepath.Join(cfg.CacheDir, "oci"), LocalDirSource{Root: cfg.CacheDir},
+			image.Options{Logger: log, Remote: image.Remote{UserAgent: "vz-node", Insecure: cfg.InsecureRegistries}})
+		if err != nil {
+			return err
+		}
+		deps.images = src
 	}
 	vklog.L = vkLogger{log}
 	ctx = vklog.WithLogger(ctx, vklog.L)

@@ -31,6 +31,7 @@ func bindFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.IntVar(&c.MaxVMs, "max-vms", c.MaxVMs, "VMs that may run at once (the node's pod capacity)")
 	fs.StringVar(&c.CacheDir, "cache-dir", c.CacheDir, "VM image cache directory")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "per-VM state directory (overlays, supervisor state)")
+	fs.StringSliceVar(&c.InsecureRegistries, "insecure-registry", c.InsecureRegistries, "registry (host[:port]) reached over plain HTTP; repeatable")
 	fs.StringVar(&c.LeasesPath, "leases-file", c.LeasesPath, "DHCP leases file that records guests' addresses")
 	fs.IntVar(&c.GuestSSHPort, "guest-ssh-port", c.GuestSSHPort, "the guests' SSH port (0: 22)")
 	fs.Var(&c.SimBootDelay, "sim-boot-delay", "how long a simulated guest takes to boot (sim driver)")

@@ -145,7 +145,8 @@ func (n *vzNode) addImage(ref string) {
 	if err := os.WriteFile(filepath.Join(dir, node.ImageNVRAMFile), []byte("nvram"), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
-	cfg := `{"version":1,"os":"darwin","arch":"arm64","cpuCount":1,"memorySize":2147483648}`
+	cfg := `{"version":1,"os":"darwin","arch":"arm64","cpuCount":1,"memorySize":2147483648,` +
+		`"hardwareModel":"c2ltLWhhcmR3YXJlLW1vZGVs","ecid":"MTIzNDU2Nzg=","macAddress":"02:00:00:00:00:01","diskFormat":"raw"}`
 	if err := os.WriteFile(filepath.Join(dir, node.ImageConfigFile), []byte(cfg), 0o644); err != nil {
 		n.t.Fatal(err)
 	}
