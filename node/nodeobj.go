@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/vzfleet/vzfleet/internal/version"
-	"github.com/vzfleet/vzfleet/node/vm"
 )
 
 // Node labels and taint.
@@ -29,7 +28,6 @@ type nodeInputs struct {
 	Hostname     string
 	KubeletPort  int32
 	Facts        hostFacts
-	Host         vm.HostInfo
 	DriverName   string
 	MaxVMs       int
 	Allocatable  allocatable

@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	hostname, _ := os.Hostname()
 	nodeObj := buildNode(nodeInputs{
 		Name: cfg.NodeName, InternalIP: internalIP, Hostname: hostname, KubeletPort: int32(port),
-		Facts: facts, Host: host, DriverName: drv.Name(), MaxVMs: cfg.MaxVMs, Allocatable: alloc,
+		Facts: facts, DriverName: drv.Name(), MaxVMs: cfg.MaxVMs, Allocatable: alloc,
 		DisableTaint: cfg.DisableTaint,
 	})
 
