@@ -230,8 +230,12 @@ func prepullHost(ctx context.Context, h inventory.Host, opts PrepullOptions, p *
 		if said != nil { // vz-node's own error line says why
 			return said
 		}
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return fmt.Errorf("%w: %s", err, lastLine(msg))
+		var exit *remote.ExitError
+		if errors.As(err, &exit) && exit.Code == 127 {
+			return fmt.Errorf("%s: vz-node is not installed at %s (install it with fleetctl apply): %w", h.Name, h.Paths.Binary, err)
+		}
+		if msg := lastLine(strings.TrimSpace(stderr.String())); msg != "" && !strings.Contains(err.Error(), msg) {
+			return fmt.Errorf("%w: %s", err, msg)
 		}
 		return err
 	}
@@ -265,6 +269,10 @@ func FormatPullProgress(p PullProgress) string {
 	switch p.State {
 	case PullWaiting, PullConnecting:
 		return fmt.Sprintf("%s: %s", p.Host, p.State)
+	case PullRunning:
+		if p.BytesTotal == 0 {
+			return fmt.Sprintf("%s: pulling, resolving the image", p.Host)
+		}
 	case PullFailed:
 		return fmt.Sprintf("%s: failed: %v", p.Host, p.Err)
 	case PullDone:

@@ -146,7 +146,7 @@ exit 1
 	}
 	hosts := []inventory.Host{
 		host("a", ok), host("b", ok), host("c", failing), host("d", ok), host("e", crashing),
-		host("f", silent), host("unreachable", ok), host("g", ok),
+		host("f", silent), host("unreachable", ok), host("g", ok), host("h", filepath.Join(dir, "not-installed")),
 	}
 	var (
 		mu           sync.Mutex
@@ -180,6 +180,7 @@ exit 1
 		"e":           "segmentation fault",
 		"f":           "without reporting the image as done",
 		"unreachable": "connection refused",
+		"h":           "vz-node is not installed at " + filepath.Join(dir, "not-installed"),
 	}
 	for _, p := range res {
 		w := want[p.Host]
@@ -191,10 +192,10 @@ exit 1
 		}
 	}
 	err := PrepullErr(res)
-	if err == nil || !strings.Contains(err.Error(), "4 of 8 hosts failed") {
+	if err == nil || !strings.Contains(err.Error(), "5 of 9 hosts failed") {
 		t.Fatalf("PrepullErr: %v", err)
 	}
-	for _, h := range []string{"c (", "e (", "f (", "unreachable ("} {
+	for _, h := range []string{"c (", "e (", "f (", "unreachable (", "h ("} {
 		if !strings.Contains(err.Error(), h) {
 			t.Errorf("PrepullErr does not name %s: %v", h, err)
 		}
