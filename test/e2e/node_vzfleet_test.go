@@ -75,6 +75,7 @@ func TestVZNode(t *testing.T) {
 		if conds[corev1.NodeDiskPressure] == "" || conds[corev1.NodeMemoryPressure] == "" || conds["VMSlotLeak"] != corev1.ConditionFalse {
 			t.Errorf("conditions %v", conds)
 		}
+		t.Logf("vz-node RSS idle: %s", rss(n.proc.Pid()))
 		lease, err := cp.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
 		if err != nil || lease.Spec.RenewTime == nil {
 			t.Errorf("node lease: %v %+v", err, lease)
@@ -239,6 +240,7 @@ spec:
 		}
 		waitWaiting(t, cp, "vm-c")
 
+		t.Logf("vz-node RSS with 2 VMs running: %s", rss(n.proc.Pid()))
 		pids := supervisorPIDs(t, n, a.UID, b.UID)
 		n.kill9()
 		n.start()
@@ -378,4 +380,18 @@ func kubeletGet(t *testing.T, cp *harness.ControlPlane, n *vzNode, path string) 
 		t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
 	}
 	return string(body)
+}
+
+// rss reads a process's resident set size from /proc, for the test log.
+func rss(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
