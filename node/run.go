@@ -31,7 +31,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/vzfleet/vzfleet/image"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -62,12 +61,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		o(&deps)
 	}
 	if deps.images == nil {
-		src, err := NewRegistrySource(filepath.Join(cfg.CacheDir, "oci"), LocalDirSource{Root: cfg.CacheDir},
-			image.Options{Logger: log, Remote: image.Remote{UserAgent: "vz-node", Insecure: cfg.InsecureRegistries}})
+		dir := filepath.Join(cfg.CacheDir, "oci")
+		pull, err := NewImageCache(dir, ImageCacheOptions{Insecure: cfg.InsecureRegistries, Logger: log})
 		if err != nil {
-			return err
+			return fmt.Errorf("VM image cache %s: %w", dir, err)
 		}
-		deps.images = src
+		deps.images = localFirst{local: LocalDirSource{Root: cfg.CacheDir}, next: pull}
 	}
 	vklog.L = vkLogger{log}
 	ctx = vklog.WithLogger(ctx, vklog.L)
