@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -142,3 +143,8 @@ func localImage(ref string, img *image.Image) LocalImage {
 	}
 	return li
 }
+
+// OCICacheDir is where, under vz-node's cacheDir, the OCI pull engine keeps
+// its images. The node and `vz-node pull`/`vz-node images` (and so fleetctl
+// prepull) must agree on it, so both take it from here.
+func OCICacheDir(cacheDir string) string { return filepath.Join(cacheDir, "oci") }

@@ -36,7 +36,7 @@ func newImagesCommand() *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("--output %q: want table or json", output)
 			}
-			cache, err := image.OpenCache(cacheDir, image.Options{})
+			cache, err := image.OpenCache(node.OCICacheDir(cacheDir), image.Options{})
 			if err != nil {
 				return err
 			}
@@ -70,7 +70,7 @@ func newImagesCommand() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache-dir", node.DefaultConfig().CacheDir, "image cache directory (vz-node's cacheDir)")
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", node.DefaultConfig().CacheDir, "vz-node's cacheDir (the pull engine's images are under its oci/)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }

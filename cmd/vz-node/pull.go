@@ -63,7 +63,7 @@ object per line (what fleetctl prepull reads over SSH); the last line has
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.cacheDir, "cache-dir", f.cacheDir, "image cache directory (vz-node's cacheDir)")
+	fs.StringVar(&f.cacheDir, "cache-dir", f.cacheDir, "vz-node's cacheDir (the pull engine's images are under its oci/)")
 	fs.StringVar(&f.policy, "policy", string(image.PullAlways), "Always (re-resolve the tag, fetch changed chunks) or IfNotPresent (use the cached image)")
 	fs.StringVar(&f.progress, "progress", "text", "progress format: text (stderr) or json (one object per line on stdout)")
 	fs.StringSliceVar(&f.insecure, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (loopback always is)")
@@ -86,7 +86,7 @@ func runPull(cmd *cobra.Command, ref string, f pullFlags) error {
 	if _, err := image.ParseReference(ref); err != nil {
 		return err
 	}
-	cache, err := image.OpenCache(f.cacheDir, image.Options{
+	cache, err := image.OpenCache(node.OCICacheDir(f.cacheDir), image.Options{
 		Remote:      image.Remote{Insecure: f.insecure, Auth: image.Auth{DockerConfigFiles: f.dockerConfigs}, UserAgent: "vz-node"},
 		Concurrency: f.concurrency,
 	})

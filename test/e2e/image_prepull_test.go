@@ -84,7 +84,7 @@ func TestImagePrepullLab(t *testing.T) {
 	diskOn := func(host string) string {
 		for _, h := range fl.lab.Hosts {
 			if h.Name == host {
-				return h.Path("/Library/Caches/vzfleet/images/" + strings.Replace(pushed, ":", "-", 1) + "/disk.img")
+				return h.Path("/Library/Caches/vzfleet/oci/images/" + strings.Replace(pushed, ":", "-", 1) + "/disk.img")
 			}
 		}
 		t.Fatalf("no host %s", host)
