@@ -29,7 +29,7 @@ import (
 // steps share the node and build on each other.
 func TestVZNode(t *testing.T) {
 	harness.RequireRoot(t)
-	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{Scheduler: true, ControllerManager: true})
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{Scheduler: true, ControllerManager: true, MetricsServer: true})
 	const name = "mac-e2e-1"
 	n := startVZNode(t, cp, name)
 	ctx := context.Background()
@@ -199,6 +199,23 @@ spec:
 		if !strings.Contains(metrics, want) || !strings.Contains(metrics, "node_cpu_usage_seconds_total") {
 			t.Errorf("metrics/resource lacks %s:\n%s", want, metrics)
 		}
+	})
+
+	t.Run("kubectl top shows the VM's CPU and memory through metrics-server", func(t *testing.T) {
+		eventually(t, 90*time.Second, "kubectl top pod "+podName, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := cp.Kubectl(ctx, "top", "pod", podName, "--no-headers")
+			if err != nil {
+				return err
+			}
+			// NAME CPU(cores) MEMORY(bytes), e.g. "vm-abc 3m 21Mi".
+			f := strings.Fields(string(out))
+			if len(f) != 3 || f[0] != podName || !strings.HasSuffix(f[2], "Mi") && !strings.HasSuffix(f[2], "Ki") {
+				return fmt.Errorf("unexpected kubectl top output %q", out)
+			}
+			return nil
+		})
 	})
 
 	t.Run("deleting the pod removes its VM, overlay and state", func(t *testing.T) {
