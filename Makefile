@@ -55,7 +55,7 @@ bench: deps tools ## Run the benchmarks in bench/ (see bench/README.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
 
 .PHONY: demo
-demo: deps tools ## Bring up the local lab (control plane, registry) and print how to use it
+demo: deps tools build ## Bring up the lab: control plane, registry, 3 simulated Macs, fleetctl apply
 	$(GO) run ./hack/lab
 
 .PHONY: clean
