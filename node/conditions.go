@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -28,14 +29,16 @@ type conditionCheck func(ctx context.Context) corev1.NodeCondition
 type nodeStatus struct {
 	interval time.Duration
 	checks   []conditionCheck
-	now      func() time.Time
+	// images lists the cached VM images for the node status; nil lists none.
+	images ImageLister
+	now    func() time.Time
 
 	mu   sync.Mutex
 	node *corev1.Node
 }
 
-func newNodeStatus(n *corev1.Node, interval time.Duration, checks []conditionCheck) *nodeStatus {
-	s := &nodeStatus{interval: interval, checks: checks, now: time.Now, node: n}
+func newNodeStatus(n *corev1.Node, interval time.Duration, checks []conditionCheck, images ImageLister) *nodeStatus {
+	s := &nodeStatus{interval: interval, checks: checks, images: images, now: time.Now, node: n}
 	s.evaluate(context.Background())
 	return s
 }
@@ -65,20 +68,31 @@ func (s *nodeStatus) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)
 }
 
 // evaluate runs the checks into the node and reports whether any
-// condition's status, reason or message changed.
+// condition's status, reason or message, or the cached image list, changed.
 func (s *nodeStatus) evaluate(ctx context.Context) bool {
 	now := metav1.NewTime(s.now())
 	fresh := make([]corev1.NodeCondition, 0, len(s.checks))
 	for _, c := range s.checks {
 		fresh = append(fresh, c(ctx))
 	}
+	var images []corev1.ContainerImage
+	imagesOK := false
+	if s.images != nil {
+		var err error
+		images, err = s.images.Images()
+		imagesOK = err == nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	imagesChanged := imagesOK && !equality.Semantic.DeepEqual(images, s.node.Status.Images)
+	if imagesChanged {
+		s.node.Status.Images = images
+	}
 	old := map[corev1.NodeConditionType]corev1.NodeCondition{}
 	for _, c := range s.node.Status.Conditions {
 		old[c.Type] = c
 	}
-	changed := len(old) != len(fresh)
+	changed := imagesChanged || len(old) != len(fresh)
 	for i := range fresh {
 		c := &fresh[i]
 		c.LastHeartbeatTime = now

@@ -21,6 +21,12 @@ type ImageSource interface {
 	Ensure(ctx context.Context, ref string, policy corev1.PullPolicy, auth []RegistryAuth) (LocalImage, error)
 }
 
+// ImageLister is implemented by image sources that can list what they hold,
+// for the node status's image list.
+type ImageLister interface {
+	Images() ([]corev1.ContainerImage, error)
+}
+
 // RegistryAuth is one registry credential from a pull secret.
 type RegistryAuth struct {
 	Registry string

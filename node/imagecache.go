@@ -148,3 +148,28 @@ func localImage(ref string, img *image.Image) LocalImage {
 // its images. The node and `vz-node pull`/`vz-node images` (and so fleetctl
 // prepull) must agree on it, so both take it from here.
 func OCICacheDir(cacheDir string) string { return filepath.Join(cacheDir, "oci") }
+
+// Images implements ImageLister: the cached images as the node status lists
+// them, each named by its references and by digest, sized by the space its
+// (sparse) files occupy.
+func (s *imageCache) Images() ([]corev1.ContainerImage, error) {
+	imgs, err := s.cache.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]corev1.ContainerImage, 0, len(imgs))
+	for _, img := range imgs {
+		names := append([]string(nil), img.Refs...)
+		if len(img.Refs) > 0 {
+			repo, _, _ := strings.Cut(img.Refs[0], "@")
+			if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+				repo = repo[:i]
+			}
+			names = append(names, repo+"@"+img.Digest.String())
+		} else {
+			names = append(names, img.Digest.String())
+		}
+		out = append(out, corev1.ContainerImage{Names: names, SizeBytes: img.Allocated})
+	}
+	return out, nil
+}

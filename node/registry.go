@@ -22,3 +22,12 @@ func (s localFirst) Ensure(ctx context.Context, ref string, policy corev1.PullPo
 	}
 	return s.next.Ensure(ctx, ref, policy, auth)
 }
+
+// Images implements ImageLister through the pull engine behind the local
+// directories.
+func (s localFirst) Images() ([]corev1.ContainerImage, error) {
+	if l, ok := s.next.(ImageLister); ok {
+		return l.Images()
+	}
+	return nil, nil
+}

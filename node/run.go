@@ -181,7 +181,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		if cfg.DockerHost != "" {
 			checks = append(checks, dockerCheck(cfg.DockerHost))
 		}
-		return provider, newNodeStatus(pc.Node, cfg.ConditionCheckInterval.D(), checks), nil
+		lister, _ := deps.images.(ImageLister)
+		return provider, newNodeStatus(pc.Node, cfg.ConditionCheckInterval.D(), checks, lister), nil
 	}
 
 	n, err := nodeutil.NewNode(cfg.NodeName, newProvider,

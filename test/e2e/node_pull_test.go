@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vzfleet/vzfleet/image"
 	"github.com/vzfleet/vzfleet/node"
@@ -44,4 +48,16 @@ func TestVZNodePullsFromRegistry(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.cacheDir, "oci")); err != nil {
 		t.Errorf("pull engine cache: %v", err)
 	}
+	eventually(t, 30*time.Second, "the node status lists the pulled image", func() error {
+		node, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, img := range node.Status.Images {
+			if slices.Contains(img.Names, ref) && img.SizeBytes > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("node status images %+v lack %s", node.Status.Images, ref)
+	})
 }
