@@ -60,14 +60,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	for _, o := range opts {
 		o(&deps)
 	}
-	if deps.images == nil {
-		dir := filepath.Join(cfg.CacheDir, "oci")
-		pull, err := NewImageCache(dir, ImageCacheOptions{Insecure: cfg.InsecureRegistries, Logger: log})
-		if err != nil {
-			return fmt.Errorf("VM image cache %s: %w", dir, err)
-		}
-		deps.images = localFirst{local: LocalDirSource{Root: cfg.CacheDir}, next: pull}
-	}
 	vklog.L = vkLogger{log}
 	ctx = vklog.WithLogger(ctx, vklog.L)
 
@@ -80,6 +72,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	client, err := kubeClient(cfg.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if deps.images == nil {
+		progress := newPullProgress(client.CoreV1().Nodes(), cfg.NodeName, log)
+		go progress.run(ctx)
+		dir := OCICacheDir(cfg.CacheDir)
+		pull, err := NewImageCache(dir, ImageCacheOptions{Insecure: cfg.InsecureRegistries, Logger: log, Progress: progress.report})
+		if err != nil {
+			return fmt.Errorf("VM image cache %s: %w", dir, err)
+		}
+		deps.images = localFirst{local: LocalDirSource{Root: cfg.CacheDir}, next: pull}
 	}
 	for _, d := range []string{cfg.CacheDir, cfg.StateDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

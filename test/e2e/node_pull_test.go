@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vzfleet/vzfleet/image"
@@ -37,6 +38,26 @@ func TestVZNodePullsFromRegistry(t *testing.T) {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 
+	// Watch the node for the pull-progress annotation fleetctl status shows.
+	watch, err := cp.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	progress := make(chan string, 100)
+	go func() {
+		for ev := range watch.ResultChan() {
+			if n, ok := ev.Object.(*corev1.Node); ok {
+				if v := n.Annotations[node.AnnotationPullProgress]; v != "" {
+					select {
+					case progress <- v:
+					default:
+					}
+				}
+			}
+		}
+	}()
+
 	pod := strings.Replace(vmPod("pulled"), nodeTestImage, ref, 1) + "  nodeName: " + name + "\n"
 	if out, err := cp.Apply(ctx, pod); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -48,6 +69,24 @@ func TestVZNodePullsFromRegistry(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.cacheDir, "oci")); err != nil {
 		t.Errorf("pull engine cache: %v", err)
 	}
+	select {
+	case v := <-progress:
+		if !strings.HasPrefix(v, ref+" ") || !strings.HasSuffix(v, "%") {
+			t.Errorf("pull progress annotation %q, want %q and a percentage", v, ref)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the node never showed the %s annotation during the pull", node.AnnotationPullProgress)
+	}
+	eventually(t, 30*time.Second, "the pull progress annotation is removed after the pull", func() error {
+		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if v, ok := n.Annotations[node.AnnotationPullProgress]; ok {
+			return fmt.Errorf("annotation still %q", v)
+		}
+		return nil
+	})
 	eventually(t, 30*time.Second, "the node status lists the pulled image", func() error {
 		node, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
