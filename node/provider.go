@@ -63,14 +63,12 @@ type PodProviderConfig struct {
 // PodLifecycleHandler and PodNotifier plus the kubelet API's exec, attach,
 // logs and stats (see api.go).
 type PodProvider struct {
-	cfg     PodProviderConfig
-	slots   *slots
-	ctx     context.Context
-	cancel  context.CancelFunc
-	log     *slog.Logger
-	notifyM sync.Mutex
-	notifyF func(*corev1.Pod)
-	pending []*corev1.Pod // statuses published before NotifyPods was called
+	cfg    PodProviderConfig
+	slots  *slots
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+	notes  *notifier
 
 	mu      sync.Mutex
 	workers map[string]*podWorker // by namespace/name
@@ -104,6 +102,7 @@ func NewPodProvider(cfg PodProviderConfig) (*PodProvider, error) {
 		log:     cfg.Log,
 		workers: map[string]*podWorker{},
 		stats:   newProcStats(),
+		notes:   newNotifier(),
 	}
 	if err := p.recover(); err != nil {
 		cancel()
@@ -332,30 +331,11 @@ func (p *PodProvider) GetPods(context.Context) ([]*corev1.Pod, error) {
 }
 
 // NotifyPods implements node.PodNotifier.
-func (p *PodProvider) NotifyPods(_ context.Context, f func(*corev1.Pod)) {
-	p.notifyM.Lock()
-	p.notifyF = f
-	pending := p.pending
-	p.pending = nil
-	p.notifyM.Unlock()
-	go func() {
-		for _, pod := range pending {
-			f(pod)
-		}
-	}()
+func (p *PodProvider) NotifyPods(ctx context.Context, f func(*corev1.Pod)) {
+	p.notes.start(ctx, f)
 }
 
-func (p *PodProvider) notify(pod *corev1.Pod) {
-	p.notifyM.Lock()
-	f := p.notifyF
-	if f == nil {
-		p.pending = append(p.pending, pod)
-	}
-	p.notifyM.Unlock()
-	if f != nil {
-		f(pod)
-	}
-}
+func (p *PodProvider) notify(pod *corev1.Pod) { p.notes.publish(pod) }
 
 // SlotState reports the VM slots in use, the pods waiting for one, and the
 // UIDs of slot holders that no pod worker or live supervisor accounts for.
