@@ -558,7 +558,7 @@ func (h *Host) Stop() {
 	// descendants: each connection runs in its own session, out of reach
 	// of a process-group kill.
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
-	for _, c := range descendants(pid) {
+	for _, c := range harness.Descendants(pid) {
 		_ = syscall.Kill(c, syscall.SIGKILL)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -620,7 +620,7 @@ func (h *Host) CutConnections() int {
 	if p == nil {
 		return 0
 	}
-	kids := descendants(p.Pid())
+	kids := harness.Descendants(p.Pid())
 	for _, c := range kids {
 		_ = syscall.Kill(c, syscall.SIGKILL)
 	}
@@ -735,47 +735,6 @@ func sshReady(addr string) bool {
 	buf := make([]byte, 8)
 	n, _ := conn.Read(buf)
 	return bytes.HasPrefix(buf[:n], []byte("SSH-"))
-}
-
-// descendants lists the pids below pid, read from /proc.
-func descendants(pid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	parent := map[int]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// The command name may hold spaces and parentheses.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(f[1]); err == nil {
-			parent[p] = pp
-		}
-	}
-	var out []int
-	for p := range parent {
-		for a, hops := parent[p], 0; a > 1 && hops < 64; a, hops = parent[a], hops+1 {
-			if a == pid {
-				out = append(out, p)
-				break
-			}
-		}
-	}
-	return out
 }
 
 func newKey(comment string) ([]byte, ssh.Signer, error) {

@@ -25,6 +25,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // Paths of Debian's OpenSSH server; Options can override them.
@@ -201,7 +203,7 @@ func (s *Server) Stop() {
 	// descendants: each connection runs in its own session, so killing a
 	// process group would miss them.
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
-	for _, child := range descendants(pid) {
+	for _, child := range harness.Descendants(pid) {
 		_ = syscall.Kill(child, syscall.SIGKILL)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -224,7 +226,7 @@ func (s *Server) signalAll(sig syscall.Signal) {
 	}
 	pid := cmd.Process.Pid
 	_ = syscall.Kill(pid, sig)
-	for _, child := range descendants(pid) {
+	for _, child := range harness.Descendants(pid) {
 		_ = syscall.Kill(child, sig)
 	}
 }
@@ -322,51 +324,6 @@ func (s *Server) writeConfig() {
 	}
 	lines = append(lines, s.opts.ExtraConfig...)
 	mustWrite(s.t, filepath.Join(s.Dir, "sshd_config"), []byte(strings.Join(lines, "\n")+"\n"), 0o600)
-}
-
-// descendants lists the pids below pid, read from /proc.
-func descendants(pid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	parent := map[int]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// The command name may hold spaces and parentheses: fields start
-		// after the last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(stat[i+1:]))
-		if len(fields) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(fields[1]); err == nil {
-			parent[p] = pp
-		}
-	}
-	var out []int
-	for p := range parent {
-		for a := parent[p]; a > 1; a = parent[a] {
-			if a == pid {
-				out = append(out, p)
-				break
-			}
-			if _, ok := parent[a]; !ok {
-				break
-			}
-		}
-	}
-	return out
 }
 
 func newKey() ([]byte, ssh.Signer, error) {
