@@ -27,11 +27,14 @@ deps: ## Install the Debian packages the tests run (registry, sshd, dockerd, ...
 tools: ## Build kube-apiserver, etcd, kubectl, scheduler, controller-manager, staticcheck (cached)
 	@hack/tools/build.sh
 
-.PHONY: build
-build: ## Build fleetctl and vz-node for linux/amd64 and darwin/arm64 into bin/
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-amd64/ ./cmd/...
+.PHONY: build build-linux
+build: build-linux ## Build fleetctl and vz-node for linux/amd64 and darwin/arm64 into bin/
 	CGO_ENABLED=0 GOOS=darwin GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darwin-arm64/ ./cmd/...
 	@echo "built: $$(ls $(BIN)/*/* | tr '\n' ' ')"
+
+# The lab runs the linux/amd64 binaries only.
+build-linux:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-amd64/ ./cmd/...
 
 .PHONY: test
 test: deps tools ## Run every test: unit, fuzz seeds and end-to-end against real components
@@ -55,7 +58,7 @@ bench: deps tools ## Run the benchmarks in bench/ (see bench/README.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
 
 .PHONY: demo
-demo: deps tools build ## Bring up the lab: control plane, registry, 3 simulated Macs, fleetctl apply
+demo: deps tools build-linux ## Bring up the lab: control plane, registry, 3 simulated Macs, fleetctl apply
 	$(GO) run ./hack/lab
 
 .PHONY: clean

@@ -86,6 +86,9 @@ func run(dir, bin, inv string) error {
 		return err
 	}
 	defer lab.Stop()
+	// Ctrl-C ends the program from the harness's signal handler, before
+	// deferred calls run: the hosts' namespaces must go too.
+	harness.OnInterrupt(func() { _ = lab.Stop() })
 	// Inside each host, 127.0.0.1:<port> reaches the apiserver and registry,
 	// so their loopback certificates and URLs hold there too.
 	if err := lab.ForwardLoopback(port(cp.URL), port("http://"+reg.Addr)); err != nil {

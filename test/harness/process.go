@@ -28,7 +28,18 @@ var (
 	live     = map[*Process]struct{}{}
 	sigOnce  sync.Once
 	stopOnce = map[*Process]*sync.Once{}
+	// interruptHooks undo what killing processes does not (network
+	// namespaces, mounts); they run newest first on SIGINT or SIGTERM.
+	interruptHooks []func()
 )
+
+// OnInterrupt registers f to run when the harness's signal handler ends the
+// program, after it has killed every daemon.
+func OnInterrupt(f func()) {
+	liveMu.Lock()
+	interruptHooks = append(interruptHooks, f)
+	liveMu.Unlock()
+}
 
 // killOnSignal makes an interrupted test run (Ctrl-C, SIGTERM) take its
 // daemons down with it; SIGKILL of the test binary is covered by Pdeathsig.
@@ -42,7 +53,11 @@ func killOnSignal() {
 			for p := range live {
 				p.kill()
 			}
+			hooks := interruptHooks
 			liveMu.Unlock()
+			for i := len(hooks) - 1; i >= 0; i-- {
+				hooks[i]()
+			}
 			fmt.Fprintf(os.Stderr, "harness: %v: stopped all daemons\n", sig)
 			os.Exit(130)
 		}()
