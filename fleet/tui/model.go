@@ -164,6 +164,19 @@ func (m Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	if k.Type == tea.KeyCtrlC {
 		return m, tea.Quit
 	}
+	// Keys typed fast (or sent by a script) can arrive in one read, which
+	// bubbletea reports as one message; take them one at a time so that "/"
+	// opens the filter before the text after it is typed into it.
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste {
+		var model tea.Model = m
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			var cmd tea.Cmd
+			model, cmd = model.(Model).key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+			cmds = append(cmds, cmd)
+		}
+		return model, tea.Batch(cmds...)
+	}
 	switch m.mode {
 	case modeFilter:
 		return m.filterKey(k)

@@ -336,3 +336,18 @@ func TestRefreshAndQuit(t *testing.T) {
 		t.Errorf("q in the detail view should go back, not quit")
 	}
 }
+
+// A script (or fast typing) can deliver "/" and the filter text in one read,
+// which bubbletea reports as one message: "/" still opens the filter first.
+func TestKeysArrivingInOneReadAreTakenInOrder(t *testing.T) {
+	t.Parallel()
+	m, _, _ := fixture(t, 120, 20, Options{})
+	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("/offline")})
+	m = run(t, next.(Model), cmd)
+	if m.mode != modeFilter || m.input.Value() != "offline" {
+		t.Fatalf("mode %d, filter input %q; want the filter open with %q", m.mode, m.input.Value(), "offline")
+	}
+	if rows := m.Rows(); len(rows) != 1 || rows[0].Freshness != status.Offline {
+		t.Fatalf("filter offline shows %d rows: %+v", len(rows), rows)
+	}
+}
