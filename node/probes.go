@@ -160,15 +160,7 @@ func (p *PodProvider) probeOnce(ctx context.Context, c corev1.Container, ip stri
 	h := probe.ProbeHandler
 	switch {
 	case h.Exec != nil:
-		var out bytes.Buffer
-		code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: h.Exec.Command, Stdout: &out, Stderr: &out})
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, code, truncate(out.String(), 200))
-		}
-		return nil
+		return p.execSucceeds(ctx, t, h.Exec.Command)
 	case h.TCPSocket != nil:
 		port, err := resolvePort(h.TCPSocket.Port, c)
 		if err != nil {
@@ -259,15 +251,7 @@ func (p *PodProvider) runHook(ctx context.Context, pod *corev1.Pod, t GuestTarge
 	ip, _, _ := net.SplitHostPort(t.Addr)
 	switch {
 	case h.Exec != nil:
-		var out bytes.Buffer
-		code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: h.Exec.Command, Stdout: &out, Stderr: &out})
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("command %q exited with %d: %s", h.Exec.Command, code, truncate(out.String(), 200))
-		}
-		return nil
+		return p.execSucceeds(ctx, t, h.Exec.Command)
 	case h.HTTPGet != nil:
 		return httpGet(ctx, ip, c, h.HTTPGet)
 	case h.TCPSocket != nil:
@@ -303,4 +287,18 @@ func decodeBasic(auth string) (user, pass string, ok bool) {
 	}
 	user, pass, ok = strings.Cut(string(raw), ":")
 	return user, pass, ok
+}
+
+// execSucceeds runs argv in the guest and fails unless it exits 0, quoting
+// the start of its output, as exec probes and hooks both need.
+func (p *PodProvider) execSucceeds(ctx context.Context, t GuestTarget, argv []string) error {
+	var out bytes.Buffer
+	code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: argv, Stdout: &out, Stderr: &out})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("command %q exited with %d: %s", argv, code, truncate(out.String(), 200))
+	}
+	return nil
 }
