@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the control-plane tools the tests and the lab run (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, etcd, metrics-server, staticcheck) into
+# kube-controller-manager, kube-scheduler, kubectl, etcd, metrics-server, staticcheck, oras) into
 # hack/tools/bin.
 # A tool is rebuilt only when its pinned version (the stamp) changes, so a
 # second run takes well under a second.
@@ -13,6 +13,7 @@ k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' go.mod)
 etcd_version=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2}' etcd/go.mod)
 staticcheck_version=$(awk '$1=="require" && $2=="honnef.co/go/tools" {print $3}' lint/go.mod)
 metrics_version=$(awk '$1=="require" && $2=="sigs.k8s.io/metrics-server" {print $3}' metrics-server/go.mod)
+oras_version=$(awk '$1=="require" && $2=="oras.land/oras" {print $3}' oras/go.mod)
 k8s_minor=$(echo "$k8s_version" | cut -d. -f2)
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} \
 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${k8s_minor} \
@@ -40,6 +41,7 @@ main() {
   build kube-controller-manager "$k8s_version" . k8s.io/kubernetes/cmd/kube-controller-manager
   build kube-apiserver "$k8s_version" . k8s.io/kubernetes/cmd/kube-apiserver
   build metrics-server "$metrics_version" metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server
+  build oras "$oras_version" oras oras.land/oras/cmd/oras
 }
 
 # Bash reads a script as it runs; calling main last means an edit to this
