@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,8 +77,15 @@ type vzNode struct {
 
 // startVZNode runs vz-node as node name with the sim driver, a serving
 // certificate from the cluster CA, client certificates verified against it,
-// and guests that accept admin/admin over SSH.
+// and guests that accept admin/admin over SSH. Its kubelet API listens on
+// loopback, which is also its InternalIP.
 func startVZNode(t *testing.T, cp *harness.ControlPlane, name string, extra ...string) *vzNode {
+	t.Helper()
+	return startVZNodeAt(t, cp, name, net.ParseIP("127.0.0.1"), extra...)
+}
+
+// startVZNodeAt is startVZNode with the kubelet API and InternalIP on ip.
+func startVZNodeAt(t *testing.T, cp *harness.ControlPlane, name string, ip net.IP, extra ...string) *vzNode {
 	t.Helper()
 	harness.RequireRoot(t)
 	bin := buildVZNode(t)
@@ -85,7 +93,7 @@ func startVZNode(t *testing.T, cp *harness.ControlPlane, name string, extra ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := cp.KubeletServingCert(name, net.ParseIP("127.0.0.1"))
+	serving, err := cp.KubeletServingCert(name, ip)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +110,7 @@ func startVZNode(t *testing.T, cp *harness.ControlPlane, name string, extra ...s
 	n.args = append([]string{
 		"--nodename", name,
 		"--driver", "sim",
-		"--listen-address", fmt.Sprintf("127.0.0.1:%d", port),
+		"--listen-address", net.JoinHostPort(ip.String(), strconv.Itoa(port)),
 		"--state-dir", n.stateDir,
 		"--cache-dir", n.cacheDir,
 		"--leases-file", filepath.Join(dir, "dhcpd_leases"),
@@ -118,7 +126,7 @@ func startVZNode(t *testing.T, cp *harness.ControlPlane, name string, extra ...s
 		"APISERVER_CERT_LOCATION=" + serving.CertPath,
 		"APISERVER_KEY_LOCATION=" + serving.KeyPath,
 		"APISERVER_CA_CERT_LOCATION=" + cp.CA.CertPath,
-		"VKUBELET_POD_IP=127.0.0.1",
+		"VKUBELET_POD_IP=" + ip.String(),
 		"VZ_SSH_USER=admin",
 		"VZ_SSH_PASSWORD=admin",
 	}

@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"math/rand/v2"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -60,4 +62,23 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Fatalf("this test needs root (CI runs as root); run it with sudo or via `make test`")
 	}
+}
+
+// ExtraAddressT gives the test a free, non-loopback IPv4 address of its own
+// (in 10.213.250.0/24, on the loopback interface) and removes it at cleanup.
+func ExtraAddressT(t testing.TB) net.IP {
+	t.Helper()
+	RequireRoot(t)
+	var lastErr error
+	for range 20 {
+		ip := net.IPv4(10, 213, 250, byte(2+rand.IntN(252)))
+		remove, err := ExtraAddress(ip)
+		if err == nil {
+			t.Cleanup(remove)
+			return ip
+		}
+		lastErr = err
+	}
+	t.Fatalf("no free extra address: %v", lastErr)
+	return nil
 }
