@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -51,9 +52,17 @@ type sshGuest struct {
 }
 
 // newGuestClient reads the guest credentials (VZ_SSH_USER with
-// VZ_SSH_PASSWORD and/or the key in VZ_SSH_KEY_FILE).
+// VZ_SSH_PASSWORD or VZ_SSH_PASSWORD_FILE, and/or the key in
+// VZ_SSH_KEY_FILE).
 func newGuestClient(cfg Config) (*sshGuest, error) {
 	g := &sshGuest{user: cfg.SSHUser, password: cfg.SSHPassword}
+	if cfg.SSHPasswordFile != "" {
+		p, err := readPasswordFile(cfg.SSHPasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		g.password = p
+	}
 	if cfg.SSHKeyFile != "" {
 		pem, err := os.ReadFile(cfg.SSHKeyFile)
 		if err != nil {
@@ -66,6 +75,28 @@ func newGuestClient(cfg Config) (*sshGuest, error) {
 		g.signers = append(g.signers, s)
 	}
 	return g, nil
+}
+
+// readPasswordFile reads a guest SSH password file: the first line, which
+// must not be empty, from a file nobody but its owner can read.
+func readPasswordFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("guest SSH password file (%s): %w", EnvSSHPassFile, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("guest SSH password file %s is mode %04o: it holds a secret, so make it readable by its owner only (chmod 600 %s)", path, fi.Mode().Perm(), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("guest SSH password file: %w", err)
+	}
+	p, _, _ := strings.Cut(string(data), "\n")
+	p = strings.TrimSuffix(p, "\r")
+	if p == "" {
+		return "", fmt.Errorf("guest SSH password file %s is empty: write the guests' password on its first line", path)
+	}
+	return p, nil
 }
 
 // login is what simulated guests accept: the same credentials.

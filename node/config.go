@@ -82,10 +82,14 @@ type Config struct {
 	ReserveCPU    Quantity `yaml:"reserveCPU"`
 	ReserveMemory Quantity `yaml:"reserveMemory"`
 
-	// Guest SSH credentials (VZ_SSH_USER, VZ_SSH_PASSWORD, VZ_SSH_KEY_FILE).
-	SSHUser     string `yaml:"sshUser"`
-	SSHPassword string `yaml:"-"`
-	SSHKeyFile  string `yaml:"sshKeyFile"`
+	// Guest SSH credentials (VZ_SSH_USER, VZ_SSH_PASSWORD or
+	// VZ_SSH_PASSWORD_FILE, VZ_SSH_KEY_FILE). A password file keeps the
+	// password out of the process environment and the launchd plist; it
+	// must be 0600 (fleetctl apply writes it so).
+	SSHUser         string `yaml:"sshUser"`
+	SSHPassword     string `yaml:"-"`
+	SSHPasswordFile string `yaml:"sshPasswordFile"`
+	SSHKeyFile      string `yaml:"sshKeyFile"`
 	// DockerHost is the Docker daemon for sidecars (DOCKER_HOST); empty means
 	// sidecars are not configured.
 	DockerHost string `yaml:"dockerHost"`
@@ -228,6 +232,7 @@ const (
 	EnvBridge        = "VZ_BRIDGE_INTERFACE"
 	EnvSSHUser       = "VZ_SSH_USER"
 	EnvSSHPassword   = "VZ_SSH_PASSWORD"
+	EnvSSHPassFile   = "VZ_SSH_PASSWORD_FILE"
 	EnvSSHKeyFile    = "VZ_SSH_KEY_FILE"
 	EnvDockerHost    = "DOCKER_HOST"
 	EnvOTLPEndpoint  = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -255,6 +260,7 @@ func ApplyEnv(cfg *Config, getenv func(string) string) error {
 	set(&cfg.BridgeInterface, EnvBridge)
 	set(&cfg.SSHUser, EnvSSHUser)
 	set(&cfg.SSHPassword, EnvSSHPassword)
+	set(&cfg.SSHPasswordFile, EnvSSHPassFile)
 	set(&cfg.SSHKeyFile, EnvSSHKeyFile)
 	set(&cfg.DockerHost, EnvDockerHost)
 	set(&cfg.OTLPEndpoint, EnvOTLPEndpoint)
@@ -302,8 +308,11 @@ func (c *Config) Validate() error {
 	if c.CacheDir == "" || c.StateDir == "" {
 		bad("--cache-dir and --state-dir must be set")
 	}
-	if c.SSHPassword != "" && c.SSHUser == "" || c.SSHKeyFile != "" && c.SSHUser == "" {
-		bad("%s must be set with %s or %s", EnvSSHUser, EnvSSHPassword, EnvSSHKeyFile)
+	if (c.SSHPassword != "" || c.SSHPasswordFile != "" || c.SSHKeyFile != "") && c.SSHUser == "" {
+		bad("%s must be set with %s, %s or %s", EnvSSHUser, EnvSSHPassword, EnvSSHPassFile, EnvSSHKeyFile)
+	}
+	if c.SSHPassword != "" && c.SSHPasswordFile != "" {
+		bad("%s and %s are both set: keep one (the file keeps the password out of the environment)", EnvSSHPassword, EnvSSHPassFile)
 	}
 	if c.TraceSampleRate != "" {
 		if _, err := parseSampleRate(c.TraceSampleRate); err != nil {

@@ -38,6 +38,7 @@ func bindFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.Var(&c.ReserveCPU, "reserve-cpu", "CPU kept for the host and not offered to pods")
 	fs.Var(&c.ReserveMemory, "reserve-memory", "memory kept for the host and not offered to pods")
 	fs.StringVar(&c.SSHKeyFile, "ssh-key-file", c.SSHKeyFile, "private key for the guests' SSH user (default $VZ_SSH_KEY_FILE)")
+	fs.StringVar(&c.SSHPasswordFile, "ssh-password-file", c.SSHPasswordFile, "0600 file whose first line is the guests' SSH password (default $VZ_SSH_PASSWORD_FILE)")
 	fs.Var(&c.ConditionCheckInterval, "condition-check-interval", "how often node conditions are re-evaluated")
 }
 
