@@ -52,7 +52,7 @@ func TestVZNodeWebhookAuth(t *testing.T) {
 	}
 	get := func(token string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/pods", n.port), nil)
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/pods", n.Port), nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/vzfleet/vzfleet/image"
 	"github.com/vzfleet/vzfleet/node"
 	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/vznode"
 )
 
 // A pod whose VM image is only in a registry: vz-node pulls it with the
@@ -29,8 +30,9 @@ func TestVZNodePullsFromRegistry(t *testing.T) {
 
 	// Build the image in a scratch cache and push it.
 	scratch := t.TempDir()
-	src := &vzNode{t: t, cacheDir: scratch}
-	src.addImage("scratch")
+	if err := vznode.WriteImage(scratch, "scratch"); err != nil {
+		t.Fatal(err)
+	}
 	ref := reg.Addr + "/vms/macos-sim:15"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -66,7 +68,7 @@ func TestVZNodePullsFromRegistry(t *testing.T) {
 	if !strings.HasPrefix(p.Status.ContainerStatuses[0].ImageID, "sha256:") {
 		t.Errorf("imageID %q, want the manifest digest", p.Status.ContainerStatuses[0].ImageID)
 	}
-	if _, err := os.Stat(filepath.Join(n.cacheDir, "oci")); err != nil {
+	if _, err := os.Stat(filepath.Join(n.CacheDir, "oci")); err != nil {
 		t.Errorf("pull engine cache: %v", err)
 	}
 	select {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/vznode"
 )
 
 // TestVZNode drives one vz-node (sim driver) through a pod's life with
@@ -75,7 +77,7 @@ func TestVZNode(t *testing.T) {
 		if conds[corev1.NodeDiskPressure] == "" || conds[corev1.NodeMemoryPressure] == "" || conds["VMSlotLeak"] != corev1.ConditionFalse {
 			t.Errorf("conditions %v", conds)
 		}
-		t.Logf("vz-node RSS idle: %s", rss(n.proc.Pid()))
+		t.Logf("vz-node RSS idle: %s", rss(n.Proc.Pid()))
 		lease, err := cp.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
 		if err != nil || lease.Spec.RenewTime == nil {
 			t.Errorf("node lease: %v %+v", err, lease)
@@ -87,7 +89,7 @@ func TestVZNode(t *testing.T) {
 	t.Run("kubelet API refuses callers without credentials", func(t *testing.T) {
 		insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 		for _, path := range []string{"/pods", "/stats/summary", "/metrics/resource", "/containerLogs/default/x/macos"} {
-			resp, err := insecure.Get(fmt.Sprintf("https://127.0.0.1:%d%s", n.port, path))
+			resp, err := insecure.Get(fmt.Sprintf("https://127.0.0.1:%d%s", n.Port, path))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,6 +187,60 @@ spec:
 		}
 	})
 
+	t.Run("kubectl logs --follow streams new guest log lines", func(t *testing.T) {
+		bin, err := harness.Tool("kubectl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		follow := exec.CommandContext(ctx, bin, "--kubeconfig="+cp.AdminKubeconfig, "logs", "--follow", "--since=30s", podName)
+		out := &lockedBuffer{}
+		follow.Stdout, follow.Stderr = out, out
+		if err := follow.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cancel(); _ = follow.Wait() }()
+		// Each exec is a line in the guest's log, so keep making new ones
+		// until the follower shows one.
+		eventually(t, 30*time.Second, "an exec's log line in logs --follow", func() error {
+			nodeKubectlCode(t, cp, "", "exec", podName, "--", "date", "-u")
+			if !strings.Contains(out.String(), "exec: date (1 arguments)") {
+				return fmt.Errorf("follower output so far:\n%s", out.String())
+			}
+			return nil
+		})
+	})
+
+	t.Run("kubectl exec -t and attach get a terminal that follows resizes", func(t *testing.T) {
+		bin, err := harness.Tool("kubectl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kc := "--kubeconfig=" + cp.AdminKubeconfig
+		s := startTmux(t, 100, 30, "sh", "-c", bin+" "+kc+" exec -it "+podName+" -- sh; echo kubectl-exit=$?; sleep 600")
+		s.keys(true, "stty size; tty")
+		s.keys(false, "Enter")
+		s.waitScreen("the guest shell's terminal size", 30*time.Second, contains("30 100", "/dev/pts/"))
+		if out, err := s.tmux("resize-window", "-t", "main", "-x", "90", "-y", "20"); err != nil {
+			t.Fatalf("tmux resize-window: %v\n%s", err, out)
+		}
+		s.keys(true, "clear; stty size")
+		s.keys(false, "Enter")
+		s.waitScreen("the resized terminal in the guest", 30*time.Second, contains("20 90"))
+		s.keys(true, "exit 5")
+		s.keys(false, "Enter")
+		s.waitScreen("kubectl's exit code", 30*time.Second, contains("kubectl-exit=5"))
+
+		a := startTmux(t, 100, 30, "sh", "-c", bin+" "+kc+" attach -it "+podName+"; echo kubectl-exit=$?; sleep 600")
+		a.keys(true, "echo attached-$((40+2))")
+		a.keys(false, "Enter")
+		a.waitScreen("a command in the attached shell", 30*time.Second, contains("attached-42"))
+		a.keys(true, "exit")
+		a.keys(false, "Enter")
+		a.waitScreen("kubectl attach to end", 30*time.Second, contains("kubectl-exit=0"))
+	})
+
 	t.Run("stats and resource metrics report the VM", func(t *testing.T) {
 		raw := kubeletGet(t, cp, n, "/stats/summary")
 		var sum statsv1alpha1.Summary
@@ -223,7 +279,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := supervisor.Dir(n.stateDir, string(pod.UID))
+		dir := supervisor.Dir(n.StateDir, string(pod.UID))
 		if _, err := os.Stat(dir + "/overlay/disk.img"); err != nil {
 			t.Fatalf("overlay of the running VM: %v", err)
 		}
@@ -257,10 +313,14 @@ spec:
 		}
 		waitWaiting(t, cp, "vm-c")
 
-		t.Logf("vz-node RSS with 2 VMs running: %s", rss(n.proc.Pid()))
+		t.Logf("vz-node RSS with 2 VMs running: %s", rss(n.Proc.Pid()))
 		pids := supervisorPIDs(t, n, a.UID, b.UID)
-		n.kill9()
-		n.start()
+		if err := n.Kill9(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Restart(); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(3 * time.Second) // let the new agent re-adopt and publish
 		for _, before := range []*corev1.Pod{a, b} {
 			after := waitPodRunningReady(t, cp, "default", before.Name)
@@ -339,11 +399,11 @@ func waitWaiting(t *testing.T, cp *harness.ControlPlane, name string) {
 	})
 }
 
-func supervisorPIDs(t *testing.T, n *vzNode, uids ...types.UID) string {
+func supervisorPIDs(t *testing.T, n *vznode.Node, uids ...types.UID) string {
 	t.Helper()
 	var out []string
 	for _, uid := range uids {
-		st, err := supervisor.ReadState(supervisor.Dir(n.stateDir, string(uid)))
+		st, err := supervisor.ReadState(supervisor.Dir(n.StateDir, string(uid)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,7 +438,7 @@ func nodeKubectlCode(t *testing.T, cp *harness.ControlPlane, stdin string, args 
 
 // kubeletGet calls vz-node's kubelet API as the apiserver does: with the
 // cluster CA's kubelet client certificate.
-func kubeletGet(t *testing.T, cp *harness.ControlPlane, n *vzNode, path string) string {
+func kubeletGet(t *testing.T, cp *harness.ControlPlane, n *vznode.Node, path string) string {
 	t.Helper()
 	cert, err := tls.X509KeyPair(cp.KubeletClient.CertPEM, cp.KubeletClient.KeyPEM)
 	if err != nil {
@@ -387,7 +447,7 @@ func kubeletGet(t *testing.T, cp *harness.ControlPlane, n *vzNode, path string) 
 	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		InsecureSkipVerify: true, Certificates: []tls.Certificate{cert},
 	}}}
-	resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d%s", n.port, path))
+	resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d%s", n.Port, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,4 +471,22 @@ func rss(pid int) string {
 		}
 	}
 	return "unknown"
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -8,6 +8,7 @@ import (
 	vke2e "github.com/virtual-kubelet/virtual-kubelet/test/e2e"
 
 	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/vznode"
 )
 
 // vkSuiteSkips are the tests of virtual-kubelet's own e2e suite that cannot
@@ -39,8 +40,10 @@ func TestVirtualKubeletSuite(t *testing.T) {
 	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{})
 	const name = "mac-vk-suite"
 	ip := harness.ExtraAddressT(t)
-	n := startVZNodeAt(t, cp, name, ip)
-	n.addImage("foo")
+	n := vznode.StartT(t, cp, vznode.Options{Name: name, IP: ip})
+	if err := n.AddImage("foo"); err != nil {
+		t.Fatal(err)
+	}
 
 	ns := "vk-suite"
 	if _, err := cp.Kubectl(context.Background(), "create", "namespace", ns); err != nil {
