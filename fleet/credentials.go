@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 )
 
 // Signers the controller-manager signs node certificates with.
@@ -91,11 +92,29 @@ func MintNodeCert(ctx context.Context, client kubernetes.Interface, node string,
 		defer cancel()
 		_ = csrs.Delete(ctx, created.Name, metav1.DeleteOptions{})
 	}()
-	created.Status.Conditions = append(created.Status.Conditions, certv1.CertificateSigningRequestCondition{
-		Type: certv1.CertificateApproved, Status: corev1.ConditionTrue,
-		Reason: "FleetctlApproved", Message: "approved by fleetctl for the inventory's node " + node,
+	// kube-controller-manager's approver may update the CSR at the same
+	// time: on a conflict, read it again and approve what is there.
+	cur := created
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if cur == nil {
+			if cur, err = csrs.Get(ctx, created.Name, metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		if slices.ContainsFunc(cur.Status.Conditions, func(c certv1.CertificateSigningRequestCondition) bool {
+			return c.Type == certv1.CertificateApproved && c.Status == corev1.ConditionTrue
+		}) {
+			return nil
+		}
+		cur.Status.Conditions = append(cur.Status.Conditions, certv1.CertificateSigningRequestCondition{
+			Type: certv1.CertificateApproved, Status: corev1.ConditionTrue,
+			Reason: "FleetctlApproved", Message: "approved by fleetctl for the inventory's node " + node,
+		})
+		_, err := csrs.UpdateApproval(ctx, cur.Name, cur, metav1.UpdateOptions{})
+		cur = nil
+		return err
 	})
-	if _, err := csrs.UpdateApproval(ctx, created.Name, created, metav1.UpdateOptions{}); err != nil {
+	if err != nil {
 		return KeyPair{}, fmt.Errorf("node %s: approving CSR %s: %w; the operator needs approve on signers %s", node, created.Name, err, signer)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -51,45 +51,19 @@ func upload(ctx context.Context, h stager, up Upload) error {
 	fail := func(step string, err error) error {
 		return fmt.Errorf("host %s: upload %s: %s: %w", h.Name(), up.Path, step, err)
 	}
-	dir, base := path.Split(up.Path)
-	tmp := path.Join(dir, "."+base+TempMarker+randomSuffix())
-	elevate := up.Sudo && h.elevates()
-
+	tmp, sent, err := writeTemp(ctx, h, up)
 	removeTemp := func() {
 		// The caller's context may be what failed; cleanup gets its own.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_, _ = h.Run(ctx, Cmd{Args: []string{"rm", "-f", tmp}, Sudo: up.Sudo})
 	}
-
-	hash := sha256.New()
-	src := io.TeeReader(ctxReader{ctx: ctx, r: up.Content}, hash)
-	if elevate {
-		// The temp file must be in the target's directory, which the user
-		// may not write to: sudo writes it, fed through the session.
-		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
+	if err != nil {
+		if tmp != "" {
 			removeTemp()
-			return fail("writing the temp file", err)
 		}
-	} else {
-		w, err := h.createTemp(ctx, tmp)
-		if err != nil {
-			return fail("creating the temp file", err)
-		}
-		_, err = io.Copy(w, src)
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			removeTemp()
-			return fail("writing the temp file", err)
-		}
+		return fail("writing the temp file", err)
 	}
-
-	sent := hex.EncodeToString(hash.Sum(nil))
 	if up.SHA256 != "" && !strings.EqualFold(up.SHA256, sent) {
 		removeTemp()
 		return fail("checking the content", fmt.Errorf("%w: the content has sha256 %s, expected %s", ErrChecksumMismatch, sent, up.SHA256))
@@ -129,6 +103,39 @@ func upload(ctx context.Context, h stager, up Upload) error {
 		return fail("moving the file into place", err)
 	}
 	return nil
+}
+
+// writeTemp streams up.Content into a new temp file beside up.Path and
+// returns its path (also when writing failed after it was created) and the
+// sha256 of what was sent.
+func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err error) {
+	dir, base := path.Split(up.Path)
+	tmp = path.Join(dir, "."+base+TempMarker+randomSuffix())
+	hash := sha256.New()
+	src := io.TeeReader(ctxReader{ctx: ctx, r: up.Content}, hash)
+	if up.Sudo && h.elevates() {
+		// The temp file must be in the target's directory, which the user
+		// may not write to: sudo writes it, fed through the session.
+		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
+			return tmp, "", err
+		}
+		return tmp, hex.EncodeToString(hash.Sum(nil)), nil
+	}
+	w, err := h.createTemp(ctx, tmp)
+	if err != nil {
+		return "", "", fmt.Errorf("creating it: %w", err)
+	}
+	_, err = io.Copy(w, src)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return tmp, "", err
+	}
+	return tmp, hex.EncodeToString(hash.Sum(nil)), nil
 }
 
 func checkUpload(up Upload) error {
@@ -270,4 +277,169 @@ func RestorePrevious(ctx context.Context, h Host, file string, sudo bool) error 
 		return fmt.Errorf("host %s: restoring %s from %s.prev: %w", h.Name(), file, file, err)
 	}
 	return nil
+}
+
+// batchFinalizeScript checks, sets mode and owner on, keeps .prev of and
+// renames each of several temp files, in order; its arguments come in
+// groups of six: temp, target, mode, owner, keep (0/1) and the expected
+// sha256 of the temp file ("-" to skip the check). It prints "ok <i>"
+// after each file is in place, so a failure part way says how far it got.
+const batchFinalizeScript = `if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h="shasum -a 256"; fi
+i=0
+while [ $# -ge 6 ]; do
+	tmp=$1 target=$2 mode=$3 owner=$4 keep=$5 want=$6; shift 6
+	if [ "$want" != - ]; then
+		got=$($h < "$tmp") || exit 1
+		got=${got%% *}
+		if [ "$got" != "$want" ]; then echo "mismatch $i $got"; exit 4; fi
+	fi
+	if [ -d "$target" ]; then echo "$target is a directory" >&2; exit 3; fi
+	chmod "$mode" "$tmp" || exit 1
+	if [ -n "$owner" ]; then chown "$owner" "$tmp" || exit 1; fi
+	if [ "$keep" = 1 ] && [ -f "$target" ]; then ln -f "$target" "$target.prev" || exit 1; fi
+	mv -f "$tmp" "$target" || exit 1
+	echo "ok $i"
+	i=$((i+1))
+done`
+
+// UploadAll writes several files as Upload writes each one, in a few
+// round trips instead of a few per file: every temp file is written, then
+// (when some file has a Before hook) one command verifies them all and the
+// hooks run, and one command checks (the rest), sets mode and owner on and
+// renames every file into place, in the order given. Each file is replaced
+// atomically; the batch is not: it returns how many of ups, from the
+// first, are in place, also when it fails. On failure the temp files not
+// yet renamed are removed. Hosts that are not SSH or local hosts get one
+// Upload per file.
+func UploadAll(ctx context.Context, h Host, ups []Upload) (int, error) {
+	s, ok := h.(stager)
+	if !ok {
+		for i, up := range ups {
+			if err := h.Upload(ctx, up); err != nil {
+				return i, err
+			}
+		}
+		return len(ups), nil
+	}
+	return uploadAll(ctx, s, ups)
+}
+
+func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
+	if len(ups) == 0 {
+		return 0, nil
+	}
+	temps := make([]string, 0, len(ups))
+	sums := make([]string, 0, len(ups))
+	sudo := false
+	for _, up := range ups {
+		sudo = sudo || up.Sudo
+	}
+	removeTemps := func(from int) {
+		if from >= len(temps) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = h.Run(ctx, Cmd{Args: append([]string{"rm", "-f"}, temps[from:]...), Sudo: sudo})
+	}
+	fail := func(up Upload, step string, err error) error {
+		return fmt.Errorf("host %s: upload %s: %s: %w", h.Name(), up.Path, step, err)
+	}
+	hooks := false
+	for _, up := range ups {
+		if err := checkUpload(up); err != nil {
+			return 0, fail(up, "checking", err)
+		}
+		hooks = hooks || up.Before != nil
+	}
+	for _, up := range ups {
+		tmp, sent, err := writeTemp(ctx, h, up)
+		if tmp != "" {
+			temps = append(temps, tmp)
+		}
+		if err != nil {
+			removeTemps(0)
+			return 0, fail(up, "writing the temp file", err)
+		}
+		if up.SHA256 != "" && !strings.EqualFold(up.SHA256, sent) {
+			removeTemps(0)
+			return 0, fail(up, "checking the content", fmt.Errorf("%w: the content has sha256 %s, expected %s", ErrChecksumMismatch, sent, up.SHA256))
+		}
+		sums = append(sums, sent)
+	}
+	if hooks {
+		got, err := SHA256Files(ctx, h, temps, sudo)
+		if err != nil {
+			removeTemps(0)
+			return 0, fail(ups[0], "hashing the temp files", err)
+		}
+		for i, up := range ups {
+			if got[temps[i]] != sums[i] {
+				removeTemps(0)
+				return 0, fail(up, "verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sums[i], orNone(got[temps[i]])))
+			}
+		}
+		for i, up := range ups {
+			if up.Before == nil {
+				continue
+			}
+			if err := up.Before(ctx, h, temps[i]); err != nil {
+				removeTemps(0)
+				return 0, fail(up, "preparing the temp file", err)
+			}
+			sums[i] = "-" // the hook may change the bytes (codesign does)
+		}
+	}
+	args := []string{"sh", "-c", batchFinalizeScript, "sh"}
+	for i, up := range ups {
+		mode := up.Mode.Perm()
+		if mode == 0 {
+			mode = 0o600
+		}
+		owner := up.Owner
+		if up.Group != "" {
+			owner += ":" + up.Group
+		}
+		keep := "0"
+		if up.KeepPrevious {
+			keep = "1"
+		}
+		want := sums[i]
+		if hooks {
+			want = "-" // verified above
+		}
+		args = append(args, temps[i], up.Path, fmt.Sprintf("%04o", mode), owner, keep, want)
+	}
+	res, err := h.Run(ctx, Cmd{Args: args, Sudo: sudo})
+	done := 0
+	var mismatch string
+	for _, line := range strings.Split(string(res.Stdout), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ok "); ok {
+			if n, err := strconv.Atoi(rest); err == nil && n == done {
+				done++
+			}
+		} else if rest, ok := strings.CutPrefix(line, "mismatch "); ok {
+			mismatch = rest
+		}
+	}
+	if err != nil {
+		removeTemps(done)
+		up := ups[min(done, len(ups)-1)]
+		if mismatch != "" {
+			_, got, _ := strings.Cut(mismatch, " ")
+			return done, fail(up, "verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sums[done], got))
+		}
+		return done, fail(up, "moving the file into place", err)
+	}
+	if done != len(ups) {
+		return done, fail(ups[done], "moving the file into place", fmt.Errorf("the host confirmed %d of %d files", done, len(ups)))
+	}
+	return done, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no file"
+	}
+	return s
 }

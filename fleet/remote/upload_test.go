@@ -394,3 +394,111 @@ func TestSHA256Files(t *testing.T) {
 		})
 	}
 }
+
+func TestUploadAll(t *testing.T) {
+	t.Parallel()
+	for name, h := range uploadHosts(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			dir := t.TempDir()
+			a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
+			writeFile(t, b, "old b")
+			oldB := inode(t, b)
+
+			// Without hooks: one finalize command checks and installs all.
+			n, err := UploadAll(ctx, h, []Upload{
+				{Path: a, Content: strings.NewReader("a1"), SHA256: sum("a1"), Mode: 0o644, Sudo: true},
+				{Path: b, Content: strings.NewReader("b1"), Mode: 0o600, KeepPrevious: true, Sudo: true},
+			})
+			if err != nil || n != 2 {
+				t.Fatalf("UploadAll = %d, %v", n, err)
+			}
+			assertFile(t, a, "a1", 0o644, uint32(os.Getuid()))
+			assertFile(t, b, "b1", 0o600, uint32(os.Getuid()))
+			assertFile(t, b+".prev", "old b", 0o600, uint32(os.Getuid()))
+			if inode(t, b) == oldB || inode(t, b+".prev") != oldB {
+				t.Error("b was not replaced by a new inode with the old one kept as .prev")
+			}
+
+			// With a hook: it sees the verified temp file, and may change it.
+			hooked := 0
+			n, err = UploadAll(ctx, h, []Upload{
+				{Path: c, Content: strings.NewReader("c1"), Mode: 0o755, Sudo: true,
+					Before: func(ctx context.Context, hh Host, tmp string) error {
+						hooked++
+						assertFile(t, tmp, "c1", 0o600, uint32(os.Getuid()))
+						_, err := hh.Run(ctx, Cmd{Args: []string{"sh", "-c", `printf +signed >> "$1"`, "sh", tmp}, Sudo: true})
+						return err
+					}},
+				{Path: a, Content: strings.NewReader("a2"), Mode: 0o644, Sudo: true},
+			})
+			if err != nil || n != 2 || hooked != 1 {
+				t.Fatalf("UploadAll with a hook = %d, %v (hook ran %d times)", n, err, hooked)
+			}
+			assertFile(t, c, "c1+signed", 0o755, uint32(os.Getuid()))
+			assertFile(t, a, "a2", 0o644, uint32(os.Getuid()))
+
+			// A failing hook: nothing changes, no temp file stays.
+			_, err = UploadAll(ctx, h, []Upload{
+				{Path: a, Content: strings.NewReader("a3"), Sudo: true},
+				{Path: c, Content: strings.NewReader("c3"), Sudo: true, Before: func(context.Context, Host, string) error { return errors.New("no signature") }},
+			})
+			if err == nil || !strings.Contains(err.Error(), "no signature") {
+				t.Fatalf("want the hook's error, got %v", err)
+			}
+			assertFile(t, a, "a2", 0o644, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "a", "b", "b.prev", "c")
+
+			// A directory in the way part way: the files before it are in
+			// place, and the count says so.
+			if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			n, err = UploadAll(ctx, h, []Upload{
+				{Path: a, Content: strings.NewReader("a4"), Sudo: true},
+				{Path: filepath.Join(dir, "d"), Content: strings.NewReader("d"), Sudo: true},
+				{Path: b, Content: strings.NewReader("b4"), Sudo: true},
+			})
+			if err == nil || n != 1 || !strings.Contains(err.Error(), "is a directory") {
+				t.Fatalf("UploadAll over a directory = %d, %v", n, err)
+			}
+			assertFile(t, a, "a4", 0o600, uint32(os.Getuid()))
+			assertFile(t, b, "b1", 0o600, uint32(os.Getuid()))
+			assertDirHolds(t, dir, "a", "b", "b.prev", "c", "d")
+		})
+	}
+}
+
+// corruptingFinalize changes every temp file just before the batch's
+// finalize command checks it.
+type corruptingFinalize struct{ stager }
+
+func (c corruptingFinalize) Run(ctx context.Context, cmd Cmd) (Result, error) {
+	if len(cmd.Args) > 4 && cmd.Args[2] == batchFinalizeScript {
+		for i := 4; i+5 < len(cmd.Args); i += 6 {
+			f, err := os.OpenFile(cmd.Args[i], os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return Result{}, err
+			}
+			_, _ = f.WriteString("garbage")
+			f.Close()
+		}
+	}
+	return c.stager.Run(ctx, cmd)
+}
+
+func TestUploadAllDetectsCorruptionOnHost(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := dialTest(t, srv)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "config")
+	writeFile(t, target, "old")
+	n, err := uploadAll(testContext(t), corruptingFinalize{h}, []Upload{{Path: target, Content: strings.NewReader("new"), KeepPrevious: true}})
+	if n != 0 || !errors.Is(err, ErrChecksumMismatch) || !strings.Contains(err.Error(), "sent sha256 "+sum("new")+", the host has "+sum("newgarbage")) {
+		t.Fatalf("want a checksum mismatch naming both sums, got %d, %v", n, err)
+	}
+	assertFile(t, target, "old", 0o600, uint32(os.Getuid()))
+	assertDirHolds(t, dir, "config")
+}
