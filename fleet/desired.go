@@ -35,7 +35,8 @@ func nodeIP(h inventory.Host) net.IP { return net.ParseIP(h.SSH.Address) }
 
 // desiredFiles builds the host's managed files, in install order: what the
 // binary's signature needs first, the plist (which launchd reads) last.
-func desiredFiles(h inventory.Host, binary []byte, s secrets) ([]File, error) {
+// binarySum is the binary's sha256, computed once for every host.
+func desiredFiles(h inventory.Host, binary []byte, binarySum string, s secrets) ([]File, error) {
 	p := h.Paths
 	cfgPath := path.Join(p.ConfigDir, configFileName)
 	caPath := path.Join(p.ConfigDir, caFileName)
@@ -99,6 +100,9 @@ func desiredFiles(h inventory.Host, binary []byte, s secrets) ([]File, error) {
 	}
 
 	root := func(f File) File {
+		if f.sum == "" {
+			f.sum = sha256Hex(f.Content)
+		}
 		f.Owner, f.Group = "0", "0"
 		if f.Secret {
 			f.Mode = 0o600
@@ -120,7 +124,7 @@ func desiredFiles(h inventory.Host, binary []byte, s secrets) ([]File, error) {
 		files = append(files, root(File{Kind: KindGuestSSHPassword, Path: p.GuestSSHPassword(), Content: s.guestPassword, Secret: true, Restart: true}))
 	}
 	files = append(files,
-		root(File{Kind: KindBinary, Path: p.Binary, Content: binary, Mode: 0o755, Sign: true, DependsOn: []string{p.Entitlements()}, Restart: true}),
+		root(File{Kind: KindBinary, Path: p.Binary, Content: binary, Mode: 0o755, Sign: true, DependsOn: []string{p.Entitlements()}, Restart: true, sum: binarySum}),
 		root(File{Kind: KindPlist, Path: p.Plist, Content: plist, Mode: 0o644}),
 	)
 	return files, nil

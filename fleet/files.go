@@ -45,10 +45,18 @@ type File struct {
 	DependsOn []string
 	// Restart: vz-node must restart to see a change (kickstart).
 	Restart bool
+
+	// sum caches SHA256 (the binary is hashed once per run, not per host).
+	sum string
 }
 
 // SHA256 is the hex digest of the desired content.
-func (f File) SHA256() string { return sha256Hex(f.Content) }
+func (f File) SHA256() string {
+	if f.sum != "" {
+		return f.sum
+	}
+	return sha256Hex(f.Content)
+}
 
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)

@@ -33,6 +33,8 @@ type hostRun struct {
 	uploaded, stateUploaded bool
 	// wantVersion is the vz-node version the node must report.
 	wantVersion string
+	// newVersion is what the newly installed binary reports.
+	newVersion string
 }
 
 // phase is one step with one job; it records its outcome in hr.res.
@@ -48,7 +50,7 @@ func (r *runner) phases() []phase {
 	case ModePlan:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}}
 	default:
-		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}, uploadPhase{}, servicePhase{}, nodePhase{}}
+		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}, uploadPhase{}, servicePhase{}, nodePhase{}, imagesPhase{}}
 	}
 }
 
@@ -71,6 +73,9 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 		res.Phases = append(res.Phases, PhaseTime{Phase: p.name(), Duration: time.Since(began)})
 		if err != nil {
 			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
+			if k, ok := p.(interface{ keepsInstall() bool }); ok && k.keepsInstall() {
+				break
+			}
 			if hr.uploaded && r.mode == ModeApply {
 				hr.rollback(ctx, err)
 			}
@@ -153,7 +158,7 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 		return err
 	}
 	hr.kube = kube
-	binary, err := hr.r.readBinary()
+	binary, binarySum, err := hr.r.readBinary()
 	if err != nil {
 		return err
 	}
@@ -161,7 +166,7 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 	if err != nil {
 		return err
 	}
-	files, err := desiredFiles(hr.h, binary, s)
+	files, err := desiredFiles(hr.h, binary, binarySum, s)
 	if err != nil {
 		return err
 	}
@@ -293,6 +298,24 @@ func servingNames(h inventory.Host, f Facts) (ips []net.IP, dns []string) {
 type uploadPhase struct{}
 
 func (uploadPhase) name() string { return "upload" }
+
+// prepareScript makes the directories before "--" and removes, from those
+// after it, the temp files interrupted uploads left.
+const prepareScript = `set -e
+while [ "$1" != -- ]; do mkdir -p "$1"; shift; done; shift
+for d in "$@"; do find "$d" -maxdepth 1 -type f -name '.*` + remote.TempMarker + `*' -exec rm -f {} +; done`
+
+// installedScript prints "stat <size> <mtime> <inode> <path>" for each
+// file, "sha <sum> <path>" too for those given with a leading "+", and,
+// when its first argument is not "-", "version <json>" from that binary.
+const installedScript = statFunc + `sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
+bin=$1; shift
+for f in "$@"; do
+	case $f in +*) f=${f#+}; if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi;; esac
+	if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi
+done
+if [ "$bin" != - ]; then printf 'version '; "$bin" version -o json 2>/dev/null | tr -d '\n'; echo; fi`
+
 func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	p := hr.res.Plan
 	if len(p.Changes) == 0 {
@@ -300,62 +323,93 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	}
 	h := hr.h
 	dirs := dirsFor(h)
-	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: append([]string{"mkdir", "-p"}, dirs...), Sudo: true}); err != nil {
-		return fmt.Errorf("creating directories: %w", err)
-	}
-	for _, d := range uniq(append(dirs[:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist))) {
-		if _, err := remote.CleanTemp(ctx, hr.conn, d, 0, true); err != nil {
-			return err
-		}
+	prep := append(append(append([]string{"sh", "-c", prepareScript, "sh"}, dirs...), "--"),
+		uniq(append(dirs[:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist)))...)
+	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: prep, Sudo: true}); err != nil {
+		return fmt.Errorf("creating directories and removing interrupted uploads: %w", err)
 	}
 	state := hr.res.Facts.State
-	for _, c := range p.Changes {
-		f := c.File
-		up := remote.Upload{
-			Path: f.Path, Content: bytes.NewReader(f.Content), SHA256: f.SHA256(),
-			Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
+	for _, batch := range uploadBatches(p.Changes) {
+		ups := make([]remote.Upload, len(batch))
+		for i, c := range batch {
+			f := c.File
+			ups[i] = remote.Upload{
+				Path: f.Path, Content: bytes.NewReader(f.Content), SHA256: f.SHA256(),
+				Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
+			}
+			if f.Sign {
+				ups[i].Before = signer(h.Paths.Entitlements(), f.Content)
+			}
 		}
-		if f.Sign {
-			up.Before = signer(h.Paths.Entitlements())
+		n, err := remote.UploadAll(ctx, hr.conn, ups)
+		for _, c := range batch[:n] {
+			hr.uploaded = true
+			hr.installed = append(hr.installed, c)
+			state.Files[c.File.Path] = installedFile{Source: c.File.SHA256(), Installed: c.File.SHA256()}
+			hr.r.progress(h.Name, "installed %s %s", c.File.Kind, c.File.Path)
 		}
-		if err := hr.conn.Upload(ctx, up); err != nil {
+		if err != nil {
 			return err
 		}
-		hr.uploaded = true
-		hr.installed = append(hr.installed, c)
-		installed := f.SHA256()
-		if f.Sign {
-			sum, err := remote.SHA256(ctx, hr.conn, f.Path, true)
-			if err != nil {
-				return err
-			}
-			installed = sum
-		}
-		state.Files[f.Path] = installedFile{Source: f.SHA256(), Installed: installed}
-		hr.r.progress(h.Name, "installed %s %s", f.Kind, f.Path)
 	}
-	var paths []string
+
+	// One command: what the installed files look like now (the hash of
+	// those signed on the host) and the new binary's version.
+	args := []string{"sh", "-c", installedScript, "sh", "-"}
+	if p.Changed(KindBinary) {
+		args[4] = h.Paths.Binary
+	}
 	for _, c := range hr.installed {
-		paths = append(paths, c.File.Path)
+		if c.File.Sign {
+			args = append(args, "+"+c.File.Path)
+		} else {
+			args = append(args, c.File.Path)
+		}
 	}
-	stats, err := statFiles(ctx, hr.conn, paths)
+	res, err := hr.conn.Run(ctx, remote.Cmd{Args: args, Sudo: true})
 	if err != nil {
-		return err
+		return fmt.Errorf("checking the installed files: %w", err)
 	}
-	for p, st := range stats {
-		rec := state.Files[p]
-		rec.Stat = st
-		state.Files[p] = rec
+	now, _ := parseFacts("arch -\n" + string(res.Stdout))
+	for _, c := range hr.installed {
+		rec := state.Files[c.File.Path]
+		rec.Stat = now.Stats[c.File.Path]
+		if c.File.Sign {
+			if rec.Installed = now.Hashes[c.File.Path]; rec.Installed == "" {
+				return fmt.Errorf("checking the installed files: no sha256 for %s", c.File.Path)
+			}
+		}
+		state.Files[c.File.Path] = rec
 	}
+	hr.newVersion = now.InstalledVersion
 	if state.Version, err = hr.binaryVersion(ctx); err != nil {
 		return err
 	}
 	sp := statePath(h.Paths.ConfigDir)
-	if err := hr.conn.Upload(ctx, remote.Upload{Path: sp, Content: bytes.NewReader(state.encode()), Mode: 0o644, Owner: "0", Group: "0", Sudo: true, KeepPrevious: true}); err != nil {
+	if _, err := remote.UploadAll(ctx, hr.conn, []remote.Upload{{Path: sp, Content: bytes.NewReader(state.encode()), Mode: 0o644, Owner: "0", Group: "0", Sudo: true, KeepPrevious: true}}); err != nil {
 		return err
 	}
 	hr.stateUploaded = true
 	return nil
+}
+
+// uploadBatches splits the changes where a file is signed on the host: the
+// files before it (the entitlements it is signed with) must be in place
+// first.
+func uploadBatches(changes []Change) [][]Change {
+	var out [][]Change
+	var cur []Change
+	for _, c := range changes {
+		if c.File.Sign && len(cur) > 0 {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(cur, c)
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 func uniq(s []string) []string {
@@ -370,13 +424,22 @@ func uniq(s []string) []string {
 	return out
 }
 
+// virtualizationEntitlement is the entitlement Virtualization.framework
+// requires of vz-node.
+const virtualizationEntitlement = "com.apple.security.virtualization"
+
 // signer codesigns the temp binary ad hoc with the entitlements unless it
-// already carries the virtualization entitlement.
-func signer(entitlements string) func(ctx context.Context, h remote.Host, tmp string) error {
+// already carries the virtualization entitlement. A binary whose bytes do
+// not hold the entitlement's name cannot carry it, so the host is not
+// asked (codesign -d reads the whole file).
+func signer(entitlements string, content []byte) func(ctx context.Context, h remote.Host, tmp string) error {
+	maybeSigned := bytes.Contains(content, []byte(virtualizationEntitlement))
 	return func(ctx context.Context, h remote.Host, tmp string) error {
-		res, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "-d", "--entitlements", "-", "--xml", tmp}, Sudo: true})
-		if err == nil && bytes.Contains(append(res.Stdout, res.Stderr...), []byte("com.apple.security.virtualization")) {
-			return nil
+		if maybeSigned {
+			res, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "-d", "--entitlements", "-", "--xml", tmp}, Sudo: true})
+			if err == nil && bytes.Contains(append(res.Stdout, res.Stderr...), []byte(virtualizationEntitlement)) {
+				return nil
+			}
 		}
 		if _, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "--force", "--sign", "-", "--entitlements", entitlements, tmp}, Sudo: true}); err != nil {
 			return fmt.Errorf("codesign with %s: %w", entitlements, err)
@@ -433,7 +496,12 @@ func (hr *hostRun) binaryVersion(ctx context.Context) (string, error) {
 	if !hr.res.Plan.Changed(KindBinary) && hr.res.Facts.InstalledVersion != "" {
 		return hr.res.Facts.InstalledVersion, nil
 	}
-	return binaryVersion(ctx, hr.conn, hr.h.Paths.Binary)
+	if hr.newVersion != "" {
+		return hr.newVersion, nil
+	}
+	v, err := binaryVersion(ctx, hr.conn, hr.h.Paths.Binary)
+	hr.newVersion = v
+	return v, err
 }
 
 type nodePhase struct{}

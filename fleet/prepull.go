@@ -54,7 +54,9 @@ const (
 
 // PullProgress is one host's pull as last reported by its vz-node.
 type PullProgress struct {
-	Host        string
+	Host string
+	// Ref is the image pulled.
+	Ref         string
 	State       PullState
 	Digest      string
 	BytesDone   int64
@@ -170,7 +172,7 @@ func Prepull(ctx context.Context, hosts []inventory.Host, opts PrepullOptions) [
 	}
 	res := make([]PullProgress, len(hosts))
 	for i, h := range hosts {
-		res[i] = PullProgress{Host: h.Name, State: PullWaiting}
+		res[i] = PullProgress{Host: h.Name, Ref: opts.Ref, State: PullWaiting}
 		if opts.Update != nil {
 			opts.Update(res[i])
 		}
@@ -211,6 +213,12 @@ func prepullHost(ctx context.Context, h inventory.Host, opts PrepullOptions, p *
 		return fmt.Errorf("connecting to %s: %w", h.Name, err)
 	}
 	defer conn.Close()
+	return pullOn(ctx, conn, h, opts, p, update)
+}
+
+// pullOn runs `vz-node pull` for opts.Ref on a connected host, folding its
+// progress into p.
+func pullOn(ctx context.Context, conn remote.Host, h inventory.Host, opts PrepullOptions, p *PullProgress, update func(*PullProgress, func())) error {
 	args := []string{h.Paths.Binary, "pull", opts.Ref, "--cache-dir", h.Paths.CacheDir, "--progress=json", "--policy", opts.Policy}
 	if opts.Concurrency > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(opts.Concurrency))
@@ -223,7 +231,7 @@ func prepullHost(ctx context.Context, h inventory.Host, opts PrepullOptions, p *
 		update(p, func() { p.apply(line) })
 	}}
 	var stderr bytes.Buffer
-	_, err = conn.Run(ctx, remote.Cmd{Args: args, Sudo: true, Stdout: out, Stderr: &stderr})
+	_, err := conn.Run(ctx, remote.Cmd{Args: args, Sudo: true, Stdout: out, Stderr: &stderr})
 	if err != nil {
 		var said error
 		update(p, func() { said = p.Err })

@@ -41,10 +41,10 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Status, orUnknown(h.Facts.MacOSVersion), orUnknown(h.Facts.Arch), humanBytes(h.Facts.FreeDiskBytes), detail(h))
 		}
 	} else {
-		fmt.Fprintln(tw, "HOST\tNODE\tSTATUS\tFILES\tSERVICE\tVERSION\tTIME\tDETAIL")
+		fmt.Fprintln(tw, "HOST\tNODE\tSTATUS\tFILES\tSERVICE\tVERSION\tIMAGES\tTIME\tDETAIL")
 		for _, h := range r.Hosts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", h.Host, h.Node, h.Status, len(h.Plan.Changes), h.Plan.Service,
-				orUnknown(h.Version), h.Duration.Round(10_000_000), detail(h))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Node, h.Status, len(h.Plan.Changes), h.Plan.Service,
+				orUnknown(h.Version), imagesSummary(h, h.ImagesListed), h.Duration.Round(10_000_000), detail(h))
 		}
 	}
 	if err := tw.Flush(); err != nil {

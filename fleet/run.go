@@ -61,6 +61,13 @@ type Options struct {
 	LookupEnv func(string) (string, bool)
 	// LaunchdPause is the pause between launchctl polls; default 500ms.
 	LaunchdPause time.Duration
+	// MaxPulls caps the hosts pre-pulling their inventory images at once
+	// (default 4); PullPolicy is vz-node pull's --policy for them (default
+	// IfNotPresent, so re-applying does not go back to the registry);
+	// InsecureRegistries are reached over plain HTTP.
+	MaxPulls           int
+	PullPolicy         string
+	InsecureRegistries []string
 }
 
 // Status is a host's outcome.
@@ -89,8 +96,13 @@ type HostResult struct {
 	Checks []Check
 	Plan   Plan
 	// Version is the vz-node version the host runs at the end.
-	Version  string
-	Duration time.Duration
+	Version string
+	// Images are the pre-pulls of the inventory's images, in its order;
+	// ImagesListed is how many the inventory lists for the host (0 in
+	// plan and doctor modes, which pull nothing).
+	Images       []PullProgress
+	ImagesListed int
+	Duration     time.Duration
 	// Phases are the phases that ran, with their wall time.
 	Phases []PhaseTime
 }
@@ -142,12 +154,15 @@ type runner struct {
 	req         Requirements
 	// budget holds one token per host allowed to restart at once.
 	budget chan struct{}
-	out    *lockedWriter
-	log    *slog.Logger
+	// pulls holds one token per host allowed to pre-pull at once.
+	pulls chan struct{}
+	out   *lockedWriter
+	log   *slog.Logger
 
-	binOnce sync.Once
-	binary  []byte
-	binErr  error
+	binOnce   sync.Once
+	binary    []byte
+	binarySum string
+	binErr    error
 
 	kubeMu sync.Mutex
 	kube   map[string]kubernetes.Interface
@@ -173,6 +188,10 @@ func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner
 		r.timeout = 5 * time.Minute
 	}
 	r.budget = make(chan struct{}, max(unavailable, 1))
+	if r.opts.MaxPulls <= 0 {
+		r.opts.MaxPulls = 4
+	}
+	r.pulls = make(chan struct{}, r.opts.MaxPulls)
 	r.req = opts.Requirements
 	if r.req.MinMacOS == "" {
 		r.req.MinMacOS = DefaultRequirements.MinMacOS
@@ -260,7 +279,7 @@ func (r *runner) kubeFor(h inventory.Host) (kubernetes.Interface, error) {
 	return c, nil
 }
 
-func (r *runner) readBinary() ([]byte, error) {
+func (r *runner) readBinary() ([]byte, string, error) {
 	r.binOnce.Do(func() {
 		if r.opts.Binary == "" {
 			r.binErr = errors.New("no vz-node binary given: pass --vz-node PATH (a darwin/arm64 build, e.g. bin/darwin-arm64/vz-node from make build)")
@@ -269,9 +288,11 @@ func (r *runner) readBinary() ([]byte, error) {
 		r.binary, r.binErr = os.ReadFile(r.opts.Binary)
 		if r.binErr != nil {
 			r.binErr = fmt.Errorf("reading the vz-node binary to install: %w", r.binErr)
+			return
 		}
+		r.binarySum = sha256Hex(r.binary)
 	})
-	return r.binary, r.binErr
+	return r.binary, r.binarySum, r.binErr
 }
 
 // lockedWriter serialises progress lines from parallel hosts.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +21,9 @@ type fleetFlags struct {
 	file, limit, binary, sshConfig string
 	concurrency, maxUnavailable    int
 	readyTimeout                   time.Duration
+	maxPulls                       int
+	pullPolicy                     string
+	insecure                       []string
 	acceptNew                      bool
 	minMacOS                       string
 	minFreeDiskGiB                 int
@@ -37,6 +41,9 @@ func (f *fleetFlags) bind(fs *pflag.FlagSet, withRollout bool) {
 		fs.StringVar(&f.binary, "vz-node", defaultBinary(), "the vz-node binary to install (a darwin/arm64 build)")
 		fs.IntVar(&f.maxUnavailable, "max-unavailable", 0, "vz-nodes restarting at once (default: the inventory's rollout.maxUnavailable)")
 		fs.DurationVar(&f.readyTimeout, "ready-timeout", 0, "how long a restarted node has to become Ready before it is rolled back (default: the inventory's rollout.readyTimeout)")
+		fs.IntVar(&f.maxPulls, "max-pulls", 4, "hosts pre-pulling the inventory's images at once")
+		fs.StringVar(&f.pullPolicy, "pull-policy", "IfNotPresent", "pre-pull policy for the inventory's images: IfNotPresent (hosts that have an image skip it) or Always (re-resolve tags, fetch changed chunks)")
+		fs.StringSliceVar(&f.insecure, "insecure-registry", nil, "registry host[:port] the hosts reach over plain HTTP when pre-pulling (loopback always is)")
 	}
 }
 
@@ -85,14 +92,17 @@ func (f *fleetFlags) options(cmd *cobra.Command) fleet.Options {
 	klog.SetOutput(io.Discard)
 	klog.LogToStderr(false)
 	return fleet.Options{
-		Binary:            f.binary,
-		Concurrency:       f.concurrency,
-		MaxUnavailable:    f.maxUnavailable,
-		ReadyTimeout:      f.readyTimeout,
-		Requirements:      fleet.Requirements{MinMacOS: f.minMacOS, MinFreeDisk: int64(f.minFreeDiskGiB) << 30},
-		AcceptNewHostKeys: f.acceptNew,
-		SSHConfigFile:     f.sshConfig,
-		Out:               cmd.ErrOrStderr(),
+		Binary:             f.binary,
+		Concurrency:        f.concurrency,
+		MaxUnavailable:     f.maxUnavailable,
+		ReadyTimeout:       f.readyTimeout,
+		Requirements:       fleet.Requirements{MinMacOS: f.minMacOS, MinFreeDisk: int64(f.minFreeDiskGiB) << 30},
+		AcceptNewHostKeys:  f.acceptNew,
+		SSHConfigFile:      f.sshConfig,
+		Out:                cmd.ErrOrStderr(),
+		MaxPulls:           f.maxPulls,
+		PullPolicy:         f.pullPolicy,
+		InsecureRegistries: f.insecure,
 	}
 }
 
@@ -113,8 +123,11 @@ until the host's node is Ready in Kubernetes on the expected version. A node
 that does not become Ready in time is rolled back to its previous files.
 
 Hosts run in parallel (--concurrency); --max-unavailable bounds how many
-restart at once. One host's failure never stops the others; the summary names
-every host that failed and why, and the exit status is non-zero.
+restart at once. Once a host's node is Ready, the images the inventory lists
+for it are pre-pulled into its cache (vz-node pull, at most --max-pulls hosts
+at once); a failed pre-pull fails that host's images step without rolling the
+node back. One host's failure never stops the others; the summary names every
+host that failed and why, and the exit status is non-zero.
 Re-applying an unchanged inventory uploads nothing and restarts nothing.
 Secrets are installed 0600 and never printed.`,
 		Example: `  fleetctl apply inventory.yaml --vz-node bin/darwin-arm64/vz-node
@@ -125,6 +138,12 @@ Secrets are installed 0600 and never printed.`,
 			inv, hosts, err := flags.load(args)
 			if err != nil {
 				return err
+			}
+			if flags.pullPolicy != "Always" && flags.pullPolicy != "IfNotPresent" {
+				return fmt.Errorf("--pull-policy %q: want Always or IfNotPresent", flags.pullPolicy)
+			}
+			if flags.maxPulls < 1 {
+				return fmt.Errorf("--max-pulls %d: want at least 1", flags.maxPulls)
 			}
 			mode := fleet.ModeApply
 			if dryRun {
