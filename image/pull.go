@@ -320,6 +320,40 @@ func (c *Cache) verify(ctx context.Context, img *Image, rec *record) (map[int]di
 	return good, g.Wait()
 }
 
+// checkDone hashes the chunks a progress record lists as done and drops
+// those whose bytes no longer match from done.
+func (c *Cache) checkDone(ctx context.Context, disk *os.File, im *format.Image, done map[int]digest.Digest) error {
+	var mu sync.Mutex
+	var bad []int
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Concurrency)
+	for i := range done {
+		ch := im.Disk[i]
+		g.Go(func() error {
+			got, err := hashRegion(gctx, disk, ch.Offset, ch.Size, ch.Digest.Algorithm())
+			if err != nil {
+				return fmt.Errorf("check resumed chunk %d of %s: %w", i+1, disk.Name(), err)
+			}
+			if got != ch.Digest {
+				mu.Lock()
+				bad = append(bad, i)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, i := range bad {
+		delete(done, i)
+	}
+	if len(bad) > 0 {
+		c.opts.Logger.Warn("image cache: chunks recorded before an interruption were lost; fetching them again", "file", disk.Name(), "chunks", len(bad))
+	}
+	return nil
+}
+
 // restamp records the disk's current modification time after a successful
 // verification.
 func (c *Cache) restamp(img *Image, rec *record) error {
@@ -400,11 +434,16 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 	}
 
 	diskPath := filepath.Join(pdir, DiskFile)
+	var diskDirect *os.File
 	disk, err := os.OpenFile(diskPath, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer disk.Close()
+	if direct := openDirect(diskPath); direct != nil {
+		defer direct.Close()
+		diskDirect = direct
+	}
 	fi, err := disk.Stat()
 	if err != nil {
 		return nil, err
@@ -418,11 +457,20 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 		}
 	}
 
+	if len(prog.Done) > 0 {
+		// Chunks are recorded done without syncing the disk (it is synced
+		// once, before the image is published), so after a crash a recorded
+		// chunk may have been lost: trust only those that still hash right.
+		if err := c.checkDone(ctx, disk, im, prog.Done); err != nil {
+			return nil, err
+		}
+	}
+
 	// Free space: every chunk still to write, counted in full (holes make
 	// the real need smaller), plus the NVRAM.
 	need := im.NVRAM.Size
 	for i, ch := range im.Disk {
-		if _, done := prog.Done[i]; !done && ch.Digest != zeroDigest(ch.Size) {
+		if _, done := prog.Done[i]; !done && !zeroChunk(ch) {
 			need += ch.Size
 		}
 	}
@@ -456,12 +504,8 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 	for _, i := range todo {
 		ch := im.Disk[i]
 		g.Go(func() error {
-			if err := c.pullChunk(gctx, repo, disk, ch, !fresh, dedup, t); err != nil {
+			if err := c.pullChunk(gctx, repo, disk, diskDirect, ch, !fresh, dedup, t); err != nil {
 				return fmt.Errorf("disk chunk %d of %d (offset %d): %w", i+1, len(im.Disk), ch.Offset, err)
-			}
-			// The record may only claim what is durably on disk.
-			if err := disk.Sync(); err != nil {
-				return fmt.Errorf("sync %s: %w", diskPath, err)
 			}
 			progMu.Lock()
 			defer progMu.Unlock()
@@ -483,6 +527,11 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 	nvDigest, err := c.pullNVRAM(ctx, repo, im, filepath.Join(pdir, NVRAMFile), t)
 	if err != nil {
 		return nil, fmt.Errorf("NVRAM: %w", err)
+	}
+	// The record may only claim what is durably on disk: one sync for the
+	// whole disk (writeback was started chunk by chunk as data arrived).
+	if err := disk.Sync(); err != nil {
+		return nil, fmt.Errorf("sync %s: %w", diskPath, err)
 	}
 	if err := disk.Close(); err != nil {
 		return nil, err
@@ -530,9 +579,9 @@ func (c *Cache) pullInto(ctx context.Context, ref string, d digest.Digest, repo 
 // pullChunk fills one chunk of the disk: nothing to do for an all-zero
 // chunk, a local copy when another cached image has the same bytes, else a
 // download (retried once if the data turns out corrupt).
-func (c *Cache) pullChunk(ctx context.Context, repo *remote.Repository, disk *os.File, ch format.Chunk, dirty bool, dedup map[digest.Digest]dedupSource, t *tracker) error {
-	target := fetchTarget{f: disk, off: ch.Offset, size: ch.Size, want: ch.Digest, dirty: dirty}
-	if ch.Digest == zeroDigest(ch.Size) {
+func (c *Cache) pullChunk(ctx context.Context, repo *remote.Repository, disk, direct *os.File, ch format.Chunk, dirty bool, dedup map[digest.Digest]dedupSource, t *tracker) error {
+	target := fetchTarget{f: disk, direct: direct, off: ch.Offset, size: ch.Size, want: ch.Digest, dirty: dirty}
+	if zeroChunk(ch) {
 		if dirty {
 			if err := punchHole(disk, ch.Offset, ch.Size); err != nil {
 				if err := writeZeros(disk, ch.Offset, ch.Size); err != nil {

@@ -234,16 +234,3 @@ func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size 
 	}
 	return descs, nil
 }
-
-// ctxReader stops a long copy when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}

@@ -42,8 +42,9 @@ type record struct {
 	PulledAt    time.Time     `json:"pulledAt"`
 }
 
-// progressRecord lists the chunks of a partial pull already written and
-// synced: index -> uncompressed digest.
+// progressRecord lists the chunks of a partial pull already written:
+// index -> uncompressed digest. The disk is not synced per chunk, so a pull
+// that resumes after a crash hashes these chunks again before trusting them.
 type progressRecord struct {
 	Manifest digest.Digest         `json:"manifest"`
 	Done     map[int]digest.Digest `json:"done"`
