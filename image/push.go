@@ -1,12 +1,14 @@
 package image
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -167,6 +169,13 @@ func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descrip
 
 // pushDisk compresses and uploads the disk's chunks in parallel and returns
 // their annotated descriptors in order.
+//
+// A chunk is compressed twice: once for its digest (the registry needs it
+// before the upload, and a blob it already has is not sent at all), and
+// again streaming into the upload. Compressing costs less than holding a
+// 512 MiB chunk in memory: touching that much fresh memory costs more CPU
+// than LZ4 does, and would take up to Concurrency x 512 MiB of RAM on a host
+// whose memory belongs to VMs.
 func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size int64, opts PushOptions) ([]ocispec.Descriptor, error) {
 	n := int((size + opts.ChunkSize - 1) / opts.ChunkSize)
 	if n == 0 {
@@ -185,34 +194,25 @@ func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size 
 			opts.Progress(prog)
 		}
 	}
-	// Compressed chunks are held in memory until uploaded; reusing the
-	// buffers saves growing (and zeroing) a new one for every chunk.
-	bufs := sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	for i := range n {
 		g.Go(func() error {
 			off := int64(i) * opts.ChunkSize
 			length := min(opts.ChunkSize, size-off)
-			buf := bufs.Get().(*bytes.Buffer)
-			buf.Reset()
-			defer bufs.Put(buf)
+			// Pass 1: the digests, the compressed bytes thrown away.
 			h := sha256.New()
-			z := applelz4.NewWriter(buf)
-			src := io.NewSectionReader(disk, off, length)
-			if _, err := io.CopyBuffer(io.MultiWriter(z, h), &ctxReader{ctx, src}, make([]byte, 1<<20)); err != nil {
+			zh := &countingHash{Hash: sha256.New()}
+			if err := compressChunk(ctx, disk, off, length, zh, h); err != nil {
 				return fmt.Errorf("chunk %d: compress: %w", i, err)
 			}
-			if err := z.Close(); err != nil {
-				return fmt.Errorf("chunk %d: compress: %w", i, err)
-			}
-			blob := content.NewDescriptorFromBytes(format.MediaTypeTartDisk, buf.Bytes())
+			blob := ocispec.Descriptor{MediaType: format.MediaTypeTartDisk, Digest: digest.NewDigest(digest.SHA256, zh.Hash), Size: zh.n}
 			exists, err := repo.Blobs().Exists(ctx, blob)
 			if err != nil {
 				return fmt.Errorf("chunk %d: check blob %s: %w", i, blob.Digest, err)
 			}
 			if !exists {
-				if err := repo.Blobs().Push(ctx, blob, bytes.NewReader(buf.Bytes())); err != nil {
+				if err := uploadChunk(ctx, repo, disk, off, length, blob); err != nil {
 					return fmt.Errorf("chunk %d: upload blob %s (%d bytes): %w", i, blob.Digest, blob.Size, err)
 				}
 			}
@@ -233,4 +233,51 @@ func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size 
 		return nil, err
 	}
 	return descs, nil
+}
+
+// pieceHasher feeds a hash in pieces (see hashInPieces).
+type pieceHasher struct{ h hash.Hash }
+
+func (p pieceHasher) Write(b []byte) (int, error) {
+	hashInPieces(p.h, b)
+	return len(b), nil
+}
+
+// compressChunk LZ4-compresses length bytes at off of disk into w, feeding
+// the uncompressed bytes to h too when h is not nil.
+func compressChunk(ctx context.Context, disk *os.File, off, length int64, w io.Writer, h hash.Hash) error {
+	z := applelz4.NewWriter(w)
+	dst := io.Writer(z)
+	if h != nil {
+		dst = io.MultiWriter(z, pieceHasher{h})
+	}
+	buf := getPipeBuf()
+	defer putPipeBuf(buf)
+	if _, err := io.CopyBuffer(dst, &ctxReader{ctx, io.NewSectionReader(disk, off, length)}, *buf); err != nil {
+		return err
+	}
+	return z.Close()
+}
+
+// uploadChunk compresses the chunk again, streaming it into the upload of
+// blob. Compression is deterministic, so the bytes match blob's digest
+// unless the disk changed since, which the registry then reports.
+func uploadChunk(ctx context.Context, repo *remote.Repository, disk *os.File, off, length int64, blob ocispec.Descriptor) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		err := compressChunk(ctx, disk, off, length, bw, nil)
+		if err == nil {
+			err = bw.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	err := repo.Blobs().Push(ctx, blob, pr)
+	pr.CloseWithError(errors.New("upload ended")) // stops the compressor if the upload failed
+	<-done
+	return err
 }
