@@ -29,13 +29,6 @@ func NewWriter(w io.Writer) *Writer {
 	}
 }
 
-// CompressBound is the most bytes a Writer emits for n bytes of input:
-// every block stored or compressed at worst, plus the end marker.
-func CompressBound(n int64) int64 {
-	blocks := (n + BlockSize - 1) / BlockSize
-	return blocks*int64(12+lz4.CompressBlockBound(BlockSize)) + 4
-}
-
 // Reset discards any state and makes z write a new stream to w.
 func (z *Writer) Reset(w io.Writer) {
 	z.w, z.in, z.err, z.closed = w, z.in[:0], nil, false
