@@ -51,28 +51,45 @@ const statFunc = `if stat -c %s / >/dev/null 2>&1; then st() { stat -c '%s %Y %i
 
 // factsScript prints one "key value" line per fact. $1 is unused, $2
 // the cache dir, $3 the launchd target, $4 the state file, then the
-// managed paths to stat. One round trip gathers everything.
-const factsScript = statFunc + `cache=$2 target=$3 state=$4; shift 4
-echo "hostname $(hostname 2>/dev/null)"
-echo "macos $(sw_vers -productVersion 2>/dev/null)"
-echo "build $(sw_vers -buildVersion 2>/dev/null)"
-echo "arch $(uname -m 2>/dev/null)"
-echo "hv_support $(sysctl -n kern.hv_support 2>/dev/null)"
-echo "hv_vmm_present $(sysctl -n kern.hv_vmm_present 2>/dev/null)"
-d=$cache; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-echo "free_kb $(df -Pk "$d" 2>/dev/null | awk 'NR==2 {print $4}')"
+// managed paths to stat. One round trip gathers everything, with as few
+// programs started as the facts allow (a fleet applies in parallel, so
+// every exec on every host counts): shell builtins parse what the
+// commands print.
+const factsScript = `cache=$2 target=$3 state=$4; shift 4
+u=$(uname -nm 2>/dev/null); echo "hostname ${u% *}"; echo "arch ${u##* }"
+sw_vers 2>/dev/null | while IFS= read -r l; do case $l in
+	ProductVersion:*) echo "macos ${l##*[	 ]}";;
+	BuildVersion:*) echo "build ${l##*[	 ]}";;
+esac; done
+sysctl kern.hv_support kern.hv_vmm_present 2>/dev/null
+d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
+df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ avail _; echo "free_kb $avail"; }
 command -v codesign >/dev/null 2>&1 && echo "codesign yes"
 command -v plutil >/dev/null 2>&1 && echo "plutil yes"
-if [ -f "$state" ]; then echo "state $(tr -d '\n' < "$state")"; fi
-for f in "$@"; do if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi; done
-out=$(launchctl print "$target" 2>/dev/null); rc=$?
-echo "launchd_rc $rc"
-printf '%s\n' "$out" | sed -n -e 's/^	state = /launchd_state /p' -e 's/^	pid = /launchd_pid /p'
+if [ -f "$state" ]; then IFS= read -r s < "$state"; echo "state $s"; fi
+if [ $# -gt 0 ]; then
+	out=$(stat -c '%s %Y %i %n' / "$@" 2>/dev/null)
+	case $out in [0-9]*) ;; *) out=$(stat -f '%z %m %i %N' / "$@" 2>/dev/null);; esac
+	printf '%s\n' "$out" | { read -r _; while IFS= read -r l; do echo "stat $l"; done; }
+fi
+out=$(launchctl print "$target" 2>/dev/null); echo "launchd_rc $?"
+printf '%s\n' "$out" | while IFS= read -r l; do case $l in
+	"	state = "*) echo "launchd_state ${l#*= }";;
+	"	pid = "*) echo "launchd_pid ${l#*= }";;
+esac; done
+`
+
+// hashCmd picks the fastest sha256 tool the host has: openssl (LibreSSL
+// on macOS, OpenSSL elsewhere) hashes several times faster than
+// coreutils' sha256sum or macOS's shasum (Perl). Each prints the hex
+// digest first.
+const hashCmd = `if command -v openssl >/dev/null 2>&1; then sum() { openssl dgst -sha256 -r "$1"; }
+elif command -v sha256sum >/dev/null 2>&1; then sum() { sha256sum "$1"; }
+else sum() { shasum -a 256 "$1"; }; fi
 `
 
 // hashScript prints "sha <sum> <path>" for each existing file.
-const hashScript = `sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
-for f in "$@"; do if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi; done
+const hashScript = hashCmd + `for f in "$@"; do if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi; done
 `
 
 // statScript prints "stat <size> <mtime> <inode> <path>" for each file.
@@ -161,9 +178,9 @@ func parseFacts(out string) (Facts, error) {
 			f.MacOSBuild = val
 		case "arch":
 			f.Arch = val
-		case "hv_support":
+		case "kern.hv_support:":
 			f.HVSupport = val
-		case "hv_vmm_present":
+		case "kern.hv_vmm_present:":
 			f.InVM = val
 		case "free_kb":
 			if kb, err := strconv.ParseInt(val, 10, 64); err == nil {

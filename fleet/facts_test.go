@@ -14,7 +14,7 @@ import (
 
 func TestParseFacts(t *testing.T) {
 	sum := strings.Repeat("ab", 32)
-	out := "hostname mini-01\nmacos 14.6.1\nbuild 23G93\narch arm64\nhv_support 1\nhv_vmm_present 0\nfree_kb 1048576\ncodesign yes\n" +
+	out := "hostname mini-01\nmacos 14.6.1\nbuild 23G93\narch arm64\nkern.hv_support: 1\nkern.hv_vmm_present: 0\nfree_kb 1048576\ncodesign yes\n" +
 		`version {  "version": "v1.2.3",  "commit": "abc"}` + "\n" +
 		`state {"files":{"/usr/local/bin/vz-node":{"source":"s","installed":"i"}}}` + "\n" +
 		"sha " + sum + " /Library/Application Support/vzfleet/kubeconfig\nlaunchd_rc 0\nlaunchd_state running\nlaunchd_pid 4242\n"

@@ -3,6 +3,7 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path"
@@ -308,8 +309,7 @@ for d in "$@"; do find "$d" -maxdepth 1 -type f -name '.*` + remote.TempMarker +
 // installedScript prints "stat <size> <mtime> <inode> <path>" for each
 // file, "sha <sum> <path>" too for those given with a leading "+", and,
 // when its first argument is not "-", "version <json>" from that binary.
-const installedScript = statFunc + `sum() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
-bin=$1; shift
+const installedScript = statFunc + hashCmd + `bin=$1; shift
 for f in "$@"; do
 	case $f in +*) f=${f#+}; if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi;; esac
 	if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi
@@ -583,8 +583,13 @@ func managedPathList(h inventory.Host) []string {
 	}
 }
 
-// readFilesScript prints each file as its length on a line, then its bytes.
-const readFilesScript = `for f in "$@"; do if [ -f "$f" ]; then printf '%d\n' $(wc -c < "$f"); cat "$f"; else echo -1; fi; done`
+// readFilesScript prints "present" and the indexes of the files that
+// exist, their sizes (wc -c), then their bytes one after another: two
+// programs whatever the number of files.
+const readFilesScript = `n=$# i=0 present=
+for f do if [ -f "$f" ]; then set -- "$@" "$f"; present="$present $i"; fi; i=$((i+1)); done
+shift $n; echo "present$present"; [ $# -gt 0 ] || exit 0
+wc -c "$@" && cat "$@"`
 
 // readFiles reads files on the host with sudo in one command. It is
 // sensitive: what it reads never reaches errors or logs.
@@ -597,21 +602,47 @@ func readFiles(ctx context.Context, h remote.Host, files []string) (map[string][
 	if err != nil {
 		return nil, fmt.Errorf("reading installed files: %w", err)
 	}
-	rest := res.Stdout
-	for _, f := range files {
+	first, rest, _ := bytes.Cut(res.Stdout, []byte("\n"))
+	idx, ok := strings.CutPrefix(string(first), "present")
+	if !ok {
+		return nil, errors.New("reading installed files: unexpected output")
+	}
+	var present []string
+	for _, f := range strings.Fields(idx) {
+		i, err := strconv.Atoi(f)
+		if err != nil || i < 0 || i >= len(files) {
+			return nil, errors.New("reading installed files: unexpected output")
+		}
+		present = append(present, files[i])
+	}
+	files = present
+	sizes := make([]int, len(files))
+	lines := len(files)
+	if lines > 1 {
+		lines++ // wc's total
+	}
+	for i := range lines {
 		line, after, ok := bytes.Cut(rest, []byte("\n"))
 		if !ok {
-			return out, fmt.Errorf("reading installed files: output ended before %s", f)
-		}
-		n, err := strconv.Atoi(string(line))
-		if err != nil || n > len(after) {
-			return out, fmt.Errorf("reading installed files: bad length for %s", f)
-		}
-		if n >= 0 {
-			out[f] = after[:n]
-			after = after[n:]
+			return nil, errors.New("reading installed files: wc printed too few lines")
 		}
 		rest = after
+		if i == len(files) {
+			break
+		}
+		f := strings.Fields(string(line))
+		if len(f) == 0 {
+			return nil, fmt.Errorf("reading installed files: no size for %s", files[i])
+		}
+		if sizes[i], err = strconv.Atoi(f[0]); err != nil || sizes[i] < 0 {
+			return nil, fmt.Errorf("reading installed files: bad size for %s", files[i])
+		}
+	}
+	for i, f := range files {
+		if sizes[i] > len(rest) {
+			return nil, fmt.Errorf("reading installed files: output ended inside %s", f)
+		}
+		out[f], rest = rest[:sizes[i]], rest[sizes[i]:]
 	}
 	return out, nil
 }

@@ -171,11 +171,18 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// hashTool sets h to the fastest sha256 tool the host has, reading stdin
+// and printing the hex digest first: openssl (LibreSSL on macOS) hashes
+// several times faster than coreutils' sha256sum or macOS's shasum (Perl).
+const hashTool = `if command -v openssl >/dev/null 2>&1; then h="openssl dgst -sha256 -r"
+elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum
+else h="shasum -a 256"; fi
+`
+
 // hashScript prints one line per argument: the file's sha256 (read from
 // stdin, so names never reach the output), or "-" when it is no regular
-// file. sha256sum is Linux's tool, shasum macOS's.
-const hashScript = `if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h="shasum -a 256"; fi
-for f do
+// file.
+const hashScript = hashTool + `for f do
 	if [ -f "$f" ]; then $h < "$f" || exit 1; else echo -; fi
 done`
 
@@ -284,8 +291,7 @@ func RestorePrevious(ctx context.Context, h Host, file string, sudo bool) error 
 // groups of six: temp, target, mode, owner, keep (0/1) and the expected
 // sha256 of the temp file ("-" to skip the check). It prints "ok <i>"
 // after each file is in place, so a failure part way says how far it got.
-const batchFinalizeScript = `if command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h="shasum -a 256"; fi
-i=0
+const batchFinalizeScript = hashTool + `i=0
 while [ $# -ge 6 ]; do
 	tmp=$1 target=$2 mode=$3 owner=$4 keep=$5 want=$6; shift 6
 	if [ "$want" != - ]; then
