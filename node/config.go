@@ -46,13 +46,18 @@ type Config struct {
 	NoVerifyClients bool `yaml:"noVerifyClients"`
 	// AuthWebhook authenticates bearer tokens with TokenReview and authorizes
 	// with SubjectAccessReview.
-	AuthWebhook                  bool     `yaml:"authenticationTokenWebhook"`
-	AuthWebhookCacheTTL          Duration `yaml:"authenticationTokenWebhookCacheTTL"`
-	AuthzWebhookAuthorizedTTL    Duration `yaml:"authorizationWebhookCacheAuthorizedTTL"`
-	AuthzWebhookUnauthorizedTTL  Duration `yaml:"authorizationWebhookCacheUnauthorizedTTL"`
-	StreamIdleTimeout            Duration `yaml:"streamIdleTimeout"`
-	StreamCreationTimeout        Duration `yaml:"streamCreationTimeout"`
-	Kubeconfig                   string   `yaml:"kubeconfig"`
+	AuthWebhook                 bool     `yaml:"authenticationTokenWebhook"`
+	AuthWebhookCacheTTL         Duration `yaml:"authenticationTokenWebhookCacheTTL"`
+	AuthzWebhookAuthorizedTTL   Duration `yaml:"authorizationWebhookCacheAuthorizedTTL"`
+	AuthzWebhookUnauthorizedTTL Duration `yaml:"authorizationWebhookCacheUnauthorizedTTL"`
+	StreamIdleTimeout           Duration `yaml:"streamIdleTimeout"`
+	StreamCreationTimeout       Duration `yaml:"streamCreationTimeout"`
+	Kubeconfig                  string   `yaml:"kubeconfig"`
+	// KubeAPIQPS and KubeAPIBurst limit requests to the apiserver, as the
+	// kubelet's flags of the same names do (and with its defaults): pod
+	// statuses and events share them.
+	KubeAPIQPS                   float32  `yaml:"kubeAPIQPS"`
+	KubeAPIBurst                 int      `yaml:"kubeAPIBurst"`
 	TraceSampleRate              string   `yaml:"traceSampleRate"`
 	OTLPEndpoint                 string   `yaml:"otlpEndpoint"`
 	OTLPInsecure                 bool     `yaml:"otlpInsecure"`
@@ -182,6 +187,8 @@ func DefaultConfig() Config {
 		NodeName:                     strings.ToLower(host),
 		LogLevel:                     "info",
 		Kubeconfig:                   defaultKubeconfig(),
+		KubeAPIQPS:                   50,
+		KubeAPIBurst:                 100,
 		PodSyncWorkers:               10,
 		FullResyncPeriod:             Duration(time.Minute),
 		ListenAddress:                ":10250",
@@ -281,6 +288,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.NodeName == "" {
 		bad("--nodename is empty and the hostname is unknown: set --nodename")
+	}
+	if c.KubeAPIQPS <= 0 || c.KubeAPIBurst < 1 {
+		bad("--kube-api-qps %g / --kube-api-burst %d: want both above 0", c.KubeAPIQPS, c.KubeAPIBurst)
 	}
 	if c.PodSyncWorkers < 1 {
 		bad("--pod-sync-workers %d: want at least 1", c.PodSyncWorkers)

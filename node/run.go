@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	defer func() { _ = shutdownTracing(context.Background()) }()
 
-	client, err := kubeClient(cfg.Kubeconfig)
+	client, err := kubeClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -242,13 +242,16 @@ func collectOrphans(ctx context.Context, client kubernetes.Interface, nodeName s
 	p.CollectOrphans(ctx, live)
 }
 
-func kubeClient(path string) (kubernetes.Interface, error) {
+func kubeClient(cfg Config) (kubernetes.Interface, error) {
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path}, &clientcmd.ConfigOverrides{}).ClientConfig()
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.Kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w (set KUBECONFIG)", path, err)
+		return nil, fmt.Errorf("kubeconfig %s: %w (set KUBECONFIG)", cfg.Kubeconfig, err)
 	}
 	rc.UserAgent = "vz-node"
+	// client-go's default (5 QPS, burst 10) makes a pod's status wait
+	// behind its own events; these are the kubelet's defaults.
+	rc.QPS, rc.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
 	return kubernetes.NewForConfig(rc)
 }
 

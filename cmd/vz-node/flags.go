@@ -17,6 +17,8 @@ func bindFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.Var(&c.StartupTimeout, "startup-timeout", "how long to wait for the node to register and start (0: forever)")
 	fs.BoolVar(&c.DisableTaint, "disable-taint", c.DisableTaint, "do not taint the node with virtual-kubelet.io/provider=vz:NoSchedule")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.Float32Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per second to the apiserver (pod statuses and events share them)")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "burst of requests to the apiserver above --kube-api-qps")
 	fs.IntVar(&c.PodSyncWorkers, "pod-sync-workers", c.PodSyncWorkers, "number of pod synchronization workers")
 	fs.Var(&c.FullResyncPeriod, "full-resync-period", "period of the informers' full resync")
 	fs.StringVar(&c.ClientCAPath, "client-verify-ca", c.ClientCAPath, "CA certificate that signs kubelet API client certificates (default $APISERVER_CA_CERT_LOCATION)")
