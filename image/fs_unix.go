@@ -37,3 +37,14 @@ func lockFile(f *os.File) (ok bool, err error) {
 	}
 	return err == nil, err
 }
+
+// holeOnly reports whether [off, off+n) of f holds no data at all (one
+// hole), so its bytes are known to be zeros without reading them. File
+// systems without hole reporting answer false, and the range is read.
+func holeOnly(f *os.File, off, n int64) bool {
+	next, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if err == unix.ENXIO {
+		return true // no data from off to the end of the file
+	}
+	return err == nil && next >= off+n
+}

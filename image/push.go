@@ -200,23 +200,37 @@ func pushDisk(ctx context.Context, repo *remote.Repository, disk *os.File, size 
 		g.Go(func() error {
 			off := int64(i) * opts.ChunkSize
 			length := min(opts.ChunkSize, size-off)
-			// Pass 1: the digests, the compressed bytes thrown away.
-			h := sha256.New()
-			zh := &countingHash{Hash: sha256.New()}
-			if err := compressChunk(ctx, disk, off, length, zh, h); err != nil {
-				return fmt.Errorf("chunk %d: compress: %w", i, err)
+			src := func() io.Reader { return io.NewSectionReader(disk, off, length) }
+			var blob ocispec.Descriptor
+			var plain digest.Digest
+			if holeOnly(disk, off, length) {
+				// Common in VM disks: nothing to read, digests known.
+				src = func() io.Reader { return io.LimitReader(zeroReader{}, length) }
+				z, err := zeroChunks.blob(ctx, length)
+				if err != nil {
+					return fmt.Errorf("chunk %d: compress: %w", i, err)
+				}
+				blob, plain = z, zeroDigest(length)
+			} else {
+				// Pass 1: the digests, the compressed bytes thrown away.
+				h := sha256.New()
+				zh := &countingHash{Hash: sha256.New()}
+				if err := compressChunk(ctx, src(), zh, h); err != nil {
+					return fmt.Errorf("chunk %d: compress: %w", i, err)
+				}
+				blob = ocispec.Descriptor{MediaType: format.MediaTypeTartDisk, Digest: digest.NewDigest(digest.SHA256, zh.Hash), Size: zh.n}
+				plain = digest.NewDigest(digest.SHA256, h)
 			}
-			blob := ocispec.Descriptor{MediaType: format.MediaTypeTartDisk, Digest: digest.NewDigest(digest.SHA256, zh.Hash), Size: zh.n}
 			exists, err := repo.Blobs().Exists(ctx, blob)
 			if err != nil {
 				return fmt.Errorf("chunk %d: check blob %s: %w", i, blob.Digest, err)
 			}
 			if !exists {
-				if err := uploadChunk(ctx, repo, disk, off, length, blob); err != nil {
+				if err := uploadChunk(ctx, repo, src(), blob); err != nil {
 					return fmt.Errorf("chunk %d: upload blob %s (%d bytes): %w", i, blob.Digest, blob.Size, err)
 				}
 			}
-			descs[i] = format.DiskLayer(blob, length, digest.NewDigest(digest.SHA256, h))
+			descs[i] = format.DiskLayer(blob, length, plain)
 			report(func(p *PushProgress) {
 				p.ChunksDone++
 				p.BytesDone += length
@@ -243,9 +257,9 @@ func (p pieceHasher) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// compressChunk LZ4-compresses length bytes at off of disk into w, feeding
-// the uncompressed bytes to h too when h is not nil.
-func compressChunk(ctx context.Context, disk *os.File, off, length int64, w io.Writer, h hash.Hash) error {
+// compressChunk LZ4-compresses src into w, feeding the uncompressed bytes
+// to h too when h is not nil.
+func compressChunk(ctx context.Context, src io.Reader, w io.Writer, h hash.Hash) error {
 	z := applelz4.NewWriter(w)
 	dst := io.Writer(z)
 	if h != nil {
@@ -253,7 +267,7 @@ func compressChunk(ctx context.Context, disk *os.File, off, length int64, w io.W
 	}
 	buf := getPipeBuf()
 	defer putPipeBuf(buf)
-	if _, err := io.CopyBuffer(dst, &ctxReader{ctx, io.NewSectionReader(disk, off, length)}, *buf); err != nil {
+	if _, err := io.CopyBuffer(dst, &ctxReader{ctx, src}, *buf); err != nil {
 		return err
 	}
 	return z.Close()
@@ -262,7 +276,7 @@ func compressChunk(ctx context.Context, disk *os.File, off, length int64, w io.W
 // uploadChunk compresses the chunk again, streaming it into the upload of
 // blob. Compression is deterministic, so the bytes match blob's digest
 // unless the disk changed since, which the registry then reports.
-func uploadChunk(ctx context.Context, repo *remote.Repository, disk *os.File, off, length int64, blob ocispec.Descriptor) error {
+func uploadChunk(ctx context.Context, repo *remote.Repository, src io.Reader, blob ocispec.Descriptor) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -270,7 +284,7 @@ func uploadChunk(ctx context.Context, repo *remote.Repository, disk *os.File, of
 	go func() {
 		defer close(done)
 		bw := bufio.NewWriterSize(pw, 1<<20)
-		err := compressChunk(ctx, disk, off, length, bw, nil)
+		err := compressChunk(ctx, src, bw, nil)
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -280,4 +294,36 @@ func uploadChunk(ctx context.Context, repo *remote.Repository, disk *os.File, of
 	pr.CloseWithError(errors.New("upload ended")) // stops the compressor if the upload failed
 	<-done
 	return err
+}
+
+// zeroReader reads zeros.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// zeroChunks remembers the compressed blob of an all-zero chunk per size,
+// so a disk's empty chunks are compressed once per process, not once each.
+var zeroChunks = zeroBlobs{m: map[int64]ocispec.Descriptor{}}
+
+type zeroBlobs struct {
+	mu sync.Mutex
+	m  map[int64]ocispec.Descriptor
+}
+
+func (z *zeroBlobs) blob(ctx context.Context, size int64) (ocispec.Descriptor, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if d, ok := z.m[size]; ok {
+		return d, nil
+	}
+	zh := &countingHash{Hash: sha256.New()}
+	if err := compressChunk(ctx, io.LimitReader(zeroReader{}, size), zh, nil); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	d := ocispec.Descriptor{MediaType: format.MediaTypeTartDisk, Digest: digest.NewDigest(digest.SHA256, zh.Hash), Size: zh.n}
+	z.m[size] = d
+	return d, nil
 }
