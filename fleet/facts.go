@@ -50,12 +50,13 @@ const statFunc = `if stat -c %s / >/dev/null 2>&1; then st() { stat -c '%s %Y %i
 `
 
 // factsScript prints one "key value" line per fact. $1 is unused, $2
-// the cache dir, $3 the launchd target, $4 the state file, then the
-// managed paths to stat. One round trip gathers everything, with as few
+// the cache dir, $3 the launchd target, $4 the state file, $5 the files
+// to read (one per line), then the managed paths to stat. After the facts
+// and a "--- files" line come the files read (readFilesScript's output). One round trip gathers everything, with as few
 // programs started as the facts allow (a fleet applies in parallel, so
 // every exec on every host counts): shell builtins parse what the
 // commands print.
-const factsScript = `cache=$2 target=$3 state=$4; shift 4
+const factsScript = `cache=$2 target=$3 state=$4 reads=$5; shift 5
 u=$(uname -nm 2>/dev/null); echo "hostname ${u% *}"; echo "arch ${u##* }"
 sw_vers 2>/dev/null | while IFS= read -r l; do case $l in
 	ProductVersion:*) echo "macos ${l##*[	 ]}";;
@@ -77,7 +78,13 @@ printf '%s\n' "$out" | while IFS= read -r l; do case $l in
 	"	state = "*) echo "launchd_state ${l#*= }";;
 	"	pid = "*) echo "launchd_pid ${l#*= }";;
 esac; done
-`
+echo "` + filesMarker + `"
+set -f; IFS='
+'; set -- $reads; unset IFS; set +f
+` + readFilesScript
+
+// filesMarker separates the facts from the files the facts script read.
+const filesMarker = "--- files"
 
 // hashCmd picks the fastest sha256 tool the host has: openssl (LibreSSL
 // on macOS, OpenSSL elsewhere) hashes several times faster than
@@ -96,20 +103,28 @@ const hashScript = hashCmd + `for f in "$@"; do if [ -f "$f" ]; then echo "sha $
 const statScript = statFunc + `for f in "$@"; do if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi; done
 `
 
-// gatherFacts runs the facts script (elevated: the secrets are 0600 root).
+// gatherFacts runs the facts script (elevated: the secrets are 0600 root)
+// and returns the facts and the content of the files in read that exist
+// (the installed credentials, in the same round trip; the command is
+// sensitive, so they never reach errors or logs).
 // Files whose size, mtime and inode are what fleetctl recorded when it
 // installed them keep the recorded sha256; only the others are hashed (in
 // a second round trip, skipped when there are none), so an unchanged host
 // is not made to hash its binary on every apply.
-func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed []string) (Facts, error) {
-	args := append([]string{"sh", "-c", factsScript, "sh", binary, cacheDir, "system/" + label, statePath(configDir)}, managed...)
-	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true})
+func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed, read []string) (Facts, map[string][]byte, error) {
+	args := append([]string{"sh", "-c", factsScript, "sh", binary, cacheDir, "system/" + label, statePath(configDir), strings.Join(read, "\n")}, managed...)
+	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true, Sensitive: len(read) > 0})
 	if err != nil {
-		return Facts{}, fmt.Errorf("gathering facts: %w", err)
+		return Facts{}, nil, fmt.Errorf("gathering facts: %w", err)
 	}
-	f, err := parseFacts(string(res.Stdout))
+	factsOut, filesOut, _ := strings.Cut(string(res.Stdout), "\n"+filesMarker+"\n")
+	f, err := parseFacts(factsOut)
 	if err != nil {
-		return f, err
+		return f, nil, err
+	}
+	files, err := parseReadFiles(read, []byte(filesOut))
+	if err != nil {
+		return f, nil, err
 	}
 	if rec, ok := f.State.Files[binary]; ok && rec.Stat != "" && rec.Stat == f.Stats[binary] && f.State.Version != "" {
 		f.InstalledVersion = f.State.Version
@@ -125,16 +140,16 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 		hash = append(hash, p)
 	}
 	if len(hash) == 0 {
-		return f, nil
+		return f, files, nil
 	}
 	sort.Strings(hash)
 	res, err = h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", hashScript, "sh"}, hash...), Sudo: true})
 	if err != nil {
-		return f, fmt.Errorf("hashing managed files: %w", err)
+		return f, nil, fmt.Errorf("hashing managed files: %w", err)
 	}
 	hashed, _ := parseFacts("arch -\n" + string(res.Stdout))
 	maps.Copy(f.Hashes, hashed.Hashes)
-	return f, nil
+	return f, files, nil
 }
 
 // binaryVersion asks an installed vz-node for its version.

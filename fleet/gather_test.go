@@ -41,7 +41,7 @@ func TestGatherFactsHashesOnlyChangedFiles(t *testing.T) {
 	if err := os.WriteFile(statePath(cfg), state.encode(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := gatherFacts(ctx, h, filepath.Join(dir, "no-binary"), cfg, "dev.vzfleet.test", cfg, []string{same, changed, missing})
+	f, _, err := gatherFacts(ctx, h, filepath.Join(dir, "no-binary"), cfg, "dev.vzfleet.test", cfg, []string{same, changed, missing}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,20 +59,24 @@ func TestGatherFactsHashesOnlyChangedFiles(t *testing.T) {
 	}
 }
 
-func TestReadFiles(t *testing.T) {
+// The facts read the files asked for (the installed credentials) in the
+// same command: exact bytes, empty files, names with spaces; missing ones
+// are absent.
+func TestGatherFactsReadsFiles(t *testing.T) {
 	dir := t.TempDir()
 	a, b, gone := filepath.Join(dir, "a b"), filepath.Join(dir, "b"), filepath.Join(dir, "gone")
-	if err := os.WriteFile(a, []byte("line1\n-1\n5\n"), 0o600); err != nil {
+	if err := os.WriteFile(a, []byte("line1\n--- files\n-1\n5\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(b, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readFiles(context.Background(), remote.NewLocal(remote.LocalOptions{}), []string{a, gone, b})
+	_, got, err := gatherFacts(context.Background(), remote.NewLocal(remote.LocalOptions{}), filepath.Join(dir, "no-binary"), dir, "dev.vzfleet.test", dir,
+		[]string{a}, []string{a, gone, b})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got[a]) != "line1\n-1\n5\n" || got[b] == nil || len(got[b]) != 0 {
+	if string(got[a]) != "line1\n--- files\n-1\n5\n" || got[b] == nil || len(got[b]) != 0 {
 		t.Errorf("read %q", got)
 	}
 	if _, ok := got[gone]; ok {

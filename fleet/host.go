@@ -36,6 +36,9 @@ type hostRun struct {
 	wantVersion string
 	// newVersion is what the newly installed binary reports.
 	newVersion string
+	// creds are the installed credentials the facts read (secret: never
+	// printed).
+	creds map[string][]byte
 }
 
 // phase is one step with one job; it records its outcome in hr.res.
@@ -124,10 +127,13 @@ type factsPhase struct{}
 
 func (factsPhase) name() string { return "facts" }
 func (factsPhase) run(ctx context.Context, hr *hostRun) error {
-	f, err := gatherFacts(ctx, hr.conn, hr.h.Paths.Binary, hr.h.Paths.CacheDir, hr.h.Paths.LaunchdLabel, hr.h.Paths.ConfigDir, managedPathList(hr.h))
+	p := hr.h.Paths
+	f, creds, err := gatherFacts(ctx, hr.conn, p.Binary, p.CacheDir, p.LaunchdLabel, p.ConfigDir, managedPathList(hr.h),
+		[]string{p.Kubeconfig(), p.ServingCert(), p.ServingKey()})
 	if err != nil {
 		return err
 	}
+	hr.creds = creds
 	hr.res.Facts = f
 	hr.res.Version = f.InstalledVersion
 	hr.r.progress(hr.h.Name, "macOS %s %s, vz-node %s, launchd job %s", orUnknown(f.MacOSVersion), f.Arch, orUnknown(f.InstalledVersion), f.Job)
@@ -224,16 +230,9 @@ func (hr *hostRun) secrets(ctx context.Context) (secrets, error) {
 	s := secrets{caPEM: caPEM}
 	now := time.Now()
 	dry := hr.r.mode != ModeApply
-	var present []string
-	for _, p := range []string{h.Paths.Kubeconfig(), h.Paths.ServingCert(), h.Paths.ServingKey()} {
-		if _, ok := hr.res.Facts.Hashes[p]; ok {
-			present = append(present, p)
-		}
-	}
-	// One round trip for the installed credentials; unreadable ones are
+	// The facts read the installed credentials; unreadable ones are
 	// minted again.
-	old, _ := readFiles(ctx, hr.conn, present)
-	installed := func(p string) []byte { return old[p] }
+	installed := func(p string) []byte { return hr.creds[p] }
 
 	switch ref := h.Cluster.NodeCredentials.Kubeconfig; {
 	case ref != nil:
@@ -591,18 +590,13 @@ for f do if [ -f "$f" ]; then set -- "$@" "$f"; present="$present $i"; fi; i=$((
 shift $n; echo "present$present"; [ $# -gt 0 ] || exit 0
 wc -c "$@" && cat "$@"`
 
-// readFiles reads files on the host with sudo in one command. It is
-// sensitive: what it reads never reaches errors or logs.
-func readFiles(ctx context.Context, h remote.Host, files []string) (map[string][]byte, error) {
+// parseReadFiles splits readFilesScript's output into the files' bytes.
+func parseReadFiles(files []string, stdout []byte) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	if len(files) == 0 {
 		return out, nil
 	}
-	res, err := h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", readFilesScript, "sh"}, files...), Sudo: true, Sensitive: true})
-	if err != nil {
-		return nil, fmt.Errorf("reading installed files: %w", err)
-	}
-	first, rest, _ := bytes.Cut(res.Stdout, []byte("\n"))
+	first, rest, _ := bytes.Cut(stdout, []byte("\n"))
 	idx, ok := strings.CutPrefix(string(first), "present")
 	if !ok {
 		return nil, errors.New("reading installed files: unexpected output")
@@ -634,9 +628,11 @@ func readFiles(ctx context.Context, h remote.Host, files []string) (map[string][
 		if len(f) == 0 {
 			return nil, fmt.Errorf("reading installed files: no size for %s", files[i])
 		}
-		if sizes[i], err = strconv.Atoi(f[0]); err != nil || sizes[i] < 0 {
+		n, err := strconv.Atoi(f[0])
+		if err != nil || n < 0 {
 			return nil, fmt.Errorf("reading installed files: bad size for %s", files[i])
 		}
+		sizes[i] = n
 	}
 	for i, f := range files {
 		if sizes[i] > len(rest) {
