@@ -1,0 +1,213 @@
+// Package apply benchmarks `fleetctl apply` against simulated Macs
+// (test/harness/machost: real OpenSSH servers in network namespaces, the
+// macOS stand-ins, a real kube-apiserver) and, in the same run, the
+// references the issue names:
+//
+//   - apply-cold: fresh hosts; fleetctl mints each node's certificates
+//     through the CSR API, uploads and signs vz-node, installs its files,
+//     bootstraps the launchd job and waits until every node is Ready on
+//     the new version. to-uploaded-s is the slowest host's time until its
+//     upload phase ended (connect, facts, preflight, plan with the CSRs,
+//     upload): the part the transfer floor compares with.
+//   - apply-noop: the unchanged inventory applied again.
+//   - floor-go-sftp, floor-openssh-sftp: the same bytes to the same paths
+//     on the same hosts, all at once, with x/crypto/ssh + pkg/sftp and
+//     with OpenSSH's sftp -b: transfer only, nothing verified, signed or
+//     restarted.
+//   - ansible-cold, ansible-noop: ansible-playbook (Debian's ansible-core)
+//     doing the same copy/template/command tasks at its fastest (forks =
+//     hosts, pipelining, persistent SSH connections, no fact gathering),
+//     without minting certificates or waiting for Ready.
+//
+// Run (as root; needs hack/tools/bin from `make tools`, openssh-server and
+// ansible-core, which it installs with apt-get when missing):
+//
+//	VZFLEET_TOOLS_BIN=$PWD/hack/tools/bin go test ./bench/apply -run '^$' -bench . -benchtime 1x -timeout 60m
+//
+// VZFLEET_BENCH_HOSTS lists the fleet sizes (default "10,30").
+package apply
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func hostCounts(b *testing.B) []int {
+	v := os.Getenv("VZFLEET_BENCH_HOSTS")
+	if v == "" {
+		return []int{10, 30}
+	}
+	var out []int
+	for _, s := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 200 {
+			b.Fatalf("VZFLEET_BENCH_HOSTS=%q: want host counts from 1 to 200, comma-separated", v)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// needAnsible installs Debian's ansible-core when ansible-playbook is
+// missing.
+func needAnsible(b *testing.B) {
+	b.Helper()
+	if _, err := exec.LookPath("ansible-playbook"); err == nil {
+		return
+	}
+	b.Log("installing ansible-core (apt-get)")
+	cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "ansible-core")
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("ansible-playbook is missing and apt-get install ansible-core failed: %v\n%s", err, out)
+	}
+}
+
+func BenchmarkApply(b *testing.B) {
+	needAnsible(b)
+	for _, n := range hostCounts(b) {
+		b.Run("hosts="+strconv.Itoa(n), func(b *testing.B) { benchFleet(b, n) })
+	}
+}
+
+func benchFleet(b *testing.B, n int) {
+	f := startFixture(b, n)
+	applied := false
+	run := func(name string, fn func(b *testing.B)) { b.Run(name, fn) }
+
+	run("apply-cold", func(b *testing.B) {
+		for range b.N {
+			b.StopTimer()
+			f.reset()
+			b.StartTimer()
+			out := f.apply()
+			b.StopTimer()
+			if want := fmt.Sprintf("%d hosts changed, 0 unchanged", n); !strings.Contains(out, want) {
+				b.Fatalf("cold apply: no %q in:\n%s", want, out)
+			}
+			b.ReportMetric(toUploaded(b, out).Seconds(), "to-uploaded-s")
+			if testing.Verbose() {
+				b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
+			}
+			b.StartTimer()
+		}
+		applied = true
+	})
+	if !applied {
+		return
+	}
+	f.capture()
+	perHost := f.bytesPerHost()
+	b.Logf("%d hosts, %.1f MB per host (%.1f MB in all)", n, float64(perHost)/1e6, float64(perHost)*float64(n)/1e6)
+
+	run("apply-noop", func(b *testing.B) {
+		for range b.N {
+			out := f.apply()
+			if !strings.Contains(out, "no changes") {
+				b.Fatalf("re-apply changed something:\n%s", out)
+			}
+		}
+	})
+
+	run("floor-go-sftp", func(b *testing.B) {
+		b.SetBytes(perHost * int64(n))
+		for range b.N {
+			b.StopTimer()
+			f.reset()
+			b.StartTimer()
+			if err := f.floorGo(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	batches, err := f.stageOpenSSH()
+	if err != nil {
+		b.Fatal(err)
+	}
+	run("floor-openssh-sftp", func(b *testing.B) {
+		b.SetBytes(perHost * int64(n))
+		for range b.N {
+			b.StopTimer()
+			f.reset()
+			b.StartTimer()
+			if err := f.floorOpenSSH(batches); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	dir, err := f.stageAnsible()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ansibleDone := false
+	run("ansible-cold", func(b *testing.B) {
+		for range b.N {
+			b.StopTimer()
+			f.reset()
+			b.StartTimer()
+			recap, err := ansiblePlaybook(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Log(recap)
+		}
+		ansibleDone = true
+	})
+	if ansibleDone {
+		run("ansible-noop", func(b *testing.B) {
+			for range b.N {
+				recap, err := ansiblePlaybook(dir)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !regexp.MustCompile(`changed=0\s`).MatchString(recap) || regexp.MustCompile(`changed=[1-9]`).MatchString(recap) {
+					b.Fatalf("the second ansible run changed something:\n%s", recap)
+				}
+			}
+		})
+	}
+	f.reset()
+}
+
+// phaseRE matches a host's closing line: "<host>: changed in 5.1s (connect
+// 20ms, facts 40ms, ...)".
+var phaseRE = regexp.MustCompile(`(?m)^(\S+):\s+\S+ in \S+ \((.*)\)$`)
+
+// toUploaded is the slowest host's time from its start to the end of its
+// upload phase, from fleetctl's per-phase timings.
+func toUploaded(b *testing.B, out string) time.Duration {
+	b.Helper()
+	var worst time.Duration
+	found := false
+	for _, m := range phaseRE.FindAllStringSubmatch(out, -1) {
+		var sum time.Duration
+		for _, part := range strings.Split(m[2], ", ") {
+			name, dur, ok := strings.Cut(part, " ")
+			if !ok {
+				continue
+			}
+			d, err := time.ParseDuration(dur)
+			if err != nil {
+				b.Fatalf("phase timing %q: %v", part, err)
+			}
+			sum += d
+			if name == "upload" {
+				found = true
+				break
+			}
+		}
+		worst = max(worst, sum)
+	}
+	if !found {
+		b.Fatalf("no per-phase timings in fleetctl's output:\n%s", out)
+	}
+	return worst
+}

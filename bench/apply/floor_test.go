@@ -1,0 +1,119 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/pkg/sftp"
+)
+
+// floorGo uploads every host's files with x/crypto/ssh and pkg/sftp
+// (concurrent writes), all hosts at once: one connection per host, the
+// parent directories made, each file written and chmod-ed. Nothing is
+// verified, nothing is atomic, nothing restarts: the transfer alone, on
+// the same transport fleetctl uses.
+func (f *fixture) floorGo() error {
+	errs := make([]error, len(f.hosts))
+	var wg sync.WaitGroup
+	for i, h := range f.hosts {
+		wg.Go(func() {
+			errs[i] = func() error {
+				c, err := f.lab.Hosts[i].Dial(context.Background())
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
+				if err != nil {
+					return err
+				}
+				defer sc.Close()
+				made := map[string]bool{}
+				for _, mf := range f.installed[h.Name] {
+					if d := path.Dir(mf.Path); !made[d] {
+						if err := sc.MkdirAll(d); err != nil {
+							return fmt.Errorf("%s: mkdir %s: %w", h.Name, d, err)
+						}
+						made[d] = true
+					}
+					w, err := sc.Create(mf.Path)
+					if err != nil {
+						return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
+					}
+					if _, err := w.ReadFrom(bytes.NewReader(mf.Content)); err != nil {
+						w.Close()
+						return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
+					}
+					if err := w.Chmod(mf.Mode); err != nil {
+						w.Close()
+						return err
+					}
+					if err := w.Close(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// stageOpenSSH writes every host's files and an sftp batch file to the
+// local disk once, for floorOpenSSH.
+func (f *fixture) stageOpenSSH() (map[string]string, error) {
+	batches := map[string]string{}
+	for _, h := range f.hosts {
+		dir := filepath.Join(f.dir, "openssh", h.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		var batch strings.Builder
+		made := map[string]bool{}
+		for i, mf := range f.installed[h.Name] {
+			local := filepath.Join(dir, fmt.Sprintf("f%d", i))
+			if err := os.WriteFile(local, mf.Content, 0o600); err != nil {
+				return nil, err
+			}
+			if d := path.Dir(mf.Path); !made[d] {
+				// "-": a directory that exists is no error.
+				fmt.Fprintf(&batch, "-mkdir %q\n", d)
+				made[d] = true
+			}
+			fmt.Fprintf(&batch, "put %q %q\nchmod %o %q\n", local, mf.Path, mf.Mode, mf.Path)
+		}
+		batches[h.Name] = filepath.Join(dir, "batch")
+		if err := os.WriteFile(batches[h.Name], []byte(batch.String()), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return batches, nil
+}
+
+// floorOpenSSH is the same transfer with OpenSSH's sftp client, one
+// process per host, all at once.
+func (f *fixture) floorOpenSSH(batches map[string]string) error {
+	errs := make([]error, len(f.hosts))
+	var wg sync.WaitGroup
+	for i, h := range f.hosts {
+		wg.Go(func() {
+			cmd := exec.Command("sftp", "-q", "-b", batches[h.Name], "-i", f.lab.ClientKeyFile,
+				"-o", "UserKnownHostsFile="+f.lab.KnownHostsFile, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+				"-o", "IdentitiesOnly=yes", "-F", "none", f.lab.User+"@"+h.SSH.Address)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("%s: sftp: %v\n%s", h.Name, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
