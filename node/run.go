@@ -133,6 +133,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err != nil {
 		return fmt.Errorf("find the vz-node binary to run VM supervisors: %w", err)
 	}
+	launcher := supervisor.NewLauncher(binary, cfg.StateDir)
+	defer launcher.Close()
 
 	eb := record.NewBroadcaster()
 	eb.StartStructuredLogging(0)
@@ -164,7 +166,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			Images: deps.images, Overlays: overlayMaker{},
 			Addresses: leaseFinder{path: cfg.LeasesPath}, Guest: guest, Recorder: recorder,
 			Secrets: pc.Secrets, Log: log,
-			Launch: func(stateDir, id string) (int, error) { return supervisor.Launch(binary, stateDir, id) },
+			Launch: func(_, id string) (int, error) { return launcher.Launch(id) },
 			DeletePod: func(ctx context.Context, pod *corev1.Pod) error {
 				return forceDelete(ctx, client, pod)
 			},
