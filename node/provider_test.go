@@ -53,6 +53,30 @@ func TestPodRunsAndIsDeleted(t *testing.T) {
 	}
 }
 
+// A force delete (grace period 0) powers the VM off at once: no guest
+// shutdown is attempted.
+func TestForceDeleteSkipsGuestShutdown(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	pod := testPod("vm0")
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("vm0", "Running and Ready", isRunningReady)
+	now := metav1.Now()
+	zero := int64(0)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &zero
+	if err := f.p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, f, "vm0")
+	f.guest.mu.Lock()
+	defer f.guest.mu.Unlock()
+	if f.guest.shutdown != 0 {
+		t.Fatalf("%d guest shutdowns attempted for a force delete", f.guest.shutdown)
+	}
+}
+
 func waitGone(t *testing.T, f *fixture, name string) {
 	t.Helper()
 	f.waitForErr(name)

@@ -625,8 +625,9 @@ func (w *podWorker) beginDelete(ev event) stage {
 		ctx, cancel := context.WithTimeout(w.ctx, grace)
 		defer cancel()
 		c := supervisor.Client{Socket: supervisor.SocketPath(w.dir)}
-		asked := false
-		if ip != "" && !booting {
+		// A force delete (grace period 0) skips straight to the hard stop.
+		asked := grace <= 0
+		if ip != "" && !booting && !asked {
 			t := w.p.target(w.uid, w.dir, ip)
 			if h := vmContainer(pod).Lifecycle; h != nil && h.PreStop != nil {
 				if err := w.p.runHook(ctx, pod, t, h.PreStop); err != nil {
