@@ -84,7 +84,6 @@ func buildNode(in nodeInputs) *corev1.Node {
 			OSImage:                 in.Facts.OSImage,
 			ContainerRuntimeVersion: "vz://" + version.Version,
 			KubeletVersion:          kubeletVersion(),
-			KubeProxyVersion:        "",
 			OperatingSystem:         "darwin",
 			Architecture:            runtime.GOARCH,
 		},
