@@ -35,8 +35,9 @@ func nodeIP(h inventory.Host) net.IP { return net.ParseIP(h.SSH.Address) }
 
 // desiredFiles builds the host's managed files, in install order: what the
 // binary's signature needs first, the plist (which launchd reads) last.
-// binarySum is the binary's sha256, computed once for every host.
-func desiredFiles(h inventory.Host, binary []byte, binarySum string, s secrets) ([]File, error) {
+// The binary's content is read only for an upload: its sha256 and size
+// stand for it here.
+func desiredFiles(h inventory.Host, binarySum string, binarySize int64, s secrets) ([]File, error) {
 	p := h.Paths
 	cfgPath := path.Join(p.ConfigDir, configFileName)
 	caPath := path.Join(p.ConfigDir, caFileName)
@@ -124,7 +125,7 @@ func desiredFiles(h inventory.Host, binary []byte, binarySum string, s secrets) 
 		files = append(files, root(File{Kind: KindGuestSSHPassword, Path: p.GuestSSHPassword(), Content: s.guestPassword, Secret: true, Restart: true}))
 	}
 	files = append(files,
-		root(File{Kind: KindBinary, Path: p.Binary, Content: binary, Mode: 0o755, Sign: true, DependsOn: []string{p.Entitlements()}, Restart: true, sum: binarySum}),
+		root(File{Kind: KindBinary, Path: p.Binary, Mode: 0o755, Sign: true, DependsOn: []string{p.Entitlements()}, Restart: true, sum: binarySum, size: binarySize}),
 		root(File{Kind: KindPlist, Path: p.Plist, Content: plist, Mode: 0o644}),
 	)
 	return files, nil

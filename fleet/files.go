@@ -46,8 +46,18 @@ type File struct {
 	// Restart: vz-node must restart to see a change (kickstart).
 	Restart bool
 
-	// sum caches SHA256 (the binary is hashed once per run, not per host).
-	sum string
+	// sum caches SHA256 and size the length of Content: the binary's are
+	// known before (and without) its content is read.
+	sum  string
+	size int64
+}
+
+// Size is the length of the desired content.
+func (f File) Size() int64 {
+	if f.Content == nil {
+		return f.size
+	}
+	return int64(len(f.Content))
 }
 
 // SHA256 is the hex digest of the desired content.

@@ -165,7 +165,7 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 		return err
 	}
 	hr.kube = kube
-	binary, binarySum, err := hr.r.readBinary()
+	binarySum, binarySize, err := hr.r.binaryInfo()
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 	if err != nil {
 		return err
 	}
-	files, err := desiredFiles(hr.h, binary, binarySum, s)
+	files, err := desiredFiles(hr.h, binarySum, binarySize, s)
 	if err != nil {
 		return err
 	}
@@ -306,14 +306,30 @@ while [ "$1" != -- ]; do mkdir -p "$1"; shift; done; shift
 for d in "$@"; do find "$d" -maxdepth 1 -type f -name '.*` + remote.TempMarker + `*' -exec rm -f {} +; done`
 
 // installedScript prints "stat <size> <mtime> <inode> <path>" for each
-// file, "sha <sum> <path>" too for those given with a leading "+", and,
-// when its first argument is not "-", "version <json>" from that binary.
-const installedScript = statFunc + hashCmd + `bin=$1; shift
-for f in "$@"; do
+// file and "sha <sum> <path>" too for those given with a leading "+".
+const installedScript = statFunc + hashCmd + `for f in "$@"; do
 	case $f in +*) f=${f#+}; if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi;; esac
 	if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi
-done
-if [ "$bin" != - ]; then printf 'version '; "$bin" version -o json 2>/dev/null | tr -d '\n'; echo; fi`
+done`
+
+// signedKey names what a signed file's installed hash depends on: the
+// source and what it was signed with ("" when nothing signed is among
+// the changes, so nothing is shared).
+func signedKey(installed []Change) string {
+	var key []string
+	for _, c := range installed {
+		if c.File.Sign {
+			key = append(key, "signed "+c.File.Path+" "+c.File.SHA256())
+		}
+		if c.File.Kind == KindEntitlements {
+			key = append(key, "entitlements "+c.File.SHA256())
+		}
+	}
+	if !slices.ContainsFunc(key, func(k string) bool { return strings.HasPrefix(k, "signed ") }) {
+		return ""
+	}
+	return strings.Join(key, "\n")
+}
 
 func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	p := hr.res.Plan
@@ -332,12 +348,19 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 		ups := make([]remote.Upload, len(batch))
 		for i, c := range batch {
 			f := c.File
+			content := f.Content
+			if f.Kind == KindBinary && content == nil {
+				var err error
+				if content, err = hr.r.binaryContent(); err != nil {
+					return err
+				}
+			}
 			ups[i] = remote.Upload{
-				Path: f.Path, Content: bytes.NewReader(f.Content), SHA256: f.SHA256(),
+				Path: f.Path, Content: bytes.NewReader(content), SHA256: f.SHA256(),
 				Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
 			}
 			if f.Sign {
-				ups[i].Before = signer(h.Paths.Entitlements(), f.Content)
+				ups[i].Before = signer(h.Paths.Entitlements(), content)
 			}
 		}
 		n, err := remote.UploadAll(ctx, hr.conn, ups)
@@ -352,35 +375,41 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 		}
 	}
 
-	// One command: what the installed files look like now (the hash of
-	// those signed on the host) and the new binary's version.
-	args := []string{"sh", "-c", installedScript, "sh", "-"}
-	if p.Changed(KindBinary) {
-		args[4] = h.Paths.Binary
-	}
-	for _, c := range hr.installed {
-		if c.File.Sign {
-			args = append(args, "+"+c.File.Path)
-		} else {
-			args = append(args, c.File.Path)
-		}
-	}
-	res, err := hr.conn.Run(ctx, remote.Cmd{Args: args, Sudo: true})
-	if err != nil {
-		return fmt.Errorf("checking the installed files: %w", err)
-	}
-	now, _ := parseFacts("arch -\n" + string(res.Stdout))
-	for _, c := range hr.installed {
-		rec := state.Files[c.File.Path]
-		rec.Stat = now.Stats[c.File.Path]
-		if c.File.Sign {
-			if rec.Installed = now.Hashes[c.File.Path]; rec.Installed == "" {
-				return fmt.Errorf("checking the installed files: no sha256 for %s", c.File.Path)
+	// One command: what the installed files look like now. A signed
+	// file's hash is the same on every host (ad hoc signing is
+	// deterministic), so the first host to get here hashes it for all.
+	err := hr.r.shared(signedKey(hr.installed), func(known string) (string, error) {
+		args := []string{"sh", "-c", installedScript, "sh"}
+		for _, c := range hr.installed {
+			if c.File.Sign && known == "" {
+				args = append(args, "+"+c.File.Path)
+			} else {
+				args = append(args, c.File.Path)
 			}
 		}
-		state.Files[c.File.Path] = rec
+		res, err := hr.conn.Run(ctx, remote.Cmd{Args: args, Sudo: true})
+		if err != nil {
+			return "", fmt.Errorf("checking the installed files: %w", err)
+		}
+		now, _ := parseFacts("arch -\n" + string(res.Stdout))
+		for _, c := range hr.installed {
+			rec := state.Files[c.File.Path]
+			rec.Stat = now.Stats[c.File.Path]
+			if c.File.Sign {
+				if known == "" {
+					known = now.Hashes[c.File.Path]
+				}
+				if rec.Installed = known; known == "" {
+					return "", fmt.Errorf("checking the installed files: no sha256 for %s", c.File.Path)
+				}
+			}
+			state.Files[c.File.Path] = rec
+		}
+		return known, nil
+	})
+	if err != nil {
+		return err
 	}
-	hr.newVersion = now.InstalledVersion
 	if state.Version, err = hr.binaryVersion(ctx); err != nil {
 		return err
 	}
@@ -498,9 +527,25 @@ func (hr *hostRun) binaryVersion(ctx context.Context) (string, error) {
 	if hr.newVersion != "" {
 		return hr.newVersion, nil
 	}
-	v, err := binaryVersion(ctx, hr.conn, hr.h.Paths.Binary)
-	hr.newVersion = v
-	return v, err
+	// The version is the binary's: one host asks, the others (and later
+	// runs, through the local sum cache) reuse the answer.
+	sum, _, err := hr.r.binaryInfo()
+	if err != nil {
+		return "", err
+	}
+	err = hr.r.shared("version "+sum, func(known string) (string, error) {
+		if known == "" {
+			v, err := binaryVersion(ctx, hr.conn, hr.h.Paths.Binary)
+			if err != nil {
+				return "", err
+			}
+			known = v
+			recordVersion(hr.r.opts.SumCacheFile, hr.r.opts.Binary, sum, v)
+		}
+		hr.newVersion = known
+		return known, nil
+	})
+	return hr.newVersion, err
 }
 
 type nodePhase struct{}

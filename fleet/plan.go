@@ -136,7 +136,7 @@ func (p Plan) Write(w io.Writer, indent string) {
 		case c.File.Secret:
 			detail = " (secret)"
 		case c.File.Kind == KindBinary:
-			detail = fmt.Sprintf(" (sha256 %s, %s)", c.File.SHA256()[:12], humanBytes(int64(len(c.File.Content))))
+			detail = fmt.Sprintf(" (sha256 %s, %s)", c.File.SHA256()[:12], humanBytes(c.File.Size()))
 		}
 		if c.Reason != "" {
 			detail += " [" + c.Reason + "]"

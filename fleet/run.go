@@ -61,6 +61,10 @@ type Options struct {
 	LookupEnv func(string) (string, bool)
 	// LaunchdPause is the pause between launchctl polls; default 500ms.
 	LaunchdPause time.Duration
+	// SumCacheFile keeps local files' sha256 by size, mtime and inode, so
+	// the binary is not hashed on every run; default: in the user's cache
+	// directory; "none": no cache.
+	SumCacheFile string
 	// MaxPulls caps the hosts pre-pulling their inventory images at once
 	// (default 4); PullPolicy is vz-node pull's --policy for them (default
 	// IfNotPresent, so re-applying does not go back to the registry);
@@ -159,17 +163,69 @@ type runner struct {
 	out   *lockedWriter
 	log   *slog.Logger
 
-	binOnce   sync.Once
-	binary    []byte
-	binarySum string
-	binErr    error
+	binOnce    sync.Once
+	binarySum  string
+	binarySize int64
+	binErr     error
+
+	contentOnce sync.Once
+	binary      []byte
+	contentErr  error
 
 	kubeMu sync.Mutex
 	kube   map[string]kubernetes.Interface
+
+	sharedMu    sync.Mutex
+	sharedV     map[string]string
+	sharedLocks map[string]*sync.Mutex
+}
+
+// shared runs fn with what an earlier host learned under key ("" for
+// nothing yet) and keeps what fn returns for the next hosts. Hosts asking
+// for a key nobody answered yet wait for the first, so only one does the
+// work; after a failure the next host tries itself. An empty key shares
+// nothing.
+func (r *runner) shared(key string, fn func(known string) (string, error)) error {
+	if key == "" {
+		_, err := fn("")
+		return err
+	}
+	r.sharedMu.Lock()
+	l, ok := r.sharedLocks[key]
+	if !ok {
+		l = &sync.Mutex{}
+		r.sharedLocks[key] = l
+	}
+	r.sharedMu.Unlock()
+
+	l.Lock()
+	if known := r.sharedValue(key); known != "" {
+		l.Unlock()
+		_, err := fn(known)
+		return err
+	}
+	defer l.Unlock()
+	v, err := fn("")
+	if err == nil && v != "" {
+		r.setShared(key, v)
+	}
+	return err
+}
+
+func (r *runner) sharedValue(key string) string {
+	r.sharedMu.Lock()
+	defer r.sharedMu.Unlock()
+	return r.sharedV[key]
+}
+
+func (r *runner) setShared(key, v string) {
+	r.sharedMu.Lock()
+	defer r.sharedMu.Unlock()
+	r.sharedV[key] = v
 }
 
 func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner {
-	r := &runner{mode: mode, opts: opts, kube: map[string]kubernetes.Interface{}}
+	r := &runner{mode: mode, opts: opts, kube: map[string]kubernetes.Interface{}, sharedV: map[string]string{}, sharedLocks: map[string]*sync.Mutex{}}
 	r.concurrency, r.timeout = opts.Concurrency, opts.ReadyTimeout
 	unavailable := opts.MaxUnavailable
 	if inv != nil {
@@ -204,6 +260,12 @@ func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner
 	}
 	if r.opts.LaunchdPause <= 0 {
 		r.opts.LaunchdPause = 500 * time.Millisecond
+	}
+	switch r.opts.SumCacheFile {
+	case "":
+		r.opts.SumCacheFile = defaultSumCache()
+	case "none":
+		r.opts.SumCacheFile = ""
 	}
 	if r.opts.LookupEnv == nil {
 		r.opts.LookupEnv = os.LookupEnv
@@ -279,20 +341,45 @@ func (r *runner) kubeFor(h inventory.Host) (kubernetes.Interface, error) {
 	return c, nil
 }
 
-func (r *runner) readBinary() ([]byte, string, error) {
+// binaryInfo is the vz-node binary's sha256 and size, from the local sum
+// cache while the file is unchanged: planning needs no more.
+func (r *runner) binaryInfo() (string, int64, error) {
 	r.binOnce.Do(func() {
 		if r.opts.Binary == "" {
 			r.binErr = errors.New("no vz-node binary given: pass --vz-node PATH (a darwin/arm64 build, e.g. bin/darwin-arm64/vz-node from make build)")
 			return
 		}
-		r.binary, r.binErr = os.ReadFile(r.opts.Binary)
+		var version string
+		r.binarySum, r.binarySize, version, r.binErr = fileSHA256(r.opts.Binary, r.opts.SumCacheFile)
 		if r.binErr != nil {
 			r.binErr = fmt.Errorf("reading the vz-node binary to install: %w", r.binErr)
 			return
 		}
-		r.binarySum = sha256Hex(r.binary)
+		if version != "" {
+			r.setShared("version "+r.binarySum, version)
+		}
 	})
-	return r.binary, r.binarySum, r.binErr
+	return r.binarySum, r.binarySize, r.binErr
+}
+
+// binaryContent reads the binary for an upload, once for every host, and
+// checks it is still the file that was planned with.
+func (r *runner) binaryContent() ([]byte, error) {
+	sum, _, err := r.binaryInfo()
+	if err != nil {
+		return nil, err
+	}
+	r.contentOnce.Do(func() {
+		r.binary, r.contentErr = os.ReadFile(r.opts.Binary)
+		if r.contentErr != nil {
+			r.contentErr = fmt.Errorf("reading the vz-node binary to install: %w", r.contentErr)
+			return
+		}
+		if got := sha256Hex(r.binary); got != sum {
+			r.binary, r.contentErr = nil, fmt.Errorf("the vz-node binary %s changed during the apply (sha256 %s, planned with %s); run apply again", r.opts.Binary, got, sum)
+		}
+	})
+	return r.binary, r.contentErr
 }
 
 // lockedWriter serialises progress lines from parallel hosts.

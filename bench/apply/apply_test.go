@@ -112,6 +112,9 @@ func benchFleet(b *testing.B, n int) {
 			if !strings.Contains(out, "no changes") {
 				b.Fatalf("re-apply changed something:\n%s", out)
 			}
+			if testing.Verbose() {
+				b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
+			}
 		}
 	})
 
