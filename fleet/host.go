@@ -312,21 +312,23 @@ const installedScript = statFunc + hashCmd + `for f in "$@"; do
 	if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi
 done`
 
-// signedKey names what a signed file's installed hash depends on: the
-// source and what it was signed with ("" when nothing signed is among
-// the changes, so nothing is shared).
-func signedKey(installed []Change) string {
+// signedKey names what a signed file's installed hash depends on: its
+// source and the entitlements it is signed with ("" when nothing signed
+// was installed, so nothing is shared).
+func signedKey(installed, desired []File) string {
 	var key []string
-	for _, c := range installed {
-		if c.File.Sign {
-			key = append(key, "signed "+c.File.Path+" "+c.File.SHA256())
-		}
-		if c.File.Kind == KindEntitlements {
-			key = append(key, "entitlements "+c.File.SHA256())
+	for _, f := range installed {
+		if f.Sign {
+			key = append(key, "signed "+f.Path+" "+f.SHA256())
 		}
 	}
-	if !slices.ContainsFunc(key, func(k string) bool { return strings.HasPrefix(k, "signed ") }) {
+	if len(key) == 0 {
 		return ""
+	}
+	for _, f := range desired {
+		if f.Kind == KindEntitlements {
+			key = append(key, "entitlements "+f.SHA256())
+		}
 	}
 	return strings.Join(key, "\n")
 }
@@ -378,7 +380,11 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	// One command: what the installed files look like now. A signed
 	// file's hash is the same on every host (ad hoc signing is
 	// deterministic), so the first host to get here hashes it for all.
-	err := hr.r.shared(signedKey(hr.installed), func(known string) (string, error) {
+	installed := make([]File, len(hr.installed))
+	for i, c := range hr.installed {
+		installed[i] = c.File
+	}
+	err := hr.r.shared(signedKey(installed, hr.files), func(known string) (string, error) {
 		args := []string{"sh", "-c", installedScript, "sh"}
 		for _, c := range hr.installed {
 			if c.File.Sign && known == "" {
