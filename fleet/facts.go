@@ -57,27 +57,41 @@ const statFunc = `if stat -c %s / >/dev/null 2>&1; then st() { stat -c '%s %Y %i
 // every exec on every host counts): shell builtins parse what the
 // commands print.
 const factsScript = `cache=$2 target=$3 state=$4 reads=$5; shift 5
-u=$(uname -nm 2>/dev/null); echo "hostname ${u% *}"; echo "arch ${u##* }"
-sw_vers 2>/dev/null | while IFS= read -r l; do case $l in
-	ProductVersion:*) echo "macos ${l##*[	 ]}";;
-	BuildVersion:*) echo "build ${l##*[	 ]}";;
-esac; done
-sysctl kern.hv_support kern.hv_vmm_present 2>/dev/null
-d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
-df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ avail _; echo "free_kb $avail"; }
-command -v codesign >/dev/null 2>&1 && echo "codesign yes"
-command -v plutil >/dev/null 2>&1 && echo "plutil yes"
-if [ -f "$state" ]; then IFS= read -r s < "$state"; echo "state $s"; fi
-if [ $# -gt 0 ]; then
+nl='
+'
+{ u=$(uname -nm 2>/dev/null); printf '%s\n' "hostname ${u% *}${nl}arch ${u##* }"; } &
+{ out=$(sw_vers 2>/dev/null); o=
+while IFS= read -r l; do case $l in
+	ProductVersion:*) o="${o}macos ${l##*[	 ]}$nl";;
+	BuildVersion:*) o="${o}build ${l##*[	 ]}$nl";;
+esac; done <<END
+$out
+END
+printf '%s' "$o"; } &
+{ o=$(sysctl kern.hv_support kern.hv_vmm_present 2>/dev/null); printf '%s\n' "$o"; } &
+{ d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
+df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ avail _; echo "free_kb $avail"; }; } &
+if [ $# -gt 0 ]; then {
 	out=$(stat -c '%s %Y %i %n' / "$@" 2>/dev/null)
 	case $out in [0-9]*) ;; *) out=$(stat -f '%z %m %i %N' / "$@" 2>/dev/null);; esac
-	printf '%s\n' "$out" | { read -r _; while IFS= read -r l; do echo "stat $l"; done; }
-fi
-out=$(launchctl print "$target" 2>/dev/null); echo "launchd_rc $?"
-printf '%s\n' "$out" | while IFS= read -r l; do case $l in
-	"	state = "*) echo "launchd_state ${l#*= }";;
-	"	pid = "*) echo "launchd_pid ${l#*= }";;
-esac; done
+	o= first=1
+	while IFS= read -r l; do if [ $first = 1 ]; then first=0; else o="${o}stat $l$nl"; fi; done <<END
+$out
+END
+	printf '%s' "$o"
+} & fi
+{ out=$(launchctl print "$target" 2>/dev/null); o="launchd_rc $?$nl"
+while IFS= read -r l; do case $l in
+	"	state = "*) o="${o}launchd_state ${l#*= }$nl";;
+	"	pid = "*) o="${o}launchd_pid ${l#*= }$nl";;
+esac; done <<END
+$out
+END
+printf '%s' "$o"; } &
+command -v codesign >/dev/null 2>&1 && echo "codesign yes"
+command -v plutil >/dev/null 2>&1 && echo "plutil yes"
+wait
+if [ -f "$state" ]; then IFS= read -r s < "$state"; echo "state $s"; fi
 echo "` + filesMarker + `"
 set -f; IFS='
 '; set -- $reads; unset IFS; set +f

@@ -112,7 +112,8 @@ type FileInfo struct {
 //
 // The content goes to a temp file in the target's directory
 // (".<name>.vzfleet-tmp-<random>", mode 0600 while written), its sha256 is
-// checked on the host against what was sent, the Before hook runs on it,
+// checked on the host against SHA256 (or, without it, against what was
+// sent), the Before hook runs on it,
 // mode and owner are set, the current file is kept as "<Path>.prev" (a hard
 // link, when KeepPrevious), and the temp file is renamed over Path, so
 // readers see the old file or the new one (a new inode), never a part.
@@ -124,8 +125,9 @@ type Upload struct {
 	// Content is streamed to the host; it is never written to a local temp
 	// file and never appears in errors or logs.
 	Content io.Reader
-	// SHA256 optionally gives the expected hex digest of Content; a
-	// mismatch fails the upload.
+	// SHA256 optionally gives the expected hex digest of Content; the
+	// temp file on the host must have it (then Content is not hashed
+	// locally), or the upload fails.
 	SHA256 string
 	// Mode is the final permission bits; zero means 0600.
 	Mode fs.FileMode

@@ -64,10 +64,6 @@ func upload(ctx context.Context, h stager, up Upload) error {
 		}
 		return fail("writing the temp file", err)
 	}
-	if up.SHA256 != "" && !strings.EqualFold(up.SHA256, sent) {
-		removeTemp()
-		return fail("checking the content", fmt.Errorf("%w: the content has sha256 %s, expected %s", ErrChecksumMismatch, sent, up.SHA256))
-	}
 	got, err := SHA256(ctx, h, tmp, up.Sudo)
 	if err != nil {
 		removeTemp()
@@ -75,7 +71,7 @@ func upload(ctx context.Context, h stager, up Upload) error {
 	}
 	if got != sent {
 		removeTemp()
-		return fail("verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sent, got))
+		return fail("verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sent, got))
 	}
 	if up.Before != nil {
 		if err := up.Before(ctx, h, tmp); err != nil {
@@ -107,19 +103,31 @@ func upload(ctx context.Context, h stager, up Upload) error {
 
 // writeTemp streams up.Content into a new temp file beside up.Path and
 // returns its path (also when writing failed after it was created) and the
-// sha256 of what was sent.
+// sha256 the temp file must have: the caller's expected one when given
+// (the host's hash is checked against it, so hashing the content here too
+// would only cost the operator's CPU, once per host), else the sha256 of
+// what was sent.
 func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err error) {
 	dir, base := path.Split(up.Path)
 	tmp = path.Join(dir, "."+base+TempMarker+randomSuffix())
 	hash := sha256.New()
-	src := io.TeeReader(ctxReader{ctx: ctx, r: up.Content}, hash)
+	var src io.Reader = ctxReader{ctx: ctx, r: up.Content}
+	if up.SHA256 == "" {
+		src = io.TeeReader(src, hash)
+	}
+	sum := func() string {
+		if up.SHA256 != "" {
+			return strings.ToLower(up.SHA256)
+		}
+		return hex.EncodeToString(hash.Sum(nil))
+	}
 	if up.Sudo && h.elevates() {
 		// The temp file must be in the target's directory, which the user
 		// may not write to: sudo writes it, fed through the session.
 		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
 			return tmp, "", err
 		}
-		return tmp, hex.EncodeToString(hash.Sum(nil)), nil
+		return tmp, sum(), nil
 	}
 	w, err := h.createTemp(ctx, tmp)
 	if err != nil {
@@ -135,7 +143,7 @@ func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err 
 		}
 		return tmp, "", err
 	}
-	return tmp, hex.EncodeToString(hash.Sum(nil)), nil
+	return tmp, sum(), nil
 }
 
 func checkUpload(up Upload) error {
@@ -367,10 +375,6 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 			removeTemps(0)
 			return 0, fail(up, "writing the temp file", err)
 		}
-		if up.SHA256 != "" && !strings.EqualFold(up.SHA256, sent) {
-			removeTemps(0)
-			return 0, fail(up, "checking the content", fmt.Errorf("%w: the content has sha256 %s, expected %s", ErrChecksumMismatch, sent, up.SHA256))
-		}
 		sums = append(sums, sent)
 	}
 	if hooks {
@@ -382,7 +386,7 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 		for i, up := range ups {
 			if got[temps[i]] != sums[i] {
 				removeTemps(0)
-				return 0, fail(up, "verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sums[i], orNone(got[temps[i]])))
+				return 0, fail(up, "verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sums[i], orNone(got[temps[i]])))
 			}
 		}
 		for i, up := range ups {
@@ -433,7 +437,7 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 		up := ups[min(done, len(ups)-1)]
 		if mismatch != "" {
 			_, got, _ := strings.Cut(mismatch, " ")
-			return done, fail(up, "verifying the temp file", fmt.Errorf("%w: sent sha256 %s, the host has %s", ErrChecksumMismatch, sums[done], got))
+			return done, fail(up, "verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sums[done], got))
 		}
 		return done, fail(up, "moving the file into place", err)
 	}
@@ -441,6 +445,15 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 		return done, fail(ups[done], "moving the file into place", fmt.Errorf("the host confirmed %d of %d files", done, len(ups)))
 	}
 	return done, nil
+}
+
+// sentWord says what a checked sha256 is: the caller's expectation, or
+// the hash of the bytes sent.
+func sentWord(up Upload) string {
+	if up.SHA256 != "" {
+		return "expected sha256"
+	}
+	return "sent sha256"
 }
 
 func orNone(s string) string {
