@@ -306,11 +306,9 @@ func fetchBlob(ctx context.Context, repo *remote.Repository, blob ocispec.Descri
 	}
 	w := newChunkWriter(t.f, t.off, t.size, t.dirty, t.want.Algorithm().Hash(), onData)
 	w.direct = t.direct
-	aw := newAsyncWriter(w)
-	_, err = io.Copy(aw, dec)
-	if cerr := aw.Close(); err == nil {
-		err = cerr
-	}
+	buf := getPipeBuf() // for decoders without WriteTo
+	_, err = io.CopyBuffer(w, dec, *buf)
+	putPipeBuf(buf)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

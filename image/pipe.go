@@ -6,16 +6,17 @@ import (
 	"io"
 )
 
-// The pull pipeline runs each chunk in three stages, so that on several
-// cores receiving (and hashing the compressed bytes), decoding, and hashing
-// plus writing the decoded bytes overlap:
+// The pull pipeline runs each chunk in two stages, so that on several
+// cores receiving overlaps with decoding, hashing and writing:
 //
-//	network -> asyncReader -> decoder -> asyncWriter -> chunkWriter
+//	network -> asyncReader -> decoder -> chunkWriter
 //
-// Stages pass pipeBufSize buffers through small queues; a queue full of
-// unwritten data stops the download instead of growing memory. The buffers
-// are kept on a free list rather than in a sync.Pool: the pull's heap is
-// small, so garbage collections come often and would empty a pool.
+// The decoder hands the chunkWriter its output in spans of up to 1 MiB
+// straight from its own buffer (applelz4.Reader.WriteTo), without a copy.
+// The reader passes pipeBufSize buffers through a small queue; a queue
+// full of undecoded data stops the download instead of growing memory. The
+// buffers are kept on a free list rather than in a sync.Pool: the pull's
+// heap is small, so garbage collections come often and would empty a pool.
 const (
 	pipeBufSize = 1 << 20
 	pipeDepth   = 2  // buffers queued between two stages
@@ -117,88 +118,6 @@ func (r *asyncReader) Close() {
 		putPipeBuf(r.buf)
 		r.buf = nil
 	}
-}
-
-// asyncWriter gathers writes into pipeBufSize buffers and hands them to w
-// in a goroutine of its own. After w fails, writes return its error.
-type asyncWriter struct {
-	w      io.Writer
-	ch     chan *[]byte
-	failed chan struct{} // closed when w has failed; err is set first
-	done   chan struct{}
-	err    error
-
-	buf *[]byte // being filled
-	n   int
-}
-
-func newAsyncWriter(w io.Writer) *asyncWriter {
-	a := &asyncWriter{w: w, ch: make(chan *[]byte, pipeDepth), failed: make(chan struct{}), done: make(chan struct{})}
-	go a.run()
-	return a
-}
-
-func (a *asyncWriter) run() {
-	defer close(a.done)
-	for b := range a.ch {
-		if a.err == nil {
-			if _, err := a.w.Write(*b); err != nil {
-				a.err = err
-				close(a.failed)
-			}
-		}
-		putPipeBuf(b)
-	}
-}
-
-func (a *asyncWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if a.buf == nil {
-			a.buf = getPipeBuf()
-			a.n = 0
-		}
-		k := copy((*a.buf)[a.n:], p)
-		a.n += k
-		p = p[k:]
-		if a.n == len(*a.buf) {
-			if err := a.send(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return n, nil
-}
-
-func (a *asyncWriter) send() error {
-	b := a.buf
-	*b = (*b)[:a.n]
-	a.buf = nil
-	select {
-	case a.ch <- b:
-		return nil
-	case <-a.failed:
-		putPipeBuf(b)
-		return a.err
-	}
-}
-
-// Close hands over what is gathered, waits until w has taken everything
-// and returns w's error.
-func (a *asyncWriter) Close() error {
-	var err error
-	if a.buf != nil && a.n > 0 {
-		err = a.send()
-	} else if a.buf != nil {
-		putPipeBuf(a.buf)
-		a.buf = nil
-	}
-	close(a.ch)
-	<-a.done
-	if err != nil {
-		return err
-	}
-	return a.err
 }
 
 // ctxReader stops a long copy when ctx is cancelled.

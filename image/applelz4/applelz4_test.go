@@ -146,6 +146,36 @@ func TestCrossBlockLongStream(t *testing.T) {
 	}
 }
 
+// WriteTo gathers blocks into large writes while the history slides.
+func TestWriteToLongStream(t *testing.T) {
+	t.Parallel()
+	var pieces []piece
+	data := mixed(77, 6<<20)
+	for p := data; len(p) > 0; {
+		k := min(len(p), 30000+len(p)%50000)
+		pieces = append(pieces, piece{data: p[:k], stored: len(pieces)%7 == 3})
+		p = p[k:]
+	}
+	frame, plain := buildFrame(pieces, true)
+	var w sizeRecorder
+	if _, err := NewReader(bytes.NewReader(frame)).WriteTo(&w); err != nil || !bytes.Equal(w.Bytes(), plain) {
+		t.Fatalf("err %v, equal %v", err, bytes.Equal(w.Bytes(), plain))
+	}
+	if avg := len(plain) / w.writes; avg < writeAhead/2 {
+		t.Fatalf("%d writes of %d bytes on average; want about %d", w.writes, avg, writeAhead)
+	}
+}
+
+type sizeRecorder struct {
+	bytes.Buffer
+	writes int
+}
+
+func (s *sizeRecorder) Write(p []byte) (int, error) {
+	s.writes++
+	return s.Buffer.Write(p)
+}
+
 func TestConcatenatedStreams(t *testing.T) {
 	t.Parallel()
 	f1, p1 := buildFrame([]piece{{data: []byte(strings.Repeat("abc", 1000))}}, true)
@@ -234,6 +264,13 @@ func FuzzReader(f *testing.F) {
 		// Output is bounded by the declared block sizes, which are bounded by the input.
 		if total > (len(in)/8+1)*MaxBlockSize {
 			t.Fatalf("decoded %d bytes from %d", total, len(in))
+		}
+		// WriteTo decodes the same bytes and fails the same way.
+		var viaRead, viaWriteTo bytes.Buffer
+		_, rerr := io.Copy(&viaRead, struct{ io.Reader }{NewReader(bytes.NewReader(in))})
+		_, werr := NewReader(bytes.NewReader(in)).WriteTo(&viaWriteTo)
+		if !bytes.Equal(viaRead.Bytes(), viaWriteTo.Bytes()) || (rerr == nil) != (werr == nil) {
+			t.Fatalf("Read gave %d bytes (err %v), WriteTo %d bytes (err %v)", viaRead.Len(), rerr, viaWriteTo.Len(), werr)
 		}
 	})
 }

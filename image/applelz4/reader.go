@@ -63,11 +63,20 @@ func (z *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteTo implements io.WriterTo, handing each decoded block to w without an
-// extra copy.
+// writeAhead is how much decoded output WriteTo gathers before a write,
+// so that w gets few large writes rather than one per 64 KiB block.
+const writeAhead = 1 << 20
+
+// WriteTo implements io.WriterTo, handing decoded output to w straight from
+// the decoding buffer, up to writeAhead bytes at a time.
 func (z *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
+		// Decode ahead while a typical block still fits without moving
+		// the pending output.
+		for z.err == nil && z.end-z.beg < writeAhead && (z.buf == nil || len(z.buf)-z.end >= BlockSize) {
+			z.err = z.next()
+		}
 		if z.beg < z.end {
 			n, err := w.Write(z.buf[z.beg:z.end])
 			total += int64(n)
@@ -85,6 +94,7 @@ func (z *Reader) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, z.err
 		}
+		// Nothing pending: the next block may move only the history.
 		z.err = z.next()
 	}
 }
@@ -165,24 +175,30 @@ func (z *Reader) next() error {
 	return nil
 }
 
-// reserve makes room for n decoded bytes after the history and returns that
-// space; the caller advances z.end once it is filled.
+// reserve makes room for n decoded bytes after the output so far and
+// returns that space; the caller advances z.end once it is filled. Output
+// not yet handed out (beg..end) and the history window before end are
+// kept.
 func (z *Reader) reserve(n int) []byte {
 	if z.buf == nil {
-		z.buf = make([]byte, WindowSize+max(n, 1<<20))
+		z.buf = make([]byte, WindowSize+max(n, writeAhead))
 	}
 	if z.end+n > len(z.buf) {
-		keep := min(z.end, WindowSize)
-		if WindowSize+n > len(z.buf) {
-			nb := make([]byte, WindowSize+n)
-			copy(nb, z.buf[z.end-keep:z.end])
+		// Moving by multiples of 4 KiB keeps each byte's address congruent
+		// to its stream offset, so page-aligned output stays aligned (which
+		// direct I/O wants).
+		from := min(z.beg, max(0, z.end-WindowSize)) &^ (4<<10 - 1)
+		kept := z.end - from
+		if kept+n > len(z.buf) {
+			nb := make([]byte, kept+n)
+			copy(nb, z.buf[from:z.end])
 			z.buf = nb
 		} else {
-			copy(z.buf, z.buf[z.end-keep:z.end])
+			copy(z.buf, z.buf[from:z.end])
 		}
-		z.end = keep
+		z.beg -= from
+		z.end = kept
 	}
-	z.beg = z.end
 	return z.buf[z.end : z.end+n]
 }
 
