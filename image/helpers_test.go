@@ -3,7 +3,6 @@ package image
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -221,12 +220,4 @@ func (p *proxy) diskGets(im *format.Image) int {
 
 func startRegistry(t testing.TB) *harness.Registry {
 	return harness.RegistryT(t)
-}
-
-func mustJSON(t testing.TB, v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
