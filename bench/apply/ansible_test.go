@@ -156,8 +156,9 @@ ssh_args = -F none -o ControlMaster=auto -o ControlPersist=120s -o IdentitiesOnl
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// ansiblePlaybook runs the playbook and returns its recap.
-func ansiblePlaybook(dir string) (string, error) {
+// ansiblePlaybook runs the playbook and returns its recap and the CPU
+// time ansible-playbook used with its workers and ssh processes.
+func ansiblePlaybook(dir string) (string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ansible-playbook", "playbook.yml")
@@ -169,7 +170,7 @@ func ansiblePlaybook(dir string) (string, error) {
 		recap = recap[i:]
 	}
 	if err != nil {
-		return recap, fmt.Errorf("ansible-playbook: %v\n%s", err, out)
+		return recap, 0, fmt.Errorf("ansible-playbook: %v\n%s", err, out)
 	}
-	return recap, nil
+	return recap, processCPU(cmd.ProcessState), nil
 }

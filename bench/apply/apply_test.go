@@ -19,6 +19,11 @@
 //     hosts, pipelining, persistent SSH connections, no fact gathering),
 //     without minting certificates or waiting for Ready.
 //
+// client-cpu-s is the CPU time of the client side alone: fleetctl, the
+// benchmark process for the Go floor, the sftp and ssh processes, and
+// ansible-playbook with its workers and ssh processes. The hosts' side
+// (sshd, the commands, vz-node) shares the same cores but is not counted.
+//
 // Run (as root; needs hack/tools/bin from `make tools`, openssh-server and
 // ansible-core, which it installs with apt-get when missing):
 //
@@ -34,6 +39,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,6 +98,7 @@ func benchFleet(b *testing.B, n int) {
 				b.Fatalf("cold apply: no %q in:\n%s", want, out)
 			}
 			b.ReportMetric(toUploaded(b, out).Seconds(), "to-uploaded-s")
+			b.ReportMetric(f.lastCPU.Seconds(), "client-cpu-s")
 			if testing.Verbose() {
 				b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
 			}
@@ -112,6 +119,7 @@ func benchFleet(b *testing.B, n int) {
 			if !strings.Contains(out, "no changes") {
 				b.Fatalf("re-apply changed something:\n%s", out)
 			}
+			b.ReportMetric(f.lastCPU.Seconds(), "client-cpu-s")
 			if testing.Verbose() {
 				b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
 			}
@@ -124,9 +132,11 @@ func benchFleet(b *testing.B, n int) {
 			b.StopTimer()
 			f.reset()
 			b.StartTimer()
+			before := selfCPU()
 			if err := f.floorGo(); err != nil {
 				b.Fatal(err)
 			}
+			b.ReportMetric((selfCPU() - before).Seconds(), "client-cpu-s")
 		}
 	})
 
@@ -140,9 +150,11 @@ func benchFleet(b *testing.B, n int) {
 			b.StopTimer()
 			f.reset()
 			b.StartTimer()
-			if err := f.floorOpenSSH(batches); err != nil {
+			cpu, err := f.floorOpenSSH(batches)
+			if err != nil {
 				b.Fatal(err)
 			}
+			b.ReportMetric(cpu.Seconds(), "client-cpu-s")
 		}
 	})
 
@@ -156,10 +168,11 @@ func benchFleet(b *testing.B, n int) {
 			b.StopTimer()
 			f.reset()
 			b.StartTimer()
-			recap, err := ansiblePlaybook(dir)
+			recap, cpu, err := ansiblePlaybook(dir)
 			if err != nil {
 				b.Fatal(err)
 			}
+			b.ReportMetric(cpu.Seconds(), "client-cpu-s")
 			b.Log(recap)
 		}
 		ansibleDone = true
@@ -167,10 +180,11 @@ func benchFleet(b *testing.B, n int) {
 	if ansibleDone {
 		run("ansible-noop", func(b *testing.B) {
 			for range b.N {
-				recap, err := ansiblePlaybook(dir)
+				recap, cpu, err := ansiblePlaybook(dir)
 				if err != nil {
 					b.Fatal(err)
 				}
+				b.ReportMetric(cpu.Seconds(), "client-cpu-s")
 				if !regexp.MustCompile(`changed=0\s`).MatchString(recap) || regexp.MustCompile(`changed=[1-9]`).MatchString(recap) {
 					b.Fatalf("the second ansible run changed something:\n%s", recap)
 				}
@@ -178,6 +192,16 @@ func benchFleet(b *testing.B, n int) {
 		})
 	}
 	f.reset()
+}
+
+// selfCPU is the CPU time this process used so far (the Go floor runs
+// in it).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // phaseRE matches a host's closing line: "<host>: changed in 5.1s (connect

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pkg/sftp"
 )
@@ -100,9 +101,12 @@ func (f *fixture) stageOpenSSH() (map[string]string, error) {
 }
 
 // floorOpenSSH is the same transfer with OpenSSH's sftp client, one
-// process per host, all at once.
-func (f *fixture) floorOpenSSH(batches map[string]string) error {
+// process per host, all at once. It returns the CPU time the sftp
+// processes (and their ssh) used.
+func (f *fixture) floorOpenSSH(batches map[string]string) (time.Duration, error) {
 	errs := make([]error, len(f.hosts))
+	var mu sync.Mutex
+	var cpu time.Duration
 	var wg sync.WaitGroup
 	for i, h := range f.hosts {
 		wg.Go(func() {
@@ -112,8 +116,11 @@ func (f *fixture) floorOpenSSH(batches map[string]string) error {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = fmt.Errorf("%s: sftp: %v\n%s", h.Name, err, out)
 			}
+			mu.Lock()
+			cpu += processCPU(cmd.ProcessState)
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return cpu, errors.Join(errs...)
 }

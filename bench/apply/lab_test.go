@@ -87,6 +87,8 @@ type fixture struct {
 	// binary as sent, before it was signed on the host): the bytes every
 	// reference uploads too.
 	installed map[string][]hostFile
+	// lastCPU is the CPU time the last fleetctl run used.
+	lastCPU time.Duration
 }
 
 // hostFile is one file as fleetctl installs it.
@@ -166,7 +168,7 @@ hosts:
 }
 
 // fleetctl runs fleetctl and returns its output; a non-zero exit fails
-// the benchmark.
+// the benchmark. fleetctl's CPU time is kept in lastCPU.
 func (f *fixture) fleetctl(args ...string) string {
 	f.b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -177,7 +179,17 @@ func (f *fixture) fleetctl(args ...string) string {
 	if err != nil {
 		f.b.Fatalf("fleetctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	f.lastCPU = processCPU(cmd.ProcessState)
 	return string(out)
+}
+
+// processCPU is the user and system time a finished process and the
+// children it waited for used.
+func processCPU(ps *os.ProcessState) time.Duration {
+	if ps == nil {
+		return 0
+	}
+	return ps.UserTime() + ps.SystemTime()
 }
 
 func (f *fixture) apply() string {
