@@ -42,7 +42,7 @@ type HostSpec struct {
 	Node     *Node     `yaml:"node" doc:"The Kubernetes node vz-node registers for this host."`
 	Cluster  *Cluster  `yaml:"cluster" doc:"The Kubernetes cluster the node joins and the credentials it uses."`
 	GuestSSH *GuestSSH `yaml:"guestSSH" doc:"Credentials vz-node uses to reach the macOS guests over SSH (exec, logs, probes, shutdown). Installed on the host with mode 0600."`
-	Images   []string  `yaml:"images" doc:"OCI references of VM images to pre-pull on the host (fleetctl prepull), fully qualified, e.g. ghcr.io/cirruslabs/macos-sequoia-base:latest. Replaces the defaults' list."`
+	Images   []string  `yaml:"images" doc:"OCI references of VM images to pre-pull on the host (by fleetctl apply once the node is Ready, and by fleetctl prepull), fully qualified, e.g. ghcr.io/cirruslabs/macos-sequoia-base:latest. Replaces the defaults' list."`
 	Paths    *Paths    `yaml:"paths" doc:"Where vz-node is installed on the host. The macOS defaults rarely need changing."`
 }
 
