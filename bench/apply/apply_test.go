@@ -126,6 +126,16 @@ func benchFleet(b *testing.B, n int) {
 		}
 	})
 
+	run("floor-noop-check", func(b *testing.B) {
+		for range b.N {
+			before := selfCPU()
+			if err := f.floorCheck(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric((selfCPU() - before).Seconds(), "client-cpu-s")
+		}
+	})
+
 	run("floor-go-sftp", func(b *testing.B) {
 		b.SetBytes(perHost * int64(n))
 		for range b.N {

@@ -124,3 +124,38 @@ func (f *fixture) floorOpenSSH(batches map[string]string) (time.Duration, error)
 	wg.Wait()
 	return cpu, errors.Join(errs...)
 }
+
+// floorCheck is the floor of a no-op re-apply: per host, all at once, one
+// SSH connection and one command that hashes the managed files, the least
+// that tells whether anything must change. Nothing is compared, nothing
+// asked of launchd or the apiserver.
+func (f *fixture) floorCheck() error {
+	errs := make([]error, len(f.hosts))
+	var wg sync.WaitGroup
+	for i, h := range f.hosts {
+		wg.Go(func() {
+			errs[i] = func() error {
+				c, err := f.lab.Hosts[i].Dial(context.Background())
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				sess, err := c.NewSession()
+				if err != nil {
+					return err
+				}
+				defer sess.Close()
+				cmd := "sha256sum"
+				for _, mf := range f.installed[h.Name] {
+					cmd += " " + shellQuote(mf.Path)
+				}
+				if out, err := sess.CombinedOutput(cmd); err != nil {
+					return fmt.Errorf("%s: %s: %w\n%s", h.Name, cmd, err, out)
+				}
+				return nil
+			}()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
