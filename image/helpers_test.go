@@ -197,6 +197,17 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	io.Copy(w, resp.Body)
 }
 
+// stall makes the first GET of blob d hang (after a few bytes) until the
+// client goes, so a pull cannot finish before the test cancels it.
+func (p *proxy) stall(d string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold == nil {
+		p.hold = map[string]holdAt{}
+	}
+	p.hold[d] = holdAt{after: 100, reached: make(chan struct{})}
+}
+
 func (p *proxy) gets(d string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -207,6 +218,7 @@ func (p *proxy) reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.blobGets, p.ranges = map[string]int{}, map[string]int{}
+	p.hold = nil // stalls not reached yet are off
 }
 
 // diskGets counts GETs of the image's disk chunk blobs.

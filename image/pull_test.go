@@ -198,6 +198,7 @@ func TestPullCancelledThenResumed(t *testing.T) {
 	e := newEnv(t)
 	src := e.vmDirSized("src", smallDiskSize, smallRegions)
 	desc := e.push(src, "base:v1", smallChunk)
+	e.proxy.stall(desc.Image.Disk[7].Layer.Digest.String()) // random data: the pull cannot finish
 	c := e.open(Options{Concurrency: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	var once sync.Once
@@ -388,6 +389,7 @@ func TestPullResumeRefetchesLostChunk(t *testing.T) {
 	e := newEnv(t)
 	src := e.vmDirSized("src", smallDiskSize, smallRegions)
 	desc := e.push(src, "base:v1", smallChunk)
+	e.proxy.stall(desc.Image.Disk[7].Layer.Digest.String()) // random data: the pull cannot finish
 	c := e.open(Options{Concurrency: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	var once sync.Once
