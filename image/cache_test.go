@@ -42,7 +42,8 @@ func TestPullWaitersShareOnePull(t *testing.T) {
 	}
 
 	// Second image: two waiters, both leave; the pull must stop.
-	e.push(e.vmDirSized("src2", smallDiskSize, append(smallRegions, region{off: 200 * mib, size: 20 * mib, kind: "random", seed: 11})), "base:v2", smallChunk)
+	v2 := e.push(e.vmDirSized("src2", smallDiskSize, append(smallRegions, region{off: 200 * mib, size: 20 * mib, kind: "random", seed: 11})), "base:v2", smallChunk)
+	e.proxy.stall(v2.Image.Disk[12].Layer.Digest.String()) // new in v2: the pull cannot finish on its own
 	slow := e.open(Options{Concurrency: 1})
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	ctx2, cancel2 := context.WithCancel(context.Background())
