@@ -305,7 +305,9 @@ func (c *Cache) verify(ctx context.Context, img *Image, rec *record) (map[int]di
 			continue
 		}
 		if ch.Digest == zeroDigest(ch.Size) && holeOnly(f, ch.Offset, ch.Size) {
+			mu.Lock()
 			good[i] = ch.Digest // reads as zeros without hashing them
+			mu.Unlock()
 			continue
 		}
 		g.Go(func() error {
