@@ -24,7 +24,7 @@ deps: ## Install the Debian packages the tests run (registry, sshd, dockerd, ...
 	@hack/deps.sh
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl, scheduler, controller-manager, staticcheck (cached)
+tools: ## Build kube-apiserver, etcd, kubectl, scheduler, controller-manager, metrics-server, staticcheck, oras (cached)
 	@hack/tools/build.sh
 
 .PHONY: build build-linux
