@@ -131,15 +131,6 @@ func desiredFiles(h inventory.Host, binarySum string, binarySize int64, s secret
 	return files, nil
 }
 
-// managedPaths lists the paths the facts hash.
-func managedPaths(files []File) []string {
-	out := make([]string, len(files))
-	for i, f := range files {
-		out[i] = f.Path
-	}
-	return out
-}
-
 // dirsFor lists the directories that must exist before the upload.
 func dirsFor(h inventory.Host) []string {
 	p := h.Paths

@@ -78,11 +78,11 @@ func waitReady(ctx context.Context, client kubernetes.Interface, node, wantVersi
 	defer cancel()
 	sel := fields.OneTermEqualSelector("metadata.name", node).String()
 	lw := &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
 			return client.CoreV1().Nodes().List(ctx, o)
 		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
 			return client.CoreV1().Nodes().Watch(ctx, o)
 		},

@@ -124,12 +124,12 @@ func (c *sshConfig) include(pattern, dir string, cond []string, never bool, dept
 	}
 	files, err := filepath.Glob(pattern)
 	if err != nil {
-		return fmt.Errorf("Include %s: %w", pattern, err)
+		return fmt.Errorf("ssh_config Include %s: %w", pattern, err)
 	}
 	for _, file := range files {
 		f, err := os.Open(file)
 		if err != nil {
-			return fmt.Errorf("Include: %w", err)
+			return fmt.Errorf("ssh_config Include: %w", err)
 		}
 		err = c.parse(f, file, dir, cond, never, depth)
 		f.Close()
