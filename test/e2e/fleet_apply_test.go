@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -49,6 +50,23 @@ const (
 
 var fleetHosts = []string{"mini-01", "mini-02", "mini-03"}
 
+// forward makes addr ("127.0.0.1:port"), a service on the test's
+// loopback, reachable at the same address on every simulated Mac.
+func (fl *fleetLab) forward(addr string) {
+	fl.t.Helper()
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		fl.t.Fatal(err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		fl.t.Fatalf("port of %s: %v", addr, err)
+	}
+	if err := fl.lab.ForwardLoopback(port); err != nil {
+		fl.t.Fatal(err)
+	}
+}
+
 func startFleetLab(t *testing.T) *fleetLab {
 	t.Helper()
 	harness.RequireRoot(t)
@@ -63,10 +81,7 @@ func startFleetLab(t *testing.T) *fleetLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, _ := strconv.Atoi(u.Port())
-	if err := fl.lab.ForwardLoopback(port); err != nil {
-		t.Fatal(err)
-	}
+	fl.forward(u.Host)
 	fl.knownHosts = filepath.Join(fl.dir, "known_hosts")
 	if err := fl.lab.WriteKnownHosts(fl.knownHosts); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +18,7 @@ import (
 func TestFleetApplyPrepullsImages(t *testing.T) {
 	fl := startFleetLab(t)
 	reg := harness.RegistryT(t)
-	_, portStr, err := net.SplitHostPort(reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(portStr)
-	if err := fl.lab.ForwardLoopback(port); err != nil {
-		t.Fatal(err)
-	}
+	fl.forward(reg.Addr)
 	vm := filepath.Join(fl.dir, "vm")
 	makeTestVM(t, vm, 32<<20)
 	ref := reg.Addr + "/e2e/apply-images:v1"

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -46,11 +45,7 @@ func TestImagePrepullResumesAfterKill(t *testing.T) {
 	last := desc.Image.Disk[len(desc.Image.Disk)-1] // random bytes: a real download
 
 	px := newStallProxy(t, reg.Addr, last.Layer.Digest.String())
-	_, portStr, _ := net.SplitHostPort(px.Listener.Addr().String())
-	port, _ := strconv.Atoi(portStr)
-	if err := fl.lab.ForwardLoopback(port); err != nil {
-		t.Fatal(err)
-	}
+	fl.forward(px.Listener.Addr().String())
 	ref := px.Listener.Addr().String() + "/e2e/resume:v1"
 	host := fl.lab.Host("mini-01")
 	b, err := os.ReadFile(fl.vzNode["v0.1.0-e2e"])

@@ -3,11 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,14 +21,7 @@ import (
 func TestImagePrepullLab(t *testing.T) {
 	fl := startFleetLab(t)
 	reg := harness.RegistryT(t)
-	_, portStr, err := net.SplitHostPort(reg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(portStr)
-	if err := fl.lab.ForwardLoopback(port); err != nil {
-		t.Fatal(err)
-	}
+	fl.forward(reg.Addr)
 	vm := filepath.Join(fl.dir, "vm")
 	makeTestVM(t, vm, 64<<20)
 	ref := reg.Addr + "/e2e/prepull:v1"
