@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vzfleet/vzfleet/inventory"
 )
 
 // floorGo uploads every host's files with x/crypto/ssh and pkg/sftp
@@ -22,47 +25,54 @@ import (
 // verified, nothing is atomic, nothing restarts: the transfer alone, on
 // the same transport fleetctl uses.
 func (f *fixture) floorGo() error {
+	return f.eachHost(func(h inventory.Host, c *ssh.Client) error {
+		sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
+		if err != nil {
+			return err
+		}
+		defer sc.Close()
+		made := map[string]bool{}
+		for _, mf := range f.installed[h.Name] {
+			if d := path.Dir(mf.Path); !made[d] {
+				if err := sc.MkdirAll(d); err != nil {
+					return fmt.Errorf("%s: mkdir %s: %w", h.Name, d, err)
+				}
+				made[d] = true
+			}
+			w, err := sc.Create(mf.Path)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
+			}
+			if _, err := w.ReadFrom(bytes.NewReader(mf.Content)); err != nil {
+				w.Close()
+				return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
+			}
+			if err := w.Chmod(mf.Mode); err != nil {
+				w.Close()
+				return err
+			}
+			if err := w.Close(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachHost runs fn on every host at once, each with an SSH connection of
+// its own, and joins their errors.
+func (f *fixture) eachHost(fn func(h inventory.Host, c *ssh.Client) error) error {
 	errs := make([]error, len(f.hosts))
 	var wg sync.WaitGroup
 	for i, h := range f.hosts {
 		wg.Go(func() {
-			errs[i] = func() error {
-				c, err := f.lab.Hosts[i].Dial(context.Background())
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
-				if err != nil {
-					return err
-				}
-				defer sc.Close()
-				made := map[string]bool{}
-				for _, mf := range f.installed[h.Name] {
-					if d := path.Dir(mf.Path); !made[d] {
-						if err := sc.MkdirAll(d); err != nil {
-							return fmt.Errorf("%s: mkdir %s: %w", h.Name, d, err)
-						}
-						made[d] = true
-					}
-					w, err := sc.Create(mf.Path)
-					if err != nil {
-						return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
-					}
-					if _, err := w.ReadFrom(bytes.NewReader(mf.Content)); err != nil {
-						w.Close()
-						return fmt.Errorf("%s: %s: %w", h.Name, mf.Path, err)
-					}
-					if err := w.Chmod(mf.Mode); err != nil {
-						w.Close()
-						return err
-					}
-					if err := w.Close(); err != nil {
-						return err
-					}
-				}
-				return nil
-			}()
+			c, err := f.lab.Hosts[i].Dial(context.Background())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Close()
+			errs[i] = fn(h, c)
 		})
 	}
 	wg.Wait()
@@ -130,32 +140,19 @@ func (f *fixture) floorOpenSSH(batches map[string]string) (time.Duration, error)
 // that tells whether anything must change. Nothing is compared, nothing
 // asked of launchd or the apiserver.
 func (f *fixture) floorCheck() error {
-	errs := make([]error, len(f.hosts))
-	var wg sync.WaitGroup
-	for i, h := range f.hosts {
-		wg.Go(func() {
-			errs[i] = func() error {
-				c, err := f.lab.Hosts[i].Dial(context.Background())
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				sess, err := c.NewSession()
-				if err != nil {
-					return err
-				}
-				defer sess.Close()
-				cmd := "sha256sum"
-				for _, mf := range f.installed[h.Name] {
-					cmd += " " + shellQuote(mf.Path)
-				}
-				if out, err := sess.CombinedOutput(cmd); err != nil {
-					return fmt.Errorf("%s: %s: %w\n%s", h.Name, cmd, err, out)
-				}
-				return nil
-			}()
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return f.eachHost(func(h inventory.Host, c *ssh.Client) error {
+		sess, err := c.NewSession()
+		if err != nil {
+			return err
+		}
+		defer sess.Close()
+		cmd := "sha256sum"
+		for _, mf := range f.installed[h.Name] {
+			cmd += " " + shellQuote(mf.Path)
+		}
+		if out, err := sess.CombinedOutput(cmd); err != nil {
+			return fmt.Errorf("%s: %s: %w\n%s", h.Name, cmd, err, out)
+		}
+		return nil
+	})
 }
