@@ -624,7 +624,7 @@ func (c *Cache) pullChunk(ctx context.Context, repo *remote.Repository, disk, di
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		var written int64
-		err = fetchBlob(ctx, repo, ch.Layer, ch.Compression, target, t.net, func(n int64) { written += n; t.data(n) }, nil)
+		err = fetchBlob(ctx, repo, ch.Layer, ch.Compression, target, t.net, func(n int64) { written += n; t.data(n) })
 		if err == nil {
 			return nil
 		}

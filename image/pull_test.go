@@ -257,7 +257,7 @@ func TestPullDetectsCorruptBlob(t *testing.T) {
 		// chunk 0 is text: LZ4 blocks that no longer decode
 		{"undecodable", 0, "applelz4: corrupt stream"},
 		// chunk 1 is random: stored blocks that decode to other bytes
-		{"wrong bytes", 1, "decodes to content with digest"},
+		{"wrong bytes", 1, "the registry sent bytes with digest"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
