@@ -19,8 +19,8 @@
 // fetches only the chunks still missing. Bytes that did not just arrive
 // verified are checked against the chunk's uncompressed digest: chunks
 // recorded before a crash, chunks copied from another image, and a cached
-// disk changed since its record. An interrupted
-// blob download continues with an HTTP Range request. Chunks that a cached
-// image already holds (same uncompressed digest) are copied locally, which
-// makes pulling a new version of an image fetch only the chunks that changed.
+// disk changed since its record. An interrupted blob download continues
+// with an HTTP Range request. Chunks that a cached image already holds
+// (same uncompressed digest) are copied locally, which makes pulling a new
+// version of an image fetch only the chunks that changed.
 package image
