@@ -57,74 +57,145 @@ func isExecutable(head []byte) bool {
 }
 
 // Read returns a file's signature (nil when unsigned) and the hash of its
-// current code.
+// current code, reading the file once (codesign -v hashes every page of
+// the code too).
 func Read(path string) (*Signature, string, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, "", err
 	}
-	code, payload := splitTrailer(data)
-	sum := sha256.Sum256(code)
-	hash := hex.EncodeToString(sum[:])
+	defer f.Close()
+	codeLen, payload, err := locate(f)
+	if err != nil {
+		return nil, "", err
+	}
+	hash, err := hashCode(f, codeLen)
+	if err != nil {
+		return nil, "", err
+	}
+	sig, err := decode(path, payload)
+	return sig, hash, err
+}
+
+// readSignature returns a file's signature (nil when unsigned) without
+// hashing its code: what codesign -d reads, which displays a signature
+// without validating it.
+func readSignature(path string) (*Signature, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_, payload, err := locate(f)
+	if err != nil {
+		return nil, err
+	}
+	return decode(path, payload)
+}
+
+// decode parses an appended signature, or the extended attribute one
+// when nothing is appended.
+func decode(path string, payload []byte) (*Signature, error) {
 	if payload == nil {
+		var err error
 		payload, err = getxattr(path, xattrName)
 		if err != nil || payload == nil {
-			return nil, hash, nil
+			return nil, nil
 		}
 	}
 	var sig Signature
 	if err := json.Unmarshal(payload, &sig); err != nil {
-		return nil, hash, fmt.Errorf("%s: corrupt macsim signature: %w", path, err)
+		return nil, fmt.Errorf("%s: corrupt macsim signature: %w", path, err)
 	}
-	return &sig, hash, nil
+	return &sig, nil
 }
 
-func splitTrailer(data []byte) (code, payload []byte) {
-	n := len(trailerMagic) + 8
-	if len(data) < n || !bytes.HasSuffix(data, trailerMagic) {
-		return data, nil
+// locate finds an appended signature in f from its last bytes: the length
+// of the code before it and its payload (nil: none appended).
+func locate(f *os.File) (int64, []byte, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, nil, err
 	}
-	size := binary.BigEndian.Uint64(data[len(data)-n:])
-	if size > uint64(len(data)-n) {
-		return data, nil
-	}
-	start := len(data) - n - int(size)
-	return data[:start], data[start : len(data)-n]
+	return splitTrailer(f, fi.Size())
 }
 
-// Sign signs path ad hoc, replacing any signature.
+// splitTrailer reads an appended signature's trailer from the end of r
+// (size bytes): the code's length and the payload, or size and nil when
+// the content ends in no valid trailer.
+func splitTrailer(r io.ReaderAt, size int64) (codeLen int64, payload []byte, err error) {
+	n := int64(len(trailerMagic) + 8)
+	if size < n {
+		return size, nil, nil
+	}
+	tail := make([]byte, n)
+	if _, err := r.ReadAt(tail, size-n); err != nil {
+		return 0, nil, err
+	}
+	if !bytes.HasSuffix(tail, trailerMagic) {
+		return size, nil, nil
+	}
+	plen := binary.BigEndian.Uint64(tail)
+	if plen > uint64(size-n) {
+		return size, nil, nil
+	}
+	start := size - n - int64(plen)
+	payload = make([]byte, plen)
+	if _, err := r.ReadAt(payload, start); err != nil {
+		return 0, nil, err
+	}
+	return start, payload, nil
+}
+
+// hashCode is the sha256 of the first codeLen bytes of f.
+func hashCode(f *os.File, codeLen int64) (string, error) {
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, codeLen), make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Sign signs path ad hoc, replacing any signature. Like codesign, it reads
+// and hashes the code once.
 func Sign(path string, sig Signature) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	code, _ := splitTrailer(data)
-	sum := sha256.Sum256(code)
-	sig.CodeSHA256 = hex.EncodeToString(sum[:])
-	payload, err := json.Marshal(sig)
-	if err != nil {
-		return err
-	}
-	if !isExecutable(code) {
-		if len(code) != len(data) {
-			if err := os.Truncate(path, int64(len(code))); err != nil {
-				return err
-			}
-		}
-		return setxattr(path, xattrName, payload)
-	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(int64(len(code))); err != nil {
+	codeLen, _, err := locate(f)
+	if err != nil {
 		return err
+	}
+	if sig.CodeSHA256, err = hashCode(f, codeLen); err != nil {
+		return err
+	}
+	payload, err := json.Marshal(sig)
+	if err != nil {
+		return err
+	}
+	head := make([]byte, 4)
+	n, _ := f.ReadAt(head, 0)
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if codeLen != fi.Size() {
+		if err := f.Truncate(codeLen); err != nil {
+			return err
+		}
+	}
+	if !isExecutable(head[:n]) {
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return setxattr(path, xattrName, payload)
 	}
 	var lenBuf [8]byte
 	binary.BigEndian.PutUint64(lenBuf[:], uint64(len(payload)))
 	trailer := append(append(payload, lenBuf[:]...), trailerMagic...)
-	if _, err := f.WriteAt(trailer, int64(len(code))); err != nil {
+	if _, err := f.WriteAt(trailer, codeLen); err != nil {
 		return err
 	}
 	_ = removexattr(path, xattrName)
@@ -133,18 +204,22 @@ func Sign(path string, sig Signature) error {
 
 // Remove strips a signature.
 func Remove(path string) error {
-	data, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	code, payload := splitTrailer(data)
+	defer f.Close()
+	codeLen, payload, err := locate(f)
+	if err != nil {
+		return err
+	}
 	if payload != nil {
-		if err := os.Truncate(path, int64(len(code))); err != nil {
+		if err := f.Truncate(codeLen); err != nil {
 			return err
 		}
 	}
 	_ = removexattr(path, xattrName)
-	return nil
+	return f.Close()
 }
 
 type options struct {
@@ -310,7 +385,9 @@ func (o *options) doSign(path string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: error: The specified item could not be found in the keychain.\n", o.identity)
 		return 1
 	}
-	sig, _, err := Read(path)
+	// Like codesign, only whether a signature is there matters, not
+	// whether it is still valid.
+	sig, err := readSignature(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", path, pathErr(err))
 		return 1
@@ -382,10 +459,17 @@ func (o *options) doVerify(path string, stderr io.Writer) int {
 	return 0
 }
 
+// doDisplay shows a signature without validating it, as codesign -d does
+// (-v validates): it reads the signature, not the code.
 func (o *options) doDisplay(path string, stdout, stderr io.Writer) int {
-	sig, c := check(path, stderr)
-	if c != 0 {
-		return c
+	sig, err := readSignature(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", path, pathErr(err))
+		return 1
+	}
+	if sig == nil {
+		fmt.Fprintf(stderr, "%s: code object is not signed at all\n", path)
+		return 1
 	}
 	abs, _ := filepath.Abs(path)
 	fmt.Fprintf(stderr, "Executable=%s\n", abs)

@@ -1,6 +1,7 @@
 package codesign
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"os"
 	"path/filepath"
@@ -92,6 +93,17 @@ func TestSignVerifyEntitlements(t *testing.T) {
 			if code, _, stderr = cs("--verify", moved); code != 1 || !strings.Contains(stderr, "invalid signature (code or signature have been modified)") {
 				t.Fatalf("verify modified: %d %q", code, stderr)
 			}
+			// codesign -d displays a signature without validating it.
+			if code, stdout, stderr := cs("-d", "--entitlements", "-", "--xml", moved); code != 0 || !strings.Contains(stdout, "com.apple.security.virtualization") {
+				t.Fatalf("display modified: %d %q %q", code, stdout, stderr)
+			}
+			// Re-signing a modified file covers the new code.
+			if code, _, stderr := cs("-f", "-s", "-", moved); code != 0 {
+				t.Fatalf("re-sign modified: %d %q", code, stderr)
+			}
+			if code, _, stderr := cs("-v", moved); code != 0 {
+				t.Fatalf("verify re-signed: %d %q", code, stderr)
+			}
 			if code, _, _ = cs("--remove-signature", moved); code != 0 {
 				t.Fatal("remove-signature failed")
 			}
@@ -134,12 +146,18 @@ func FuzzRead(f *testing.F) {
 	f.Add(append([]byte(`{"identifier":"x","identity":"-","codeSHA256":""}`), append([]byte{0, 0, 0, 0, 0, 0, 0, 48}, trailerMagic...)...))
 	f.Add(append([]byte{0, 0, 0, 0, 0, 0, 0xff, 0xff}, trailerMagic...))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		code, payload := splitTrailer(data)
-		if len(code)+len(payload) > len(data) {
-			t.Fatalf("split %d bytes into %d + %d", len(data), len(code), len(payload))
+		code, payload, err := splitTrailer(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if payload == nil && len(code) != len(data) {
+		if code < 0 || code+int64(len(payload)) > int64(len(data)) {
+			t.Fatalf("split %d bytes into %d + %d", len(data), code, len(payload))
+		}
+		if payload == nil && code != int64(len(data)) {
 			t.Fatal("no trailer, yet the code was cut")
+		}
+		if payload != nil && !bytes.Equal(payload, data[code:code+int64(len(payload))]) {
+			t.Fatal("the payload is not the bytes after the code")
 		}
 	})
 }
