@@ -122,5 +122,38 @@ func (l *Local) createTemp(_ context.Context, path string) (io.WriteCloser, erro
 	return f, nil
 }
 
+func (l *Local) canFinish(context.Context) bool { return true }
+
+// finish puts a temp file in place with system calls, as
+// batchFinalizeScript does with a shell.
+func (l *Local) finish(_ context.Context, f finishing) error {
+	target, err := os.Stat(f.target)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	exists := err == nil
+	if exists && target.IsDir() {
+		return fmt.Errorf("%s %w", f.target, errIsDirectory)
+	}
+	if err := os.Chmod(f.tmp, f.mode); err != nil {
+		return err
+	}
+	if f.uid >= 0 || f.gid >= 0 {
+		if err := os.Chown(f.tmp, f.uid, f.gid); err != nil {
+			return err
+		}
+	}
+	if f.keep && exists && target.Mode().IsRegular() {
+		prev := f.target + ".prev"
+		if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := os.Link(f.target, prev); err != nil {
+			return err
+		}
+	}
+	return os.Rename(f.tmp, f.target)
+}
+
 // Close does nothing: there is no connection.
 func (l *Local) Close() error { return nil }

@@ -386,6 +386,87 @@ func (w sftpWriter) ReadFrom(r io.Reader) (int64, error) {
 	return w.ReadFromWithConcurrency(r, uploadWrites)
 }
 
+// canFinish tells whether the SFTP server offers what finish needs:
+// OpenSSH's hardlink and posix-rename extensions (an atomic rename over an
+// existing file).
+func (s *SSH) canFinish(ctx context.Context) bool {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return false
+	}
+	_, link := sc.HasExtension("hardlink@openssh.com")
+	_, rename := sc.HasExtension("posix-rename@openssh.com")
+	return link && rename
+}
+
+// finish puts a temp file the connecting user wrote in place with SFTP
+// requests, as batchFinalizeScript does with a shell and four programs.
+func (s *SSH) finish(ctx context.Context, f finishing) error {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+	defer stop()
+	target, err := sc.Stat(f.target)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", f.target, err)
+	}
+	exists := err == nil
+	if exists && target.IsDir() {
+		return fmt.Errorf("%s %w", f.target, errIsDirectory)
+	}
+	if err := sc.Chmod(f.tmp, f.mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", f.tmp, err)
+	}
+	if f.uid >= 0 || f.gid >= 0 {
+		uid, gid := f.uid, f.gid
+		if uid < 0 || gid < 0 {
+			fi, err := sc.Stat(f.tmp)
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", f.tmp, err)
+			}
+			st, ok := fi.Sys().(*sftp.FileStat)
+			if !ok {
+				return fmt.Errorf("stat %s: the server sent no owner", f.tmp)
+			}
+			if uid < 0 {
+				uid = int(st.UID)
+			}
+			if gid < 0 {
+				gid = int(st.GID)
+			}
+		}
+		if err := sc.Chown(f.tmp, uid, gid); err != nil {
+			return fmt.Errorf("chown %d:%d %s: %w", uid, gid, f.tmp, err)
+		}
+	}
+	if f.keep && exists && target.Mode().IsRegular() {
+		prev := f.target + ".prev"
+		if err := sc.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing %s: %w", prev, err)
+		}
+		if err := sc.Link(f.target, prev); err != nil {
+			return fmt.Errorf("linking %s to %s: %w", prev, f.target, err)
+		}
+	}
+	if err := sc.PosixRename(f.tmp, f.target); err != nil {
+		return fmt.Errorf("renaming %s to %s: %w", f.tmp, f.target, err)
+	}
+	return nil
+}
+
+// dropSFTP closes sc, so requests waiting on it return, and forgets it
+// when it is the current client.
+func (s *SSH) dropSFTP(sc *sftp.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sftp == sc {
+		s.sftp = nil
+	}
+	sc.Close()
+}
+
 // Close closes the connection and its jump hosts' connections.
 func (s *SSH) Close() error {
 	s.mu.Lock()

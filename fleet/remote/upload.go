@@ -187,12 +187,26 @@ elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum
 else h="shasum -a 256"; fi
 `
 
-// hashScript prints one line per argument: the file's sha256 (read from
-// stdin, so names never reach the output), or "-" when it is no regular
-// file.
-const hashScript = hashTool + `for f do
-	if [ -f "$f" ]; then $h < "$f" || exit 1; else echo -; fi
-done`
+// hashScript prints one line per argument: "-" for anything but a regular
+// file, "+" for a regular file, or "= <sum>" for one whose name has a
+// newline (hashed from stdin on its own, so no name reaches the output that
+// is parsed by lines; "./" keeps a name starting with "-" from being read
+// as an option); then "--" and the hash tool's line for each "+"
+// file in order, all hashed by one run of the tool (a fleet uploads to many
+// hosts at once: every program started on every host counts).
+const hashScript = hashTool + `nl='
+'
+for f do
+	shift
+	if [ ! -f "$f" ]; then echo -
+	else case $f in
+		*"$nl"*) s=$($h < "$f") || exit 1; echo "= $s";;
+		-*) set -- "$@" "./$f"; echo +;;
+		*) set -- "$@" "$f"; echo +;;
+	esac; fi
+done
+echo --
+[ $# -eq 0 ] || exec $h "$@"`
 
 // SHA256 returns the hex sha256 of a file on the host (with `sudo -n` when
 // sudo is set and the host elevates). A missing file is fs.ErrNotExist.
@@ -208,9 +222,9 @@ func SHA256(ctx context.Context, h Host, file string, sudo bool) (string, error)
 	return sum, nil
 }
 
-// SHA256Files hashes several files with one command (one round trip, for
-// comparing managed files quickly). Files that do not exist, or are not
-// regular files, are absent from the map.
+// SHA256Files hashes several files with one command (one round trip and
+// one run of the hash tool, for comparing managed files quickly). Files
+// that do not exist, or are not regular files, are absent from the map.
 func SHA256Files(ctx context.Context, h Host, files []string, sudo bool) (map[string]string, error) {
 	if len(files) == 0 {
 		return map[string]string{}, nil
@@ -220,19 +234,35 @@ func SHA256Files(ctx context.Context, h Host, files []string, sudo bool) (map[st
 		return nil, fmt.Errorf("host %s: hashing files: %w", h.Name(), err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(res.Stdout), "\n"), "\n")
-	if len(lines) != len(files) {
-		return nil, fmt.Errorf("host %s: hashing files: %d lines of output for %d files: %q", h.Name(), len(lines), len(files), firstLine(res.Stdout))
+	bad := func() error {
+		return fmt.Errorf("host %s: hashing files: unexpected output for %d files: %q", h.Name(), len(files), firstLine(res.Stdout))
+	}
+	if len(lines) <= len(files) || lines[len(files)] != "--" {
+		return nil, bad()
 	}
 	sums := make(map[string]string, len(files))
-	for i, line := range lines {
-		if line == "-" {
+	tool := lines[len(files)+1:]
+	for i, mark := range lines[:len(files)] {
+		var line string
+		switch {
+		case mark == "-":
 			continue
+		case strings.HasPrefix(mark, "= "):
+			line = mark[2:]
+		case mark == "+" && len(tool) > 0:
+			line, tool = tool[0], tool[1:]
+		default:
+			return nil, bad()
 		}
-		sum, _, _ := strings.Cut(line, " ")
+		// sha256sum marks a line whose name it escaped with a backslash.
+		sum, _, _ := strings.Cut(strings.TrimPrefix(line, "\\"), " ")
 		if _, err := hex.DecodeString(sum); err != nil || len(sum) != sha256.Size*2 {
 			return nil, fmt.Errorf("host %s: unexpected output of the sha256 tool for %s: %q", h.Name(), files[i], line)
 		}
 		sums[files[i]] = strings.ToLower(sum)
+	}
+	if len(tool) != 0 {
+		return nil, bad()
 	}
 	return sums, nil
 }
@@ -294,19 +324,13 @@ func RestorePrevious(ctx context.Context, h Host, file string, sudo bool) error 
 	return nil
 }
 
-// batchFinalizeScript checks, sets mode and owner on, keeps .prev of and
-// renames each of several temp files, in order; its arguments come in
-// groups of six: temp, target, mode, owner, keep (0/1) and the expected
-// sha256 of the temp file ("-" to skip the check). It prints "ok <i>"
-// after each file is in place, so a failure part way says how far it got.
-const batchFinalizeScript = hashTool + `i=0
-while [ $# -ge 6 ]; do
-	tmp=$1 target=$2 mode=$3 owner=$4 keep=$5 want=$6; shift 6
-	if [ "$want" != - ]; then
-		got=$($h < "$tmp") || exit 1
-		got=${got%% *}
-		if [ "$got" != "$want" ]; then echo "mismatch $i $got"; exit 4; fi
-	fi
+// batchFinalizeScript sets mode and owner on, keeps .prev of and renames
+// each of several temp files, in order; its arguments come in groups of
+// five: temp, target, mode, owner and keep (0/1). It prints "ok <i>" after
+// each file is in place, so a failure part way says how far it got.
+const batchFinalizeScript = `i=0
+while [ $# -ge 5 ]; do
+	tmp=$1 target=$2 mode=$3 owner=$4 keep=$5; shift 5
 	if [ -d "$target" ]; then echo "$target is a directory" >&2; exit 3; fi
 	chmod "$mode" "$tmp" || exit 1
 	if [ -n "$owner" ]; then chown "$owner" "$tmp" || exit 1; fi
@@ -316,15 +340,39 @@ while [ $# -ge 6 ]; do
 	i=$((i+1))
 done`
 
+// finisher is a host that can put a temp file in place (mode, owner, .prev,
+// rename) without starting a program on it: over SFTP, or with system
+// calls on the local machine. Only files the connecting user wrote (not
+// through sudo) are finished this way.
+type finisher interface {
+	// canFinish tells whether finish works on this host (SFTP servers
+	// without OpenSSH's hardlink and posix-rename extensions cannot).
+	canFinish(ctx context.Context) bool
+	// finish does for one file what batchFinalizeScript does; uid and
+	// gid are -1 to keep the temp file's.
+	finish(ctx context.Context, f finishing) error
+}
+
+// finishing is one temp file to put in place.
+type finishing struct {
+	tmp, target string
+	mode        fs.FileMode
+	uid, gid    int
+	keep        bool
+}
+
+// errIsDirectory: an upload's target is a directory.
+var errIsDirectory = errors.New("is a directory")
+
 // UploadAll writes several files as Upload writes each one, in a few
-// round trips instead of a few per file: every temp file is written, then
-// (when some file has a Before hook) one command verifies them all and the
-// hooks run, and one command checks (the rest), sets mode and owner on and
-// renames every file into place, in the order given. Each file is replaced
-// atomically; the batch is not: it returns how many of ups, from the
-// first, are in place, also when it fails. On failure the temp files not
-// yet renamed are removed. Hosts that are not SSH or local hosts get one
-// Upload per file.
+// round trips instead of a few per file: every temp file is written, one
+// command verifies them all (one run of the hash tool), the hooks run, and
+// the files are put in place in the order given: with SFTP requests when
+// the connecting user wrote them and the owners are numeric, else with
+// one command. Each file is replaced atomically; the batch is not: it
+// returns how many of ups, from the first, are in place, also when it
+// fails. On failure the temp files not yet renamed are removed. Hosts that
+// are not SSH or local hosts get one Upload per file.
 func UploadAll(ctx context.Context, h Host, ups []Upload) (int, error) {
 	s, ok := h.(stager)
 	if !ok {
@@ -359,12 +407,10 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 	fail := func(up Upload, step string, err error) error {
 		return fmt.Errorf("host %s: upload %s: %s: %w", h.Name(), up.Path, step, err)
 	}
-	hooks := false
 	for _, up := range ups {
 		if err := checkUpload(up); err != nil {
 			return 0, fail(up, "checking", err)
 		}
-		hooks = hooks || up.Before != nil
 	}
 	for _, up := range ups {
 		tmp, sent, err := writeTemp(ctx, h, up)
@@ -377,74 +423,97 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 		}
 		sums = append(sums, sent)
 	}
-	if hooks {
-		got, err := SHA256Files(ctx, h, temps, sudo)
-		if err != nil {
+	got, err := SHA256Files(ctx, h, temps, sudo)
+	if err != nil {
+		removeTemps(0)
+		return 0, fail(ups[0], "hashing the temp files", err)
+	}
+	for i, up := range ups {
+		if got[temps[i]] != sums[i] {
 			removeTemps(0)
-			return 0, fail(ups[0], "hashing the temp files", err)
-		}
-		for i, up := range ups {
-			if got[temps[i]] != sums[i] {
-				removeTemps(0)
-				return 0, fail(up, "verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sums[i], orNone(got[temps[i]])))
-			}
-		}
-		for i, up := range ups {
-			if up.Before == nil {
-				continue
-			}
-			if err := up.Before(ctx, h, temps[i]); err != nil {
-				removeTemps(0)
-				return 0, fail(up, "preparing the temp file", err)
-			}
-			sums[i] = "-" // the hook may change the bytes (codesign does)
+			return 0, fail(up, "verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sums[i], orNone(got[temps[i]])))
 		}
 	}
-	args := []string{"sh", "-c", batchFinalizeScript, "sh"}
+	for i, up := range ups {
+		if up.Before == nil {
+			continue
+		}
+		if err := up.Before(ctx, h, temps[i]); err != nil {
+			removeTemps(0)
+			return 0, fail(up, "preparing the temp file", err)
+		}
+	}
+	steps := make([]finishing, len(ups))
+	numeric := true
 	for i, up := range ups {
 		mode := up.Mode.Perm()
 		if mode == 0 {
 			mode = 0o600
 		}
-		owner := up.Owner
-		if up.Group != "" {
-			owner += ":" + up.Group
+		uid, okU := numericID(up.Owner)
+		gid, okG := numericID(up.Group)
+		numeric = numeric && okU && okG
+		steps[i] = finishing{tmp: temps[i], target: up.Path, mode: mode, uid: uid, gid: gid, keep: up.KeepPrevious}
+	}
+	var done int
+	if f, ok := h.(finisher); ok && numeric && !(sudo && h.elevates()) && f.canFinish(ctx) {
+		for _, st := range steps {
+			if err = f.finish(ctx, st); err != nil {
+				break
+			}
+			done++
+		}
+	} else {
+		done, err = finalizeBatch(ctx, h, ups, steps, sudo)
+	}
+	if err != nil {
+		removeTemps(done)
+		return done, fail(ups[min(done, len(ups)-1)], "moving the file into place", err)
+	}
+	return done, nil
+}
+
+// finalizeBatch puts the temp files in place with one command and returns
+// how many, from the first, are in place.
+func finalizeBatch(ctx context.Context, h Host, ups []Upload, steps []finishing, sudo bool) (int, error) {
+	args := []string{"sh", "-c", batchFinalizeScript, "sh"}
+	for i, st := range steps {
+		owner := ups[i].Owner
+		if ups[i].Group != "" {
+			owner += ":" + ups[i].Group
 		}
 		keep := "0"
-		if up.KeepPrevious {
+		if st.keep {
 			keep = "1"
 		}
-		want := sums[i]
-		if hooks {
-			want = "-" // verified above
-		}
-		args = append(args, temps[i], up.Path, fmt.Sprintf("%04o", mode), owner, keep, want)
+		args = append(args, st.tmp, st.target, fmt.Sprintf("%04o", st.mode), owner, keep)
 	}
 	res, err := h.Run(ctx, Cmd{Args: args, Sudo: sudo})
 	done := 0
-	var mismatch string
 	for _, line := range strings.Split(string(res.Stdout), "\n") {
 		if rest, ok := strings.CutPrefix(line, "ok "); ok {
 			if n, err := strconv.Atoi(rest); err == nil && n == done {
 				done++
 			}
-		} else if rest, ok := strings.CutPrefix(line, "mismatch "); ok {
-			mismatch = rest
 		}
 	}
 	if err != nil {
-		removeTemps(done)
-		up := ups[min(done, len(ups)-1)]
-		if mismatch != "" {
-			_, got, _ := strings.Cut(mismatch, " ")
-			return done, fail(up, "verifying the temp file", fmt.Errorf("%w: %s %s, the host has %s", ErrChecksumMismatch, sentWord(up), sums[done], got))
-		}
-		return done, fail(up, "moving the file into place", err)
+		return done, err
 	}
 	if done != len(ups) {
-		return done, fail(ups[done], "moving the file into place", fmt.Errorf("the host confirmed %d of %d files", done, len(ups)))
+		return done, fmt.Errorf("the host confirmed %d of %d files", done, len(ups))
 	}
 	return done, nil
+}
+
+// numericID parses a numeric user or group ("" is -1: unchanged); ok is
+// false for a name.
+func numericID(s string) (int, bool) {
+	if s == "" {
+		return -1, true
+	}
+	n, err := strconv.ParseUint(s, 10, 31)
+	return int(n), err == nil
 }
 
 // sentWord says what a checked sha256 is: the caller's expectation, or

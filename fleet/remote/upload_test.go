@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -471,12 +472,12 @@ func TestUploadAll(t *testing.T) {
 }
 
 // corruptingFinalize changes every temp file just before the batch's
-// finalize command checks it.
+// hash command checks it.
 type corruptingFinalize struct{ stager }
 
 func (c corruptingFinalize) Run(ctx context.Context, cmd Cmd) (Result, error) {
-	if len(cmd.Args) > 4 && cmd.Args[2] == batchFinalizeScript {
-		for i := 4; i+5 < len(cmd.Args); i += 6 {
+	if len(cmd.Args) > 4 && cmd.Args[2] == hashScript {
+		for i := 4; i < len(cmd.Args); i++ {
 			f, err := os.OpenFile(cmd.Args[i], os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
 				return Result{}, err
@@ -501,4 +502,60 @@ func TestUploadAllDetectsCorruptionOnHost(t *testing.T) {
 	}
 	assertFile(t, target, "old", 0o600, uint32(os.Getuid()))
 	assertDirHolds(t, dir, "config")
+}
+
+// commandLog is an SSH host that records the commands it runs.
+type commandLog struct {
+	*SSH
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (c *commandLog) Run(ctx context.Context, cmd Cmd) (Result, error) {
+	c.mu.Lock()
+	c.cmds = append(c.cmds, strings.Join(cmd.Args[:min(len(cmd.Args), 3)], " "))
+	c.mu.Unlock()
+	return c.SSH.Run(ctx, cmd)
+}
+
+// Files the connecting user wrote with numeric owners are put in place
+// over SFTP: the only command is the one that hashes them all, and mode,
+// owner, .prev and the new inode come out as the shell would make them.
+// Owner names need chown(1), so a batch with one goes through the shell.
+func TestUploadAllFinishesOverSFTP(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := &commandLog{SSH: dialTest(t, srv)}
+	ctx := testContext(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeFile(t, b, "old b")
+	oldB := inode(t, b)
+	n, err := UploadAll(ctx, h, []Upload{
+		{Path: a, Content: strings.NewReader("a1"), Mode: 0o644, Owner: "65534", Group: "65534"},
+		{Path: b, Content: strings.NewReader("b1"), SHA256: sum("b1"), Mode: 0o755, Owner: "65534", KeepPrevious: true},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("UploadAll = %d, %v", n, err)
+	}
+	assertFile(t, a, "a1", 0o644, 65534)
+	assertFile(t, b, "b1", 0o755, 65534)
+	assertFile(t, b+".prev", "old b", 0o600, 0)
+	if inode(t, b) == oldB || inode(t, b+".prev") != oldB {
+		t.Error("b was not replaced by a new inode with the old one kept as .prev")
+	}
+	assertDirHolds(t, dir, "a", "b", "b.prev")
+	if want := []string{"sh -c " + hashScript}; !slices.Equal(h.cmds, want) {
+		t.Errorf("commands run: %q, want only the hash command", h.cmds)
+	}
+
+	h.cmds = nil
+	n, err = UploadAll(ctx, h, []Upload{{Path: a, Content: strings.NewReader("a2"), Mode: 0o644, Owner: "nobody"}})
+	if err != nil || n != 1 {
+		t.Fatalf("UploadAll with an owner name = %d, %v", n, err)
+	}
+	assertFile(t, a, "a2", 0o644, 65534)
+	if len(h.cmds) != 2 || h.cmds[1] != "sh -c "+batchFinalizeScript {
+		t.Errorf("commands run: %q, want the hash and the finalize command", h.cmds)
+	}
 }
