@@ -299,18 +299,32 @@ type uploadPhase struct{}
 
 func (uploadPhase) name() string { return "upload" }
 
-// prepareScript makes the directories before "--" and removes, from those
-// after it, the temp files interrupted uploads left.
+// prepareScript removes, from the directories before "--", the temp files
+// interrupted uploads left, after making those and the ones after it: one
+// mkdir and one find, however many directories (every program started on
+// every host counts when a fleet applies at once).
 const prepareScript = `set -e
-while [ "$1" != -- ]; do mkdir -p "$1"; shift; done; shift
-for d in "$@"; do find "$d" -maxdepth 1 -type f -name '.*` + remote.TempMarker + `*' -exec rm -f {} +; done`
+for a do
+	shift
+	[ "$a" != -- ] || break
+	set -- "$@" "$a"
+	n=$((${n:-0}+1))
+done
+mkdir -p "$@"
+shift $(($# - ${n:-0}))
+[ $# -eq 0 ] || find "$@" -maxdepth 1 -type f -name '.*` + remote.TempMarker + `*' -exec rm -f {} +`
 
-// installedScript prints "stat <size> <mtime> <inode> <path>" for each
-// file and "sha <sum> <path>" too for those given with a leading "+".
-const installedScript = statFunc + hashCmd + `for f in "$@"; do
+// installedScript prints "sha <sum> <path>" for each file given with a
+// leading "+", then "stat <size> <mtime> <inode> <path>" for each file
+// that exists, from one run of stat (GNU or BSD).
+const installedScript = hashCmd + `for f do
+	shift
 	case $f in +*) f=${f#+}; if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi;; esac
-	if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi
-done`
+	if [ -f "$f" ]; then set -- "$@" "$f"; fi
+done
+[ $# -gt 0 ] || exit 0
+if stat -c %s / >/dev/null 2>&1; then exec stat -c 'stat %s %Y %i %n' "$@"; fi
+exec stat -f 'stat %z %m %i %N' "$@"`
 
 // signedKey names what a signed file's installed hash depends on: its
 // source and the entitlements it is signed with ("" when nothing signed
@@ -340,8 +354,8 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	}
 	h := hr.h
 	dirs := dirsFor(h)
-	prep := append(append(append([]string{"sh", "-c", prepareScript, "sh"}, dirs...), "--"),
-		uniq(append(dirs[:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist)))...)
+	prep := append(append(append([]string{"sh", "-c", prepareScript, "sh"},
+		uniq(append(dirs[:1:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist)))...), "--"), dirs...)
 	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: prep, Sudo: true}); err != nil {
 		return fmt.Errorf("creating directories and removing interrupted uploads: %w", err)
 	}

@@ -202,24 +202,25 @@ func (l launchd) apply(ctx context.Context, a ServiceAction) error {
 // enables it and bootstraps the plist, retrying launchd's transient
 // refusals.
 func (l launchd) reload(ctx context.Context) error {
-	if _, err := l.run(ctx, "bootout", l.target()); err != nil {
-		var le *LaunchctlError
-		if !errors.As(err, &le) || !le.NotLoaded() {
+	_, err := l.run(ctx, "bootout", l.target())
+	var le *LaunchctlError
+	switch {
+	case errors.As(err, &le) && le.NotLoaded():
+		// Nothing was loaded: there is nothing to wait for.
+	case err != nil:
+		return err
+	default:
+		if err := l.waitGone(ctx, 30*time.Second); err != nil {
 			return err
 		}
-	}
-	if err := l.waitGone(ctx, 30*time.Second); err != nil {
-		return err
 	}
 	if _, err := l.run(ctx, "enable", l.target()); err != nil {
 		return err
 	}
-	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if _, err = l.run(ctx, "bootstrap", "system", l.plist); err == nil {
 			return nil
 		}
-		var le *LaunchctlError
 		if !errors.As(err, &le) || !le.retryable() {
 			return err
 		}
