@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path"
 	"slices"
@@ -361,25 +362,7 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	}
 	state := hr.res.Facts.State
 	for _, batch := range uploadBatches(p.Changes) {
-		ups := make([]remote.Upload, len(batch))
-		for i, c := range batch {
-			f := c.File
-			content := f.Content
-			if f.Kind == KindBinary && content == nil {
-				var err error
-				if content, err = hr.r.binaryContent(); err != nil {
-					return err
-				}
-			}
-			ups[i] = remote.Upload{
-				Path: f.Path, Content: bytes.NewReader(content), SHA256: f.SHA256(),
-				Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
-			}
-			if f.Sign {
-				ups[i].Before = signer(h.Paths.Entitlements(), content)
-			}
-		}
-		n, err := remote.UploadAll(ctx, hr.conn, ups)
+		n, err := hr.uploadBatch(ctx, batch)
 		for _, c := range batch[:n] {
 			hr.uploaded = true
 			hr.installed = append(hr.installed, c)
@@ -441,6 +424,38 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	return nil
 }
 
+// uploadBatch uploads a batch of changed files and returns how many, from
+// the first, are in place.
+func (hr *hostRun) uploadBatch(ctx context.Context, batch []Change) (int, error) {
+	h := hr.h
+	ups := make([]remote.Upload, len(batch))
+	for i, c := range batch {
+		f := c.File
+		var content io.Reader = bytes.NewReader(f.Content)
+		maybeSigned := func() (bool, error) { return bytes.Contains(f.Content, []byte(virtualizationEntitlement)), nil }
+		if f.Kind == KindBinary && f.Content == nil {
+			bin, size, err := hr.r.openBinary()
+			if err != nil {
+				return 0, err
+			}
+			defer bin.Close()
+			content, maybeSigned = io.NewSectionReader(bin, 0, size), hr.r.binaryMaybeSigned
+		}
+		ups[i] = remote.Upload{
+			Path: f.Path, Content: content, SHA256: f.SHA256(),
+			Mode: f.Mode, Owner: f.Owner, Group: f.Group, Sudo: true, KeepPrevious: true,
+		}
+		if f.Sign {
+			ups[i].Before = signer(h.Paths.Entitlements(), maybeSigned)
+		}
+	}
+	n, err := remote.UploadAll(ctx, hr.conn, ups)
+	if errors.Is(err, remote.ErrChecksumMismatch) && slices.ContainsFunc(batch, func(c Change) bool { return c.File.Kind == KindBinary }) {
+		err = fmt.Errorf("%w (if the vz-node binary was rebuilt during the apply, run apply again)", err)
+	}
+	return n, err
+}
+
 // uploadBatches splits the changes where a file is signed on the host: the
 // files before it (the entitlements it is signed with) must be in place
 // first.
@@ -478,12 +493,15 @@ const virtualizationEntitlement = "com.apple.security.virtualization"
 
 // signer codesigns the temp binary ad hoc with the entitlements unless it
 // already carries the virtualization entitlement. A binary whose bytes do
-// not hold the entitlement's name cannot carry it, so the host is not
-// asked (codesign -d reads the whole file).
-func signer(entitlements string, content []byte) func(ctx context.Context, h remote.Host, tmp string) error {
-	maybeSigned := bytes.Contains(content, []byte(virtualizationEntitlement))
+// not hold the entitlement's name (maybeSigned says) cannot carry it, so
+// the host is not asked.
+func signer(entitlements string, maybeSigned func() (bool, error)) func(ctx context.Context, h remote.Host, tmp string) error {
 	return func(ctx context.Context, h remote.Host, tmp string) error {
-		if maybeSigned {
+		maybe, err := maybeSigned()
+		if err != nil {
+			return err
+		}
+		if maybe {
 			res, err := h.Run(ctx, remote.Cmd{Args: []string{"codesign", "-d", "--entitlements", "-", "--xml", tmp}, Sudo: true})
 			if err == nil && bytes.Contains(append(res.Stdout, res.Stderr...), []byte(virtualizationEntitlement)) {
 				return nil

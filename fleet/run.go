@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -168,9 +169,9 @@ type runner struct {
 	binarySize int64
 	binErr     error
 
-	contentOnce sync.Once
-	binary      []byte
-	contentErr  error
+	scanOnce    sync.Once
+	maybeSigned bool
+	scanErr     error
 
 	kubeMu sync.Mutex
 	kube   map[string]kubernetes.Interface
@@ -362,24 +363,63 @@ func (r *runner) binaryInfo() (string, int64, error) {
 	return r.binarySum, r.binarySize, r.binErr
 }
 
-// binaryContent reads the binary for an upload, once for every host, and
-// checks it is still the file that was planned with.
-func (r *runner) binaryContent() ([]byte, error) {
-	sum, _, err := r.binaryInfo()
+// openBinary opens the binary for one host's upload. Its content streams
+// from the file (through the page cache), not from a copy in memory, so no
+// host waits for the whole file to be read before it starts sending; each
+// host checks what arrived against the planned sha256.
+func (r *runner) openBinary() (*os.File, int64, error) {
+	sum, size, err := r.binaryInfo()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	r.contentOnce.Do(func() {
-		r.binary, r.contentErr = os.ReadFile(r.opts.Binary)
-		if r.contentErr != nil {
-			r.contentErr = fmt.Errorf("reading the vz-node binary to install: %w", r.contentErr)
-			return
-		}
-		if got := sha256Hex(r.binary); got != sum {
-			r.binary, r.contentErr = nil, fmt.Errorf("the vz-node binary %s changed during the apply (sha256 %s, planned with %s); run apply again", r.opts.Binary, got, sum)
+	f, err := os.Open(r.opts.Binary)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading the vz-node binary to install: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		f.Close()
+		return nil, 0, fmt.Errorf("the vz-node binary %s changed during the apply (planned with sha256 %s, %d bytes); run apply again", r.opts.Binary, sum, size)
+	}
+	return f, size, nil
+}
+
+// binaryMaybeSigned tells whether the binary's bytes hold the
+// virtualization entitlement's name (a binary without it cannot be signed
+// with it), reading the file once for every host.
+func (r *runner) binaryMaybeSigned() (bool, error) {
+	r.scanOnce.Do(func() {
+		r.maybeSigned, r.scanErr = fileContains(r.opts.Binary, []byte(virtualizationEntitlement))
+		if r.scanErr != nil {
+			r.scanErr = fmt.Errorf("reading the vz-node binary to install: %w", r.scanErr)
 		}
 	})
-	return r.binary, r.contentErr
+	return r.maybeSigned, r.scanErr
+}
+
+// fileContains tells whether the file holds needle, reading it in pieces.
+func fileContains(name string, needle []byte) (bool, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	keep := 0 // bytes carried over: a match may straddle two reads
+	for {
+		n, err := io.ReadFull(f, buf[keep:])
+		data := buf[:keep+n]
+		if bytes.Contains(data, needle) {
+			return true, nil
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		keep = min(len(needle)-1, len(data))
+		copy(buf, data[len(data)-keep:])
+	}
 }
 
 // lockedWriter serialises progress lines from parallel hosts.
