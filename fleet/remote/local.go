@@ -2,6 +2,8 @@ package remote
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -153,6 +155,20 @@ func (l *Local) finish(_ context.Context, f finishing) error {
 		}
 	}
 	return os.Rename(f.tmp, f.target)
+}
+
+// readSum reads a file and returns its sha256.
+func (l *Local) readSum(_ context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Close does nothing: there is no connection.

@@ -2,6 +2,8 @@ package remote
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -454,6 +456,29 @@ func (s *SSH) finish(ctx context.Context, f finishing) error {
 		return fmt.Errorf("renaming %s to %s: %w", f.tmp, f.target, err)
 	}
 	return nil
+}
+
+// readSum reads a file over SFTP and returns its sha256.
+func (s *SSH) readSum(ctx context.Context, path string) (string, error) {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return "", err
+	}
+	f, err := sc.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	h := sha256.New()
+	if _, err := f.WriteTo(h); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // dropSFTP closes sc, so requests waiting on it return, and forgets it

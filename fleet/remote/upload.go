@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
 	"strconv"
 	"strings"
@@ -51,7 +52,7 @@ func upload(ctx context.Context, h stager, up Upload) error {
 	fail := func(step string, err error) error {
 		return fmt.Errorf("host %s: upload %s: %s: %w", h.Name(), up.Path, step, err)
 	}
-	tmp, sent, err := writeTemp(ctx, h, up)
+	tmp, sent, _, err := writeTemp(ctx, h, up)
 	removeTemp := func() {
 		// The caller's context may be what failed; cleanup gets its own.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -102,16 +103,16 @@ func upload(ctx context.Context, h stager, up Upload) error {
 }
 
 // writeTemp streams up.Content into a new temp file beside up.Path and
-// returns its path (also when writing failed after it was created) and the
-// sha256 the temp file must have: the caller's expected one when given
+// returns its path (also when writing failed after it was created), how
+// many bytes were sent and the sha256 the temp file must have: the caller's expected one when given
 // (the host's hash is checked against it, so hashing the content here too
 // would only cost the operator's CPU, once per host), else the sha256 of
 // what was sent.
-func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err error) {
+func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, size int64, err error) {
 	dir, base := path.Split(up.Path)
 	tmp = path.Join(dir, "."+base+TempMarker+randomSuffix())
 	hash := sha256.New()
-	var src io.Reader = ctxReader{ctx: ctx, r: up.Content}
+	var src io.Reader = ctxReader{ctx: ctx, r: up.Content, n: &size}
 	if up.SHA256 == "" {
 		src = io.TeeReader(src, hash)
 	}
@@ -125,13 +126,13 @@ func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err 
 		// The temp file must be in the target's directory, which the user
 		// may not write to: sudo writes it, fed through the session.
 		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
-			return tmp, "", err
+			return tmp, "", size, err
 		}
-		return tmp, sum(), nil
+		return tmp, sum(), size, nil
 	}
 	w, err := h.createTemp(ctx, tmp)
 	if err != nil {
-		return "", "", fmt.Errorf("creating it: %w", err)
+		return "", "", 0, fmt.Errorf("creating it: %w", err)
 	}
 	_, err = io.Copy(w, src)
 	if cerr := w.Close(); err == nil {
@@ -141,9 +142,9 @@ func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, err 
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return tmp, "", err
+		return tmp, "", size, err
 	}
-	return tmp, sum(), nil
+	return tmp, sum(), size, nil
 }
 
 func checkUpload(up Upload) error {
@@ -166,17 +167,20 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// ctxReader stops a copy when the context ends.
+// ctxReader stops a copy when the context ends, and counts what it read.
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
+	n   *int64
 }
 
 func (c ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
 }
 
 // hashTool sets h to the fastest sha256 tool the host has, reading stdin
@@ -351,7 +355,14 @@ type finisher interface {
 	// finish does for one file what batchFinalizeScript does; uid and
 	// gid are -1 to keep the temp file's.
 	finish(ctx context.Context, f finishing) error
+	// readSum reads a file back (over SFTP) and returns its sha256.
+	readSum(ctx context.Context, path string) (string, error)
 }
+
+// readBackMax is the largest temp file verified by reading it back rather
+// than by a command that hashes it on the host: a session and a program
+// on the host cost more than reading a small file.
+const readBackMax = 64 << 10
 
 // finishing is one temp file to put in place.
 type finishing struct {
@@ -365,11 +376,13 @@ type finishing struct {
 var errIsDirectory = errors.New("is a directory")
 
 // UploadAll writes several files as Upload writes each one, in a few
-// round trips instead of a few per file: every temp file is written, one
-// command verifies them all (one run of the hash tool), the hooks run, and
-// the files are put in place in the order given: with SFTP requests when
-// the connecting user wrote them and the owners are numeric, else with
-// one command. Each file is replaced atomically; the batch is not: it
+// round trips instead of a few per file: every temp file is written and
+// verified, the hooks run, and the files are put in place in the order
+// given. When the connecting user wrote them (over SFTP) and the owners
+// are numeric, small files are verified by reading them back and all are
+// put in place with SFTP requests, so only large files need a command on
+// the host (one, hashing them all); otherwise one command hashes all the
+// temp files and one puts them in place. Each file is replaced atomically; the batch is not: it
 // returns how many of ups, from the first, are in place, also when it
 // fails. On failure the temp files not yet renamed are removed. Hosts that
 // are not SSH or local hosts get one Upload per file.
@@ -412,8 +425,24 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 			return 0, fail(up, "checking", err)
 		}
 	}
-	for _, up := range ups {
-		tmp, sent, err := writeTemp(ctx, h, up)
+	steps := make([]finishing, len(ups))
+	numeric := true
+	for i, up := range ups {
+		mode := up.Mode.Perm()
+		if mode == 0 {
+			mode = 0o600
+		}
+		uid, okU := numericID(up.Owner)
+		gid, okG := numericID(up.Group)
+		numeric = numeric && okU && okG
+		steps[i] = finishing{target: up.Path, mode: mode, uid: uid, gid: gid, keep: up.KeepPrevious}
+	}
+	fin, ok := h.(finisher)
+	ok = ok && numeric && !(sudo && h.elevates()) && fin.canFinish(ctx)
+	var large []string
+	got := map[string]string{}
+	for i, up := range ups {
+		tmp, sent, size, err := writeTemp(ctx, h, up)
 		if tmp != "" {
 			temps = append(temps, tmp)
 		}
@@ -422,11 +451,23 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 			return 0, fail(up, "writing the temp file", err)
 		}
 		sums = append(sums, sent)
+		steps[i].tmp = tmp
+		if !ok || size > readBackMax {
+			large = append(large, tmp)
+			continue
+		}
+		if got[tmp], err = fin.readSum(ctx, tmp); err != nil {
+			removeTemps(0)
+			return 0, fail(up, "reading the temp file back", err)
+		}
 	}
-	got, err := SHA256Files(ctx, h, temps, sudo)
-	if err != nil {
-		removeTemps(0)
-		return 0, fail(ups[0], "hashing the temp files", err)
+	if len(large) > 0 {
+		hashed, err := SHA256Files(ctx, h, large, sudo)
+		if err != nil {
+			removeTemps(0)
+			return 0, fail(ups[0], "hashing the temp files", err)
+		}
+		maps.Copy(got, hashed)
 	}
 	for i, up := range ups {
 		if got[temps[i]] != sums[i] {
@@ -443,22 +484,11 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 			return 0, fail(up, "preparing the temp file", err)
 		}
 	}
-	steps := make([]finishing, len(ups))
-	numeric := true
-	for i, up := range ups {
-		mode := up.Mode.Perm()
-		if mode == 0 {
-			mode = 0o600
-		}
-		uid, okU := numericID(up.Owner)
-		gid, okG := numericID(up.Group)
-		numeric = numeric && okU && okG
-		steps[i] = finishing{tmp: temps[i], target: up.Path, mode: mode, uid: uid, gid: gid, keep: up.KeepPrevious}
-	}
 	var done int
-	if f, ok := h.(finisher); ok && numeric && !(sudo && h.elevates()) && f.canFinish(ctx) {
+	var err error
+	if ok {
 		for _, st := range steps {
-			if err = f.finish(ctx, st); err != nil {
+			if err = fin.finish(ctx, st); err != nil {
 				break
 			}
 			done++
@@ -531,3 +561,8 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+var (
+	_ finisher = (*SSH)(nil)
+	_ finisher = (*Local)(nil)
+)

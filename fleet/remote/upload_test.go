@@ -518,10 +518,11 @@ func (c *commandLog) Run(ctx context.Context, cmd Cmd) (Result, error) {
 	return c.SSH.Run(ctx, cmd)
 }
 
-// Files the connecting user wrote with numeric owners are put in place
-// over SFTP: the only command is the one that hashes them all, and mode,
-// owner, .prev and the new inode come out as the shell would make them.
-// Owner names need chown(1), so a batch with one goes through the shell.
+// Files the connecting user wrote with numeric owners are verified and put
+// in place over SFTP: small ones need no command on the host, large ones
+// only the one that hashes them all, and mode, owner, .prev and the new
+// inode come out as the shell would make them. Owner names need chown(1),
+// so a batch with one goes through the shell.
 func TestUploadAllFinishesOverSFTP(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
@@ -545,17 +546,52 @@ func TestUploadAllFinishesOverSFTP(t *testing.T) {
 		t.Error("b was not replaced by a new inode with the old one kept as .prev")
 	}
 	assertDirHolds(t, dir, "a", "b", "b.prev")
+	if len(h.cmds) != 0 {
+		t.Errorf("commands run for small files: %q, want none", h.cmds)
+	}
+
+	large := strings.Repeat("x", readBackMax+1)
+	n, err = UploadAll(ctx, h, []Upload{
+		{Path: a, Content: strings.NewReader("a2"), SHA256: sum("a2")},
+		{Path: b, Content: strings.NewReader(large), SHA256: sum(large), Mode: 0o755},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("UploadAll of a large file = %d, %v", n, err)
+	}
+	assertFile(t, b, large, 0o755, 0)
 	if want := []string{"sh -c " + hashScript}; !slices.Equal(h.cmds, want) {
 		t.Errorf("commands run: %q, want only the hash command", h.cmds)
 	}
 
 	h.cmds = nil
-	n, err = UploadAll(ctx, h, []Upload{{Path: a, Content: strings.NewReader("a2"), Mode: 0o644, Owner: "nobody"}})
+	n, err = UploadAll(ctx, h, []Upload{{Path: a, Content: strings.NewReader("a3"), Mode: 0o644, Owner: "nobody"}})
 	if err != nil || n != 1 {
 		t.Fatalf("UploadAll with an owner name = %d, %v", n, err)
 	}
-	assertFile(t, a, "a2", 0o644, 65534)
-	if len(h.cmds) != 2 || h.cmds[1] != "sh -c "+batchFinalizeScript {
+	assertFile(t, a, "a3", 0o644, 65534)
+	if len(h.cmds) != 2 || h.cmds[0] != "sh -c "+hashScript || h.cmds[1] != "sh -c "+batchFinalizeScript {
 		t.Errorf("commands run: %q, want the hash and the finalize command", h.cmds)
 	}
+
+	// A small file changed on the host before it is read back: the
+	// target stays as it was and no temp file remains.
+	n, err = uploadAll(ctx, corruptingReadBack{h.SSH}, []Upload{{Path: a, Content: strings.NewReader("a4"), Mode: 0o644}})
+	if n != 0 || !errors.Is(err, ErrChecksumMismatch) || !strings.Contains(err.Error(), "sent sha256 "+sum("a4")+", the host has "+sum("a4garbage")) {
+		t.Fatalf("want a checksum mismatch naming both sums, got %d, %v", n, err)
+	}
+	assertFile(t, a, "a3", 0o644, 65534)
+	assertDirHolds(t, dir, "a", "b", "b.prev")
+}
+
+// corruptingReadBack changes a temp file just before it is read back.
+type corruptingReadBack struct{ *SSH }
+
+func (c corruptingReadBack) readSum(ctx context.Context, path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return "", err
+	}
+	_, _ = f.WriteString("garbage")
+	f.Close()
+	return c.SSH.readSum(ctx, path)
 }
