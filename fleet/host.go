@@ -300,21 +300,6 @@ type uploadPhase struct{}
 
 func (uploadPhase) name() string { return "upload" }
 
-// prepareScript removes, from the directories before "--", the temp files
-// interrupted uploads left, after making those and the ones after it: one
-// mkdir and one find, however many directories (every program started on
-// every host counts when a fleet applies at once).
-const prepareScript = `set -e
-for a do
-	shift
-	[ "$a" != -- ] || break
-	set -- "$@" "$a"
-	n=$((${n:-0}+1))
-done
-mkdir -p "$@"
-shift $(($# - ${n:-0}))
-[ $# -eq 0 ] || find "$@" -maxdepth 1 -type f -name '.*` + remote.TempMarker + `*' -exec rm -f {} +`
-
 // installedScript prints "sha <sum> <path>" for each file given with a
 // leading "+", then "stat <size> <mtime> <inode> <path>" for each file
 // that exists, from one run of stat (GNU or BSD).
@@ -355,10 +340,9 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 	}
 	h := hr.h
 	dirs := dirsFor(h)
-	prep := append(append(append([]string{"sh", "-c", prepareScript, "sh"},
-		uniq(append(dirs[:1:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist)))...), "--"), dirs...)
-	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: prep, Sudo: true}); err != nil {
-		return fmt.Errorf("creating directories and removing interrupted uploads: %w", err)
+	clean := uniq(append(dirs[:1:1], path.Dir(h.Paths.Binary), path.Dir(h.Paths.Plist)))
+	if err := remote.PrepareDirs(ctx, hr.conn, dirs, clean, true); err != nil {
+		return err
 	}
 	state := hr.res.Facts.State
 	for _, batch := range uploadBatches(p.Changes) {

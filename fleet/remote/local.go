@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -169,6 +171,29 @@ func (l *Local) readSum(_ context.Context, path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// prepareDirs makes dirs and removes the temp files in clean.
+func (l *Local) prepareDirs(_ context.Context, dirs, clean []string) error {
+	for _, d := range append(slices.Clone(dirs), clean...) {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, d := range clean {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() && isTemp(e.Name()) {
+				if err := os.Remove(filepath.Join(d, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Close does nothing: there is no connection.

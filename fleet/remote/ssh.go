@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -479,6 +481,36 @@ func (s *SSH) readSum(ctx context.Context, path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// prepareDirs makes dirs and removes the temp files in clean with SFTP
+// requests.
+func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string) error {
+	sc, err := s.sftpClient(ctx)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+	defer stop()
+	for _, d := range append(slices.Clone(dirs), clean...) {
+		if err := sc.MkdirAll(d); err != nil {
+			return fmt.Errorf("mkdir %s: %w", d, err)
+		}
+	}
+	for _, d := range clean {
+		entries, err := sc.ReadDir(d)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", d, err)
+		}
+		for _, e := range entries {
+			if e.Mode().IsRegular() && isTemp(e.Name()) {
+				if err := sc.Remove(path.Join(d, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("removing %s: %w", path.Join(d, e.Name()), err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // dropSFTP closes sc, so requests waiting on it return, and forgets it

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"maps"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -357,6 +358,8 @@ type finisher interface {
 	finish(ctx context.Context, f finishing) error
 	// readSum reads a file back (over SFTP) and returns its sha256.
 	readSum(ctx context.Context, path string) (string, error)
+	// prepareDirs does what prepareScript does.
+	prepareDirs(ctx context.Context, dirs, clean []string) error
 }
 
 // readBackMax is the largest temp file verified by reading it back rather
@@ -374,6 +377,50 @@ type finishing struct {
 
 // errIsDirectory: an upload's target is a directory.
 var errIsDirectory = errors.New("is a directory")
+
+// prepareScript removes, from the directories before "--", the temp files
+// interrupted uploads left, after making those and the ones after it: one
+// mkdir and one find, however many directories.
+const prepareScript = `set -e
+for a do
+	shift
+	[ "$a" != -- ] || break
+	set -- "$@" "$a"
+	n=$((${n:-0}+1))
+done
+mkdir -p "$@"
+shift $(($# - ${n:-0}))
+[ $# -eq 0 ] || find "$@" -maxdepth 1 -type f -name '.*` + TempMarker + `*' -exec rm -f {} +`
+
+// PrepareDirs makes dirs (with their parents) and removes, from clean, the
+// temp files interrupted uploads left (all of them: no upload may be
+// running). Where uploads finish over SFTP it sends SFTP requests only;
+// elsewhere it runs one command (with `sudo -n` when sudo is set and the
+// host elevates).
+func PrepareDirs(ctx context.Context, h Host, dirs, clean []string, sudo bool) error {
+	for _, d := range append(slices.Clone(dirs), clean...) {
+		if !path.IsAbs(d) {
+			return fmt.Errorf("host %s: preparing %q: not an absolute directory", h.Name(), d)
+		}
+	}
+	s, staged := h.(stager)
+	if f, ok := h.(finisher); ok && staged && !(sudo && s.elevates()) && f.canFinish(ctx) {
+		if err := f.prepareDirs(ctx, dirs, clean); err != nil {
+			return fmt.Errorf("host %s: creating directories and removing interrupted uploads: %w", h.Name(), err)
+		}
+		return nil
+	}
+	args := append(append(append([]string{"sh", "-c", prepareScript, "sh"}, clean...), "--"), dirs...)
+	if _, err := h.Run(ctx, Cmd{Args: args, Sudo: sudo}); err != nil {
+		return fmt.Errorf("host %s: creating directories and removing interrupted uploads: %w", h.Name(), err)
+	}
+	return nil
+}
+
+// isTemp tells whether a directory entry's name is an upload's temp file.
+func isTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, TempMarker)
+}
 
 // UploadAll writes several files as Upload writes each one, in a few
 // round trips instead of a few per file: every temp file is written and

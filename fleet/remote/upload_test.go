@@ -595,3 +595,36 @@ func (c corruptingReadBack) readSum(ctx context.Context, path string) (string, e
 	f.Close()
 	return c.SSH.readSum(ctx, path)
 }
+
+func TestPrepareDirs(t *testing.T) {
+	t.Parallel()
+	for name, h := range uploadHosts(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			clean, other := filepath.Join(dir, "bin"), filepath.Join(dir, "other")
+			for _, d := range []string{clean, other, filepath.Join(clean, ".dir"+TempMarker+"1")} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, f := range []string{".vz-node" + TempMarker + "0123", ".profile", "vz-node"} {
+				writeFile(t, filepath.Join(clean, f), f)
+			}
+			writeFile(t, filepath.Join(other, ".x"+TempMarker+"1"), "x")
+			made := filepath.Join(dir, "new", "deep")
+			if err := PrepareDirs(testContext(t), h, []string{made, other}, []string{clean, filepath.Join(dir, "new")}, true); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(made); err != nil || !fi.IsDir() {
+				t.Fatalf("%s was not made: %v", made, err)
+			}
+			// Only temp files go, only in the directories to clean.
+			assertDirHolds(t, clean, ".dir"+TempMarker+"1", ".profile", "vz-node")
+			assertDirHolds(t, other, ".x"+TempMarker+"1")
+			if err := PrepareDirs(testContext(t), h, []string{"relative"}, nil, true); err == nil {
+				t.Fatal("a relative directory was accepted")
+			}
+		})
+	}
+}
