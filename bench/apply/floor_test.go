@@ -20,13 +20,18 @@ import (
 )
 
 // floorGo uploads every host's files with x/crypto/ssh and pkg/sftp
-// (concurrent writes), all hosts at once: one connection per host, the
-// parent directories made, each file written and chmod-ed. Nothing is
-// verified, nothing is atomic, nothing restarts: the transfer alone, on
-// the same transport fleetctl uses.
-func (f *fixture) floorGo() error {
+// (concurrent writes, inFlight of them per file; 0: pkg/sftp's default,
+// 64), all hosts at once: one connection per host, the parent directories
+// made, each file written and chmod-ed. Nothing is verified, nothing is
+// atomic, nothing restarts: the transfer alone, on the same transport
+// fleetctl uses (which keeps 16 writes in flight).
+func (f *fixture) floorGo(inFlight int) error {
 	return f.eachHost(func(h inventory.Host, c *ssh.Client) error {
-		sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
+		opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true)}
+		if inFlight > 0 {
+			opts = append(opts, sftp.MaxConcurrentRequestsPerFile(inFlight))
+		}
+		sc, err := sftp.NewClient(c, opts...)
 		if err != nil {
 			return err
 		}
