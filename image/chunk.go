@@ -29,13 +29,14 @@ const zeroRun = 64 << 10
 var zeroes = make([]byte, zeroRun)
 
 // chunkWriter receives a chunk's uncompressed bytes, hashes them (when h is
-// set) and writes them at the chunk's offset, leaving zero runs as holes. It refuses bytes
-// beyond the chunk's size, so a hostile stream cannot write outside it.
-// When dirty (the region may hold older data), zero runs are punched out
-// instead of skipped. Zero runs are found in windows aligned within the
-// chunk, whatever the sizes of the writes, and written data is handed to
-// the kernel's writeback as it accumulates, so the final sync has little
-// left to do.
+// set) and writes them at the chunk's offset, leaving zero runs as holes.
+// It refuses bytes beyond the chunk's size, so a hostile stream cannot
+// write outside it. When dirty (the region may hold older data), zero runs
+// are punched out instead of skipped. Zero runs are found in windows
+// aligned within the chunk, whatever the sizes of the writes, and data
+// written through the page cache is handed to the kernel's writeback as it
+// accumulates, so the final sync has little left to do. Its Close must be
+// called, also after a failure.
 type chunkWriter struct {
 	f       *os.File
 	direct  *os.File // f opened for direct I/O, or nil (see writeAt)
@@ -46,6 +47,11 @@ type chunkWriter struct {
 	h       hash.Hash
 	onData  func(n int64)
 	flushed int64 // chunk-relative end of the range handed to writeback
+
+	queue   chan directWrite // to the goroutine doing direct writes, once started
+	drained chan struct{}    // closed when that goroutine has returned
+	mu      sync.Mutex
+	err     error // the first direct write's failure
 }
 
 // writebackUnit is how much written data accumulates before writeback of
@@ -108,33 +114,97 @@ func (w *chunkWriter) Write(p []byte) (int, error) {
 // middle goes to storage without passing through the page cache: a disk
 // image is written once and read later by VMs, and filling the cache with
 // it costs CPU (page allocation, then writeback) and evicts what the host
-// uses. Unaligned edges go through the page cache.
+// uses. Unaligned edges go through the page cache. Direct writes wait for
+// the device, so they are queued to a goroutine of the chunk's own and the
+// decoder goes on meanwhile (see queueDirect).
 func (w *chunkWriter) writeAt(p []byte, off int64) error {
-	if w.direct != nil && len(p) >= 2*directAlign {
-		head := int((directAlign - off%directAlign) % directAlign)
-		mid := (len(p) - head) / directAlign * directAlign
-		if mid > 0 && uintptr(unsafe.Pointer(&p[head]))%directAlign == 0 {
-			if _, err := w.direct.WriteAt(p[head:head+mid], off+int64(head)); err == nil {
-				if head > 0 {
-					if _, err := w.f.WriteAt(p[:head], off); err != nil {
-						return err
-					}
-				}
-				if rest := p[head+mid:]; len(rest) > 0 {
-					if _, err := w.f.WriteAt(rest, off+int64(head+mid)); err != nil {
-						return err
-					}
-				}
-				return nil
-			} else if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO) {
-				return err
-			}
-			// Anything else (EINVAL: the file system wants other
-			// alignment): use the page cache from now on.
-			w.direct = nil
+	if w.direct == nil || len(p) < 2*directAlign {
+		_, err := w.f.WriteAt(p, off)
+		return err
+	}
+	head := int((directAlign - off%directAlign) % directAlign)
+	mid := (len(p) - head) / directAlign * directAlign
+	if head > 0 {
+		if _, err := w.f.WriteAt(p[:head], off); err != nil {
+			return err
 		}
 	}
-	_, err := w.f.WriteAt(p, off)
+	if rest := p[head+mid:]; len(rest) > 0 {
+		if _, err := w.f.WriteAt(rest, off+int64(head+mid)); err != nil {
+			return err
+		}
+	}
+	return w.queueDirect(p[head:head+mid], off+int64(head))
+}
+
+// directQueue is how many pipeline buffers of one chunk may wait for the
+// device.
+const directQueue = 4
+
+// directWrite is a block-aligned write waiting in a chunkWriter's queue.
+type directWrite struct {
+	buf *[]byte
+	off int64
+}
+
+// queueDirect copies p (block-aligned in length and offset) into pipeline
+// buffers, which are page-aligned, and queues them for the chunk's writer
+// goroutine, starting it on first use. It returns the error of an earlier
+// queued write, if any.
+func (w *chunkWriter) queueDirect(p []byte, off int64) error {
+	if w.queue == nil {
+		w.queue = make(chan directWrite, directQueue)
+		w.drained = make(chan struct{})
+		go w.drain(w.direct)
+	}
+	for len(p) > 0 {
+		if err := w.writeErr(); err != nil {
+			return err
+		}
+		b := getPipeBuf()
+		n := copy(*b, p)
+		*b = (*b)[:n]
+		w.queue <- directWrite{buf: b, off: off}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+// drain performs the queued writes in order. After the first failure it
+// only recycles the buffers; the failure is returned by the next Write or
+// by Close.
+func (w *chunkWriter) drain(direct *os.File) {
+	defer close(w.drained)
+	for req := range w.queue {
+		if w.writeErr() == nil {
+			if err := writeDirect(w.f, &direct, *req.buf, req.off); err != nil {
+				w.mu.Lock()
+				w.err = err
+				w.mu.Unlock()
+			}
+		}
+		putPipeBuf(req.buf)
+	}
+}
+
+func (w *chunkWriter) writeErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// writeDirect writes p at off through *direct. Errors other than a full or
+// failing device (EINVAL: the file system wants other alignment) switch
+// to the page cache, through f, for this write and the ones after it.
+func writeDirect(f *os.File, direct **os.File, p []byte, off int64) error {
+	if *direct != nil && uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
+		_, err := (*direct).WriteAt(p, off)
+		if err == nil || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO) {
+			return err
+		}
+		*direct = nil
+	}
+	_, err := f.WriteAt(p, off)
 	return err
 }
 
@@ -153,8 +223,18 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// Close starts writeback of what is left; it does not wait for it.
+// Close waits for the queued direct writes and returns the first error
+// among them, then starts writeback of what went through the page cache;
+// it does not wait for that. Closing again does nothing more.
 func (w *chunkWriter) Close() error {
+	if w.queue != nil {
+		close(w.queue)
+		<-w.drained
+		w.queue = nil
+	}
+	if err := w.writeErr(); err != nil {
+		return err
+	}
 	if w.pos > w.flushed {
 		startWriteback(w.f, w.base+w.flushed, w.pos-w.flushed)
 		w.flushed = w.pos
@@ -296,6 +376,7 @@ func fetchBlob(ctx context.Context, repo *remote.Repository, blob ocispec.Descri
 	}
 	w := newChunkWriter(t.f, t.off, t.size, t.dirty, nil, onData)
 	w.direct = t.direct
+	defer w.Close()     // on failure: no write of this attempt may land after it
 	buf := getPipeBuf() // for decoders without WriteTo
 	_, err = io.CopyBuffer(w, dec, *buf)
 	putPipeBuf(buf)
@@ -333,6 +414,7 @@ func fetchBlob(ctx context.Context, repo *remote.Repository, blob ocispec.Descri
 func copyRegion(ctx context.Context, src *os.File, srcOff int64, t fetchTarget, onData func(int64)) error {
 	w := newChunkWriter(t.f, t.off, t.size, t.dirty, t.want.Algorithm().Hash(), onData)
 	w.direct = t.direct
+	defer w.Close()
 	if _, err := io.CopyBuffer(w, &ctxReader{ctx, io.NewSectionReader(src, srcOff, t.size)}, make([]byte, 1<<20)); err != nil {
 		return err
 	}
