@@ -104,11 +104,11 @@ func upload(ctx context.Context, h stager, up Upload) error {
 }
 
 // writeTemp streams up.Content into a new temp file beside up.Path and
-// returns its path (also when writing failed after it was created), how
-// many bytes were sent and the sha256 the temp file must have: the caller's expected one when given
-// (the host's hash is checked against it, so hashing the content here too
-// would only cost the operator's CPU, once per host), else the sha256 of
-// what was sent.
+// returns its path (also when writing failed after it was created), the
+// sha256 the temp file must have and how many bytes were sent. The sha256
+// is the caller's expected one when given (the host's file is checked
+// against it, so hashing the content here too would only cost the
+// operator's CPU, once per host), else the sha256 of what was sent.
 func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, size int64, err error) {
 	dir, base := path.Split(up.Path)
 	tmp = path.Join(dir, "."+base+TempMarker+randomSuffix())
@@ -429,10 +429,11 @@ func isTemp(name string) bool {
 // are numeric, small files are verified by reading them back and all are
 // put in place with SFTP requests, so only large files need a command on
 // the host (one, hashing them all); otherwise one command hashes all the
-// temp files and one puts them in place. Each file is replaced atomically; the batch is not: it
-// returns how many of ups, from the first, are in place, also when it
-// fails. On failure the temp files not yet renamed are removed. Hosts that
-// are not SSH or local hosts get one Upload per file.
+// temp files and one puts them in place. Each file is replaced
+// atomically; the batch is not: it returns how many of ups, from the
+// first, are in place, also when it fails. On failure the temp files not
+// yet renamed are removed. Hosts that are not SSH or local hosts get one
+// Upload per file.
 func UploadAll(ctx context.Context, h Host, ups []Upload) (int, error) {
 	s, ok := h.(stager)
 	if !ok {
