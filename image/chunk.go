@@ -48,10 +48,11 @@ type chunkWriter struct {
 	onData  func(n int64)
 	flushed int64 // chunk-relative end of the range handed to writeback
 
-	queue   chan directWrite // to the goroutine doing direct writes, once started
-	drained chan struct{}    // closed when that goroutine has returned
-	mu      sync.Mutex
-	err     error // the first direct write's failure
+	queue    chan directWrite // to the goroutine doing direct writes, once started
+	drained  chan struct{}    // closed when that goroutine has returned
+	mu       sync.Mutex
+	err      error // the first direct write's failure
+	viaCache bool  // direct I/O failed, the queue writes through f
 }
 
 // writebackUnit is how much written data accumulates before writeback of
@@ -177,11 +178,10 @@ func (w *chunkWriter) drain(direct *os.File) {
 	defer close(w.drained)
 	for req := range w.queue {
 		if w.writeErr() == nil {
-			if err := writeDirect(w.f, &direct, *req.buf, req.off); err != nil {
-				w.mu.Lock()
-				w.err = err
-				w.mu.Unlock()
-			}
+			err := writeDirect(w.f, &direct, *req.buf, req.off)
+			w.mu.Lock()
+			w.err, w.viaCache = err, direct == nil
+			w.mu.Unlock()
 		}
 		putPipeBuf(req.buf)
 	}

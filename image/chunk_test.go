@@ -25,6 +25,7 @@ func TestChunkWriter(t *testing.T) {
 		stale  bool  // the region held other bytes before
 		dirty  bool
 		direct bool // with a direct-I/O handle, where the OS has one
+		refuse bool // a direct handle whose writes fail (read-only)
 		feed   []byte
 		err    error
 	}{
@@ -33,6 +34,7 @@ func TestChunkWriter(t *testing.T) {
 		{name: "longer than declared", base: 3 << 20, feed: append(append([]byte{}, content...), 'x'), err: errChunkTooLong},
 		{name: "direct", base: 3 << 20, direct: true, feed: content},
 		{name: "direct unaligned chunk", base: 3<<20 + 1234, direct: true, stale: true, dirty: true, feed: content},
+		{name: "direct refused", base: 3 << 20, refuse: true, stale: true, dirty: true, feed: content},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,9 +58,16 @@ func TestChunkWriter(t *testing.T) {
 				}
 				w.direct = direct
 			}
+			if tc.refuse {
+				if direct, err = os.Open(f.Name()); err != nil {
+					t.Fatal(err)
+				}
+				defer direct.Close()
+				w.direct = direct
+			}
 			var werr error
 			step := 70001
-			if tc.direct {
+			if tc.direct || tc.refuse {
 				step = 1 << 20 // whole pipeline buffers, as a pull writes them
 			}
 			for p := tc.feed; len(p) > 0 && werr == nil; {
@@ -83,8 +92,11 @@ func TestChunkWriter(t *testing.T) {
 			if !bytes.Equal(got[:size], content) {
 				t.Fatal("chunk content differs")
 			}
-			if direct != nil && w.direct == nil && base%directAlign == 0 {
+			if tc.direct && direct != nil && w.viaCache && base%directAlign == 0 {
 				t.Fatal("aligned writes fell back from direct I/O to the page cache")
+			}
+			if tc.refuse && !w.viaCache {
+				t.Fatal("writes the direct handle refused were not redone through the page cache")
 			}
 			if fi, _ := f.Stat(); allocated(fi) > 1<<20 {
 				t.Fatalf("zero runs were written: %d bytes allocated", allocated(fi))
