@@ -51,6 +51,7 @@ import (
 
 	"github.com/vzfleet/vzfleet/image"
 	"github.com/vzfleet/vzfleet/image/applelz4"
+	"github.com/vzfleet/vzfleet/image/format"
 	"github.com/vzfleet/vzfleet/test/harness"
 )
 
@@ -373,20 +374,11 @@ func BenchmarkPull(b *testing.B) {
 	})
 	b.Run("floor", func(b *testing.B) {
 		measure(b, f, func() {
-			g := new(errgroup.Group)
-			g.SetLimit(4)
-			for _, ch := range f.desc.Image.Disk {
-				g.Go(func() error {
-					bf, err := os.Open(f.blobPath(ch.Layer))
-					if err != nil {
-						return err
-					}
-					defer bf.Close()
-					_, err = io.Copy(io.Discard, applelz4.NewReader(bf))
-					return err
-				})
-			}
-			if err := g.Wait(); err != nil {
+			err := f.decodeDisk(func(_ format.Chunk, r io.Reader) error {
+				_, err := io.Copy(io.Discard, r)
+				return err
+			})
+			if err != nil {
 				b.Fatal(err)
 			}
 		})
@@ -400,8 +392,26 @@ func BenchmarkPull(b *testing.B) {
 	})
 }
 
-// decodeToDisk decodes the registry's disk blobs, 4 at a time, into a
-// sparse file at path, writing only non-zero MiBs, with O_DIRECT.
+// decodeDisk hands each of the registry's disk blobs, decoding, to use,
+// 4 at a time.
+func (f *fixture) decodeDisk(use func(ch format.Chunk, r io.Reader) error) error {
+	g := new(errgroup.Group)
+	g.SetLimit(4)
+	for _, ch := range f.desc.Image.Disk {
+		g.Go(func() error {
+			bf, err := os.Open(f.blobPath(ch.Layer))
+			if err != nil {
+				return err
+			}
+			defer bf.Close()
+			return use(ch, applelz4.NewReader(bf))
+		})
+	}
+	return g.Wait()
+}
+
+// decodeToDisk decodes the registry's disk blobs into a sparse file at
+// path, writing only non-zero MiBs, with O_DIRECT.
 func decodeToDisk(f *fixture, path string) error {
 	disk, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_DIRECT, 0o644)
 	if err != nil {
@@ -412,32 +422,22 @@ func decodeToDisk(f *fixture, path string) error {
 		return err
 	}
 	zero := make([]byte, 1<<20)
-	g := new(errgroup.Group)
-	g.SetLimit(4)
-	for _, ch := range f.desc.Image.Disk {
-		g.Go(func() error {
-			bf, err := os.Open(f.blobPath(ch.Layer))
-			if err != nil {
+	err = f.decodeDisk(func(ch format.Chunk, r io.Reader) error {
+		buf := make([]byte, 1<<20) // page-aligned, as direct I/O needs
+		for off := ch.Offset; off < ch.Offset+ch.Size; off += int64(len(buf)) {
+			n, err := io.ReadFull(r, buf)
+			if err != nil && err != io.ErrUnexpectedEOF {
 				return err
 			}
-			defer bf.Close()
-			r := applelz4.NewReader(bf)
-			buf := make([]byte, 1<<20) // page-aligned, as direct I/O needs
-			for off := ch.Offset; off < ch.Offset+ch.Size; off += int64(len(buf)) {
-				n, err := io.ReadFull(r, buf)
-				if err != nil && err != io.ErrUnexpectedEOF {
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, err := disk.WriteAt(buf[:n], off); err != nil {
 					return err
 				}
-				if !bytes.Equal(buf[:n], zero[:n]) {
-					if _, err := disk.WriteAt(buf[:n], off); err != nil {
-						return err
-					}
-				}
 			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	return disk.Sync()
