@@ -118,7 +118,7 @@ func (l *Local) Upload(ctx context.Context, up Upload) error { return upload(ctx
 
 func (l *Local) elevates() bool { return l.opts.Sudo }
 
-func (l *Local) createTemp(_ context.Context, path string) (io.WriteCloser, error) {
+func (l *Local) createTemp(_ context.Context, path string, _ bool) (io.WriteCloser, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
@@ -126,11 +126,15 @@ func (l *Local) createTemp(_ context.Context, path string) (io.WriteCloser, erro
 	return f, nil
 }
 
-func (l *Local) canFinish(context.Context) bool { return true }
+// writesAsRoot is false: files for root are written by sudo commands.
+func (l *Local) writesAsRoot(context.Context) bool { return false }
+
+// canFinish: system calls act as this process's user, not through sudo.
+func (l *Local) canFinish(_ context.Context, root bool) bool { return !root }
 
 // finish puts a temp file in place with system calls, as
 // batchFinalizeScript does with a shell.
-func (l *Local) finish(_ context.Context, f finishing) error {
+func (l *Local) finish(_ context.Context, f finishing, _ bool) error {
 	target, err := os.Stat(f.target)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -160,7 +164,7 @@ func (l *Local) finish(_ context.Context, f finishing) error {
 }
 
 // readSum reads a file and returns its sha256.
-func (l *Local) readSum(_ context.Context, path string) (string, error) {
+func (l *Local) readSum(_ context.Context, path string, _ bool) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -174,7 +178,7 @@ func (l *Local) readSum(_ context.Context, path string) (string, error) {
 }
 
 // prepareDirs makes dirs and removes the temp files in clean.
-func (l *Local) prepareDirs(_ context.Context, dirs, clean []string) error {
+func (l *Local) prepareDirs(_ context.Context, dirs, clean []string, _ bool) error {
 	for _, d := range append(slices.Clone(dirs), clean...) {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err

@@ -36,6 +36,26 @@ type SSH struct {
 	chain  []*ssh.Client
 	sftp   *sftp.Client
 	closed bool
+	// root is an SFTP client served by sftp-server run through sudo, for
+	// files only root may write; rootFailed: it could not start (sudo's
+	// policy, no sftp-server), so those go through `sudo sh -c 'cat >'`.
+	root       *rootSFTP
+	rootFailed bool
+	rootMu     sync.Mutex // serialises starting root
+}
+
+// rootSFTP is an SFTP client over a session running sftp-server as root.
+type rootSFTP struct {
+	conn *ssh.Client
+	sc   *sftp.Client
+	sess *ssh.Session
+	free func() // gives back the command session slot it holds
+}
+
+func (r *rootSFTP) close() {
+	r.sc.Close()
+	r.sess.Close()
+	r.free()
 }
 
 var _ Host = (*SSH)(nil)
@@ -84,6 +104,10 @@ func (s *SSH) drop(c *ssh.Client) {
 	if s.sftp != nil {
 		s.sftp.Close()
 		s.sftp = nil
+	}
+	if s.root != nil {
+		s.root.close()
+		s.root = nil
 	}
 	c.Close()
 	for i := len(s.chain) - 1; i >= 0; i-- {
@@ -300,6 +324,124 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	return sc, nil
 }
 
+// sftpServerScript runs the host's sftp-server (macOS's, Debian's or Red
+// Hat's path) on the session's stdin and stdout.
+const sftpServerScript = `for p in /usr/libexec/sftp-server /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server; do
+	if [ -x "$p" ]; then exec "$p"; fi
+done
+echo "no sftp-server in /usr/libexec, /usr/lib/openssh or /usr/libexec/openssh" >&2
+exit 127`
+
+// errNoRootSFTP: sftp-server could not be run through sudo on this host.
+var errNoRootSFTP = errors.New("no SFTP as root through sudo")
+
+// rootClient returns an SFTP client that acts as root: sftp-server run
+// through `sudo -n` on a session of its own (which holds one of the
+// command session slots while it lives). Files only root may write then
+// go over SFTP like the others: a bounded number of writes in flight, and
+// no program per file to put them in place. When sudo refuses or the host
+// has no sftp-server, it says so once and callers fall back to commands.
+func (s *SSH) rootClient(ctx context.Context) (*sftp.Client, error) {
+	s.rootMu.Lock()
+	defer s.rootMu.Unlock()
+	c, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if r := s.root; r != nil && r.conn == c {
+		s.mu.Unlock()
+		return r.sc, nil
+	}
+	failed := s.rootFailed
+	s.mu.Unlock()
+	if failed || !s.cfg.Sudo {
+		return nil, errNoRootSFTP
+	}
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	free := sync.OnceFunc(func() { <-s.sem })
+	r, err := s.startRoot(ctx)
+	if err != nil {
+		free()
+		s.cfg.Logger.Debug("no SFTP as root, files for root go through sudo sh", "host", s.cfg.Name, "err", err)
+		s.mu.Lock()
+		s.rootFailed = ctx.Err() == nil
+		s.mu.Unlock()
+		return nil, errNoRootSFTP
+	}
+	r.conn, r.free = c, free
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != c || s.closed {
+		r.close()
+		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
+	}
+	if s.root != nil {
+		s.root.close()
+	}
+	s.root = r
+	return r.sc, nil
+}
+
+func (s *SSH) startRoot(ctx context.Context) (*rootSFTP, error) {
+	line, err := commandLine(Cmd{Args: []string{"sh", "-c", sftpServerScript}, Sudo: true}, s.cfg.Sudo, s.cfg.SudoPath)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	r, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if err := sess.Start(line); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	// sudo refusing, or no sftp-server, ends the session: the handshake
+	// then fails at once. The context bounds a host that never answers.
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		if sc != nil {
+			sc.Close()
+		}
+		sess.Close()
+		return nil, err
+	}
+	return &rootSFTP{sc: sc, sess: sess}, nil
+}
+
+// sftpFor returns the client that acts as root when root is set, else the
+// connecting user's.
+func (s *SSH) sftpFor(ctx context.Context, root bool) (*sftp.Client, error) {
+	if root {
+		return s.rootClient(ctx)
+	}
+	return s.sftpClient(ctx)
+}
+
+// writesAsRoot tells whether files only root may write can go over SFTP.
+func (s *SSH) writesAsRoot(ctx context.Context) bool {
+	_, err := s.rootClient(ctx)
+	return err == nil
+}
+
 // ReadFile reads a file over SFTP, or with `sudo -n cat` when the host
 // elevates and the file is not readable by the connecting user.
 func (s *SSH) ReadFile(ctx context.Context, path string) ([]byte, error) {
@@ -355,8 +497,8 @@ func (s *SSH) elevates() bool { return s.cfg.Sudo }
 
 // createTemp creates path over SFTP, exclusively and with mode 0600 before
 // any byte is written.
-func (s *SSH) createTemp(ctx context.Context, path string) (io.WriteCloser, error) {
-	sc, err := s.sftpClient(ctx)
+func (s *SSH) createTemp(ctx context.Context, path string, root bool) (io.WriteCloser, error) {
+	sc, err := s.sftpFor(ctx, root)
 	if err != nil {
 		return nil, err
 	}
@@ -393,8 +535,8 @@ func (w sftpWriter) ReadFrom(r io.Reader) (int64, error) {
 // canFinish tells whether the SFTP server offers what finish needs:
 // OpenSSH's hardlink and posix-rename extensions (an atomic rename over an
 // existing file).
-func (s *SSH) canFinish(ctx context.Context) bool {
-	sc, err := s.sftpClient(ctx)
+func (s *SSH) canFinish(ctx context.Context, root bool) bool {
+	sc, err := s.sftpFor(ctx, root)
 	if err != nil {
 		return false
 	}
@@ -405,8 +547,8 @@ func (s *SSH) canFinish(ctx context.Context) bool {
 
 // finish puts a temp file the connecting user wrote in place with SFTP
 // requests, as batchFinalizeScript does with a shell and four programs.
-func (s *SSH) finish(ctx context.Context, f finishing) error {
-	sc, err := s.sftpClient(ctx)
+func (s *SSH) finish(ctx context.Context, f finishing, root bool) error {
+	sc, err := s.sftpFor(ctx, root)
 	if err != nil {
 		return err
 	}
@@ -461,8 +603,8 @@ func (s *SSH) finish(ctx context.Context, f finishing) error {
 }
 
 // readSum reads a file over SFTP and returns its sha256.
-func (s *SSH) readSum(ctx context.Context, path string) (string, error) {
-	sc, err := s.sftpClient(ctx)
+func (s *SSH) readSum(ctx context.Context, path string, root bool) (string, error) {
+	sc, err := s.sftpFor(ctx, root)
 	if err != nil {
 		return "", err
 	}
@@ -485,8 +627,8 @@ func (s *SSH) readSum(ctx context.Context, path string) (string, error) {
 
 // prepareDirs makes dirs and removes the temp files in clean with SFTP
 // requests.
-func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string) error {
-	sc, err := s.sftpClient(ctx)
+func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string, root bool) error {
+	sc, err := s.sftpFor(ctx, root)
 	if err != nil {
 		return err
 	}
@@ -521,6 +663,10 @@ func (s *SSH) dropSFTP(sc *sftp.Client) {
 	if s.sftp == sc {
 		s.sftp = nil
 	}
+	if s.root != nil && s.root.sc == sc {
+		s.root.close()
+		s.root = nil
+	}
 	sc.Close()
 }
 
@@ -535,6 +681,10 @@ func (s *SSH) Close() error {
 	if s.sftp != nil {
 		s.sftp.Close()
 		s.sftp = nil
+	}
+	if s.root != nil {
+		s.root.close()
+		s.root = nil
 	}
 	var err error
 	if s.client != nil {

@@ -26,8 +26,12 @@ const TempMarker = ".vzfleet-tmp-"
 // stager is what the upload algorithm needs from a host implementation.
 type stager interface {
 	Host
-	// createTemp creates path exclusively, mode 0600, as the connecting user.
-	createTemp(ctx context.Context, path string) (io.WriteCloser, error)
+	// createTemp creates path exclusively, mode 0600, as the connecting
+	// user, or as root when root is set (and writesAsRoot said so).
+	createTemp(ctx context.Context, path string, root bool) (io.WriteCloser, error)
+	// writesAsRoot tells whether createTemp and the finisher can act as
+	// root on a host that elevates.
+	writesAsRoot(ctx context.Context) bool
 	// elevates tells whether Sudo operations run under sudo on this host.
 	elevates() bool
 }
@@ -123,7 +127,8 @@ func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, size
 		}
 		return hex.EncodeToString(hash.Sum(nil))
 	}
-	if up.Sudo && h.elevates() {
+	root := up.Sudo && h.elevates()
+	if root && !h.writesAsRoot(ctx) {
 		// The temp file must be in the target's directory, which the user
 		// may not write to: sudo writes it, fed through the session.
 		if _, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", writeScript, "sh", tmp}, Sudo: true, Stdin: src, Sensitive: true}); err != nil {
@@ -131,7 +136,7 @@ func writeTemp(ctx context.Context, h stager, up Upload) (tmp, sent string, size
 		}
 		return tmp, sum(), size, nil
 	}
-	w, err := h.createTemp(ctx, tmp)
+	w, err := h.createTemp(ctx, tmp, root)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("creating it: %w", err)
 	}
@@ -350,16 +355,18 @@ done`
 // calls on the local machine. Only files the connecting user wrote (not
 // through sudo) are finished this way.
 type finisher interface {
-	// canFinish tells whether finish works on this host (SFTP servers
-	// without OpenSSH's hardlink and posix-rename extensions cannot).
-	canFinish(ctx context.Context) bool
+	// canFinish tells whether finish works on this host, as root when
+	// root is set (SFTP servers without OpenSSH's hardlink and
+	// posix-rename extensions cannot; nor can hosts where sudo cannot
+	// run sftp-server, as root).
+	canFinish(ctx context.Context, root bool) bool
 	// finish does for one file what batchFinalizeScript does; uid and
 	// gid are -1 to keep the temp file's.
-	finish(ctx context.Context, f finishing) error
+	finish(ctx context.Context, f finishing, root bool) error
 	// readSum reads a file back (over SFTP) and returns its sha256.
-	readSum(ctx context.Context, path string) (string, error)
+	readSum(ctx context.Context, path string, root bool) (string, error)
 	// prepareDirs does what prepareScript does.
-	prepareDirs(ctx context.Context, dirs, clean []string) error
+	prepareDirs(ctx context.Context, dirs, clean []string, root bool) error
 }
 
 // readBackMax is the largest temp file verified by reading it back rather
@@ -404,8 +411,9 @@ func PrepareDirs(ctx context.Context, h Host, dirs, clean []string, sudo bool) e
 		}
 	}
 	s, staged := h.(stager)
-	if f, ok := h.(finisher); ok && staged && !(sudo && s.elevates()) && f.canFinish(ctx) {
-		if err := f.prepareDirs(ctx, dirs, clean); err != nil {
+	root := staged && sudo && s.elevates()
+	if f, ok := h.(finisher); ok && staged && f.canFinish(ctx, root) {
+		if err := f.prepareDirs(ctx, dirs, clean, root); err != nil {
 			return fmt.Errorf("host %s: creating directories and removing interrupted uploads: %w", h.Name(), err)
 		}
 		return nil
@@ -485,8 +493,9 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 		numeric = numeric && okU && okG
 		steps[i] = finishing{target: up.Path, mode: mode, uid: uid, gid: gid, keep: up.KeepPrevious}
 	}
+	root := sudo && h.elevates()
 	fin, ok := h.(finisher)
-	ok = ok && numeric && !(sudo && h.elevates()) && fin.canFinish(ctx)
+	ok = ok && numeric && fin.canFinish(ctx, root)
 	var large []string
 	got := map[string]string{}
 	for i, up := range ups {
@@ -504,7 +513,7 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 			large = append(large, tmp)
 			continue
 		}
-		if got[tmp], err = fin.readSum(ctx, tmp); err != nil {
+		if got[tmp], err = fin.readSum(ctx, tmp, root); err != nil {
 			removeTemps(0)
 			return 0, fail(up, "reading the temp file back", err)
 		}
@@ -536,7 +545,7 @@ func uploadAll(ctx context.Context, h stager, ups []Upload) (int, error) {
 	var err error
 	if ok {
 		for _, st := range steps {
-			if err = fin.finish(ctx, st); err != nil {
+			if err = fin.finish(ctx, st, root); err != nil {
 				break
 			}
 			done++

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,8 +25,9 @@ import (
 )
 
 // uploadHosts are the hosts uploads are tested on: both implementations,
-// with and without sudo (the SSH+sudo one writes through `sudo -n sh -c
-// 'cat > temp'` instead of SFTP).
+// with and without sudo (the SSH+sudo one writes over SFTP served by
+// sftp-server run through sudo; the local+sudo one through `sudo -n sh -c
+// 'cat > temp'` and the shell).
 func uploadHosts(t *testing.T) map[string]Host {
 	srv := sshd.Start(t, sshd.Options{})
 	return map[string]Host{
@@ -586,14 +588,14 @@ func TestUploadAllFinishesOverSFTP(t *testing.T) {
 // corruptingReadBack changes a temp file just before it is read back.
 type corruptingReadBack struct{ *SSH }
 
-func (c corruptingReadBack) readSum(ctx context.Context, path string) (string, error) {
+func (c corruptingReadBack) readSum(ctx context.Context, path string, root bool) (string, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return "", err
 	}
 	_, _ = f.WriteString("garbage")
 	f.Close()
-	return c.SSH.readSum(ctx, path)
+	return c.SSH.readSum(ctx, path, root)
 }
 
 func TestPrepareDirs(t *testing.T) {
@@ -626,5 +628,39 @@ func TestPrepareDirs(t *testing.T) {
 				t.Fatal("a relative directory was accepted")
 			}
 		})
+	}
+}
+
+// On a host that elevates, files for root go over SFTP too, served by
+// sftp-server run through sudo: no `sudo sh -c 'cat > temp'` per file and
+// no finalize command, only the hash of the large file.
+func TestUploadAllAsRootOverSFTP(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Fatal("sudo is not installed (apt-get install sudo)")
+	}
+	srv := sshd.Start(t, sshd.Options{})
+	h := &commandLog{SSH: dialTest(t, srv, func(c *Config) { c.Sudo = true })}
+	ctx := testContext(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "new", "a"), filepath.Join(dir, "new", "b")
+	if err := PrepareDirs(ctx, h, []string{filepath.Dir(a)}, []string{filepath.Dir(a)}, true); err != nil {
+		t.Fatal(err)
+	}
+	large := strings.Repeat("y", readBackMax+1)
+	n, err := UploadAll(ctx, h, []Upload{
+		{Path: a, Content: strings.NewReader("a1"), Mode: 0o640, Owner: "65534", Group: "0", Sudo: true},
+		{Path: b, Content: strings.NewReader(large), SHA256: sum(large), Mode: 0o755, Sudo: true, KeepPrevious: true},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("UploadAll = %d, %v", n, err)
+	}
+	assertFile(t, a, "a1", 0o640, 65534)
+	assertFile(t, b, large, 0o755, 0)
+	if want := []string{"sh -c " + hashScript}; !slices.Equal(h.cmds, want) {
+		t.Errorf("commands run: %q, want only the hash command", h.cmds)
+	}
+	if !h.writesAsRoot(ctx) {
+		t.Error("no SFTP as root")
 	}
 }
