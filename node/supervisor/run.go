@@ -185,19 +185,23 @@ func (s *supervisor) fail(reason string, err error) error {
 	return errors.Join(fmt.Errorf("%s: %w", reason, err), perr)
 }
 
-// publish updates the state, writes state.json and tells every watcher.
+// publish updates the state, writes state.json and then tells every
+// watcher, all under the lock: state.json is never older than what a
+// watcher saw, and an agent that removes the VM's directory once it sees
+// the VM stopped finds nothing more written into it afterwards.
 func (s *supervisor) publish(update func(*State)) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	update(&s.state)
 	st := s.state
+	err := WriteJSON(filepath.Join(s.dir, StateFile), st)
 	for w := range s.watchers {
 		select {
 		case w <- st:
 		default: // a slow watcher re-reads status after reconnecting
 		}
 	}
-	s.mu.Unlock()
-	return WriteJSON(filepath.Join(s.dir, StateFile), st)
+	return err
 }
 
 func (s *supervisor) closeWatchers() {
