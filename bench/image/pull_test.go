@@ -411,9 +411,9 @@ func (f *fixture) decodeDisk(use func(ch format.Chunk, r io.Reader) error) error
 }
 
 // decodeToDisk decodes the registry's disk blobs into a sparse file at
-// path, writing only non-zero MiBs, with O_DIRECT.
+// path, writing only non-zero MiBs, with direct I/O on Linux.
 func decodeToDisk(f *fixture, path string) error {
-	disk, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_DIRECT, 0o644)
+	disk, err := createDirect(path)
 	if err != nil {
 		return err
 	}
