@@ -553,6 +553,32 @@ func TestSudo(t *testing.T) {
 		}
 		assertDirHolds(t, dir)
 	})
+
+	t.Run("policy refuses the SFTP server", func(t *testing.T) {
+		// A sudoers policy may allow shell commands but not sftp-server:
+		// files for root then go through `sudo sh -c 'cat >'`.
+		stub := filepath.Join(t.TempDir(), "sudo")
+		writeFile(t, stub, "#!/bin/sh\ncase \"$*\" in *sftp-server*) echo 'Sorry, user may not run sftp-server as root.' >&2; exit 1;; esac\nexec sudo \"$@\"\n")
+		if err := os.Chmod(stub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		h := dialTest(t, srv, func(c *Config) { c.Sudo = true; c.SudoPath = stub })
+		dir := t.TempDir()
+		a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+		n, err := UploadAll(ctx, h, []Upload{
+			{Path: a, Content: strings.NewReader("secret-a"), Mode: 0o600, Sudo: true},
+			{Path: b, Content: strings.NewReader("b"), SHA256: sum("b"), Mode: 0o644, KeepPrevious: true, Sudo: true},
+		})
+		if err != nil || n != 2 {
+			t.Fatalf("UploadAll through sudo without sftp-server: %d done, %v", n, err)
+		}
+		if h.writesAsRoot(ctx) {
+			t.Fatal("root SFTP reported available although the policy refuses sftp-server")
+		}
+		assertFile(t, a, "secret-a", 0o600, 0)
+		assertFile(t, b, "b", 0o644, 0)
+		assertDirHolds(t, dir, "a", "b")
+	})
 }
 
 // recorder is a slog.Handler counting messages.
