@@ -129,17 +129,22 @@ func TestCrossBlockMatches(t *testing.T) {
 	}
 }
 
-// Long streams make the history slide through the buffer many times.
-func TestCrossBlockLongStream(t *testing.T) {
-	t.Parallel()
+// longFrame is a 6 MiB stream of mixed data (seeded by seed) in blocks of
+// 30-80 KB that refer across blocks, every seventh stored.
+func longFrame(seed uint64) (frame, plain []byte) {
 	var pieces []piece
-	data := mixed(99, 6<<20)
-	for p := data; len(p) > 0; {
+	for p := mixed(seed, 6<<20); len(p) > 0; {
 		k := min(len(p), 30000+len(p)%50000)
 		pieces = append(pieces, piece{data: p[:k], stored: len(pieces)%7 == 3})
 		p = p[k:]
 	}
-	frame, plain := buildFrame(pieces, true)
+	return buildFrame(pieces, true)
+}
+
+// Long streams make the history slide through the buffer many times.
+func TestCrossBlockLongStream(t *testing.T) {
+	t.Parallel()
+	frame, plain := longFrame(99)
 	got, err := io.ReadAll(NewReader(bytes.NewReader(frame)))
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("err %v, equal %v", err, bytes.Equal(got, plain))
@@ -149,14 +154,7 @@ func TestCrossBlockLongStream(t *testing.T) {
 // WriteTo gathers blocks into large writes while the history slides.
 func TestWriteToLongStream(t *testing.T) {
 	t.Parallel()
-	var pieces []piece
-	data := mixed(77, 6<<20)
-	for p := data; len(p) > 0; {
-		k := min(len(p), 30000+len(p)%50000)
-		pieces = append(pieces, piece{data: p[:k], stored: len(pieces)%7 == 3})
-		p = p[k:]
-	}
-	frame, plain := buildFrame(pieces, true)
+	frame, plain := longFrame(77)
 	var w sizeRecorder
 	if _, err := NewReader(bytes.NewReader(frame)).WriteTo(&w); err != nil || !bytes.Equal(w.Bytes(), plain) {
 		t.Fatalf("err %v, equal %v", err, bytes.Equal(w.Bytes(), plain))
