@@ -10,8 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"time"
 )
 
@@ -134,34 +132,7 @@ func (l *Local) canFinish(_ context.Context, root bool) bool { return !root }
 
 // finish puts a temp file in place with system calls, as
 // batchFinalizeScript does with a shell.
-func (l *Local) finish(_ context.Context, f finishing, _ bool) error {
-	target, err := os.Stat(f.target)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	exists := err == nil
-	if exists && target.IsDir() {
-		return fmt.Errorf("%s %w", f.target, errIsDirectory)
-	}
-	if err := os.Chmod(f.tmp, f.mode); err != nil {
-		return err
-	}
-	if f.uid >= 0 || f.gid >= 0 {
-		if err := os.Chown(f.tmp, f.uid, f.gid); err != nil {
-			return err
-		}
-	}
-	if f.keep && exists && target.Mode().IsRegular() {
-		prev := f.target + ".prev"
-		if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		if err := os.Link(f.target, prev); err != nil {
-			return err
-		}
-	}
-	return os.Rename(f.tmp, f.target)
-}
+func (l *Local) finish(_ context.Context, f finishing, _ bool) error { return finishOn(osFS{}, f) }
 
 // readSum reads a file and returns its sha256.
 func (l *Local) readSum(_ context.Context, path string, _ bool) (string, error) {
@@ -179,25 +150,7 @@ func (l *Local) readSum(_ context.Context, path string, _ bool) (string, error) 
 
 // prepareDirs makes dirs and removes the temp files in clean.
 func (l *Local) prepareDirs(_ context.Context, dirs, clean []string, _ bool) error {
-	for _, d := range append(slices.Clone(dirs), clean...) {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	for _, d := range clean {
-		entries, err := os.ReadDir(d)
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			if e.Type().IsRegular() && isTemp(e.Name()) {
-				if err := os.Remove(filepath.Join(d, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return err
-				}
-			}
-		}
-	}
-	return nil
+	return prepareOn(osFS{}, dirs, clean)
 }
 
 // Close does nothing: there is no connection.

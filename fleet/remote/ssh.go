@@ -9,8 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -554,52 +552,7 @@ func (s *SSH) finish(ctx context.Context, f finishing, root bool) error {
 	}
 	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
 	defer stop()
-	target, err := sc.Stat(f.target)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("stat %s: %w", f.target, err)
-	}
-	exists := err == nil
-	if exists && target.IsDir() {
-		return fmt.Errorf("%s %w", f.target, errIsDirectory)
-	}
-	if err := sc.Chmod(f.tmp, f.mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", f.tmp, err)
-	}
-	if f.uid >= 0 || f.gid >= 0 {
-		uid, gid := f.uid, f.gid
-		if uid < 0 || gid < 0 {
-			fi, err := sc.Stat(f.tmp)
-			if err != nil {
-				return fmt.Errorf("stat %s: %w", f.tmp, err)
-			}
-			st, ok := fi.Sys().(*sftp.FileStat)
-			if !ok {
-				return fmt.Errorf("stat %s: the server sent no owner", f.tmp)
-			}
-			if uid < 0 {
-				uid = int(st.UID)
-			}
-			if gid < 0 {
-				gid = int(st.GID)
-			}
-		}
-		if err := sc.Chown(f.tmp, uid, gid); err != nil {
-			return fmt.Errorf("chown %d:%d %s: %w", uid, gid, f.tmp, err)
-		}
-	}
-	if f.keep && exists && target.Mode().IsRegular() {
-		prev := f.target + ".prev"
-		if err := sc.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing %s: %w", prev, err)
-		}
-		if err := sc.Link(f.target, prev); err != nil {
-			return fmt.Errorf("linking %s to %s: %w", prev, f.target, err)
-		}
-	}
-	if err := sc.PosixRename(f.tmp, f.target); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", f.tmp, f.target, err)
-	}
-	return nil
+	return finishOn(sftpFS{sc}, f)
 }
 
 // readSum reads a file over SFTP and returns its sha256.
@@ -634,25 +587,7 @@ func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string, root bool) 
 	}
 	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
 	defer stop()
-	for _, d := range append(slices.Clone(dirs), clean...) {
-		if err := sc.MkdirAll(d); err != nil {
-			return fmt.Errorf("mkdir %s: %w", d, err)
-		}
-	}
-	for _, d := range clean {
-		entries, err := sc.ReadDir(d)
-		if err != nil {
-			return fmt.Errorf("listing %s: %w", d, err)
-		}
-		for _, e := range entries {
-			if e.Mode().IsRegular() && isTemp(e.Name()) {
-				if err := sc.Remove(path.Join(d, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return fmt.Errorf("removing %s: %w", path.Join(d, e.Name()), err)
-				}
-			}
-		}
-	}
-	return nil
+	return prepareOn(sftpFS{sc}, dirs, clean)
 }
 
 // dropSFTP closes sc, so requests waiting on it return, and forgets it
