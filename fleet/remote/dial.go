@@ -290,7 +290,7 @@ func Dial(ctx context.Context, cfg Config) (*SSH, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &SSH{cfg: cfg, target: target, jumps: jumps, sem: make(chan struct{}, max(cfg.MaxSessions-1, 1))} // one session serves SFTP
-	if _, err := s.connect(ctx); err != nil {
+	if _, _, err := s.connect(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil

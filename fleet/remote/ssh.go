@@ -31,6 +31,7 @@ type SSH struct {
 
 	mu     sync.Mutex
 	client *ssh.Client
+	done   chan struct{} // closed when client's connection has ended
 	chain  []*ssh.Client
 	sftp   *sftp.Client
 	closed bool
@@ -40,6 +41,7 @@ type SSH struct {
 	root       *rootSFTP
 	rootFailed bool
 	rootMu     sync.Mutex // serialises starting root
+	sftpMu     sync.Mutex // serialises starting sftp
 }
 
 // rootSFTP is an SFTP client over a session running sftp-server as root.
@@ -64,22 +66,23 @@ func (s *SSH) Name() string { return s.cfg.Name }
 // User is the account the connection logs in as.
 func (s *SSH) User() string { return s.target.user }
 
-// connect returns the live connection, dialling when there is none.
-func (s *SSH) connect(ctx context.Context) (*ssh.Client, error) {
+// connect returns the live connection, dialling when there is none, and
+// a channel closed when that connection has ended.
+func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
+		return nil, nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
 	}
 	if s.client != nil {
-		return s.client, nil
+		return s.client, s.done, nil
 	}
 	c, chain, err := s.dialChain(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s.client, s.chain = c, chain
 	done := make(chan struct{})
+	s.client, s.done, s.chain = c, done, chain
 	go func() {
 		_ = c.Wait()
 		close(done)
@@ -88,7 +91,7 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, error) {
 	if s.cfg.KeepAlive > 0 {
 		go s.keepAlive(c, done)
 	}
-	return c, nil
+	return c, done, nil
 }
 
 // drop forgets c once it is dead (or suspected dead) so the next call
@@ -111,7 +114,7 @@ func (s *SSH) drop(c *ssh.Client) {
 	for i := len(s.chain) - 1; i >= 0; i-- {
 		s.chain[i].Close()
 	}
-	s.client, s.chain = nil, nil
+	s.client, s.done, s.chain = nil, nil, nil
 }
 
 // keepAlive probes the connection; three unanswered probes close it.
@@ -155,11 +158,11 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
 	redialed := false
 	backoff := 20 * time.Millisecond
 	for refused := 0; ; {
-		c, err := s.connect(ctx)
+		c, done, err := s.connect(ctx)
 		if err != nil {
 			return nil, err
 		}
-		sess, err := c.NewSession()
+		sess, err := openSession(ctx, c.NewSession, done)
 		if err == nil {
 			return sess, nil
 		}
@@ -174,13 +177,52 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
 			case <-ctx.Done():
 			}
 			backoff *= 2
-		case !redialed && isConnectionLost(c):
+		case !redialed && (errors.Is(err, errConnectionEnded) || isConnectionLost(c)):
 			redialed = true
 			s.drop(c)
 		default:
 			return nil, fmt.Errorf("host %s: opening a session: %w", s.cfg.Name, err)
 		}
 	}
+}
+
+// errConnectionEnded: the connection ended while a session was opening.
+var errConnectionEnded = errors.New("the connection ended")
+
+// openSession opens a session with open (a client's NewSession), or fails
+// when the connection ends (done is closed) or ctx ends first.
+// golang.org/x/crypto/ssh can wait forever for the answer to a channel
+// open sent just as its connection died: the connection forgets its
+// channels when its read loop ends, and a channel added a moment later is
+// never told (the same hang is worked around in canonical/spread#226).
+// Seen here when an upload's connection was cut and the cleanup opened a
+// session on it. The goroutine left waiting then is not given back: the
+// library offers no way to end it.
+func openSession(ctx context.Context, open func() (*ssh.Session, error), done <-chan struct{}) (*ssh.Session, error) {
+	type opened struct {
+		sess *ssh.Session
+		err  error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		sess, err := open()
+		ch <- opened{sess, err}
+	}()
+	var err error
+	select {
+	case o := <-ch:
+		return o.sess, o.err
+	case <-done:
+		err = errConnectionEnded
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	go func() {
+		if o := <-ch; o.sess != nil {
+			o.sess.Close()
+		}
+	}()
+	return nil, err
 }
 
 // isConnectionLost tells whether c no longer answers.
@@ -303,23 +345,76 @@ func (s *SSH) killGroup(pgid int, sudo bool) {
 
 // sftpClient returns the SFTP client on the live connection.
 func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
-	c, err := s.connect(ctx)
+	s.sftpMu.Lock()
+	defer s.sftpMu.Unlock()
+	c, done, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client == c && s.sftp != nil {
-		return s.sftp, nil
+	sc := s.sftp
+	s.mu.Unlock()
+	if sc != nil {
+		return sc, nil
 	}
-	sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true))
+	sc, _, err = startSFTP(ctx, c, done, func(sess *ssh.Session) error {
+		if err := sess.RequestSubsystem("sftp"); err != nil {
+			return fmt.Errorf("%w (is the sftp Subsystem enabled in sshd_config?)", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("host %s: starting SFTP (is the sftp Subsystem enabled in sshd_config?): %w", s.cfg.Name, err)
+		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, err)
 	}
-	if s.client == c {
+	s.mu.Lock()
+	current := s.client == c && !s.closed
+	if current {
 		s.sftp = sc
 	}
+	s.mu.Unlock()
+	if !current {
+		sc.Close()
+		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, errConnectionEnded)
+	}
 	return sc, nil
+}
+
+// startSFTP opens a session on c, starts an SFTP server on it with start
+// (the sftp subsystem, or a command) and returns a client speaking to it.
+// The handshake is bounded by ctx and by the connection's end (done).
+func startSFTP(ctx context.Context, c *ssh.Client, done <-chan struct{}, start func(*ssh.Session) error) (*sftp.Client, *ssh.Session, error) {
+	sess, err := openSession(ctx, c.NewSession, done)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	r, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	if err := start(sess); err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	// A server that refuses or is missing ends the session: the handshake
+	// then fails at once. ctx bounds a host that never answers.
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		if sc != nil {
+			sc.Close()
+		}
+		return nil, sess, err
+	}
+	return sc, sess, nil
 }
 
 // sftpServerScript runs the host's sftp-server (macOS's, Debian's or Red
@@ -338,11 +433,12 @@ var errNoRootSFTP = errors.New("no SFTP as root through sudo")
 // command session slots while it lives). Files only root may write then
 // go over SFTP like the others: a bounded number of writes in flight, and
 // no program per file to put them in place. When sudo refuses or the host
-// has no sftp-server, it says so once and callers fall back to commands.
+// has no sftp-server, it says so once and callers fall back to commands;
+// a connection lost meanwhile only fails this call.
 func (s *SSH) rootClient(ctx context.Context) (*sftp.Client, error) {
 	s.rootMu.Lock()
 	defer s.rootMu.Unlock()
-	c, err := s.connect(ctx)
+	c, done, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -362,67 +458,61 @@ func (s *SSH) rootClient(ctx context.Context) (*sftp.Client, error) {
 		return nil, ctx.Err()
 	}
 	free := sync.OnceFunc(func() { <-s.sem })
-	r, err := s.startRoot(ctx)
+	r, refused, err := s.startRoot(ctx, c, done)
 	if err != nil {
 		free()
 		s.cfg.Logger.Debug("no SFTP as root, files for root go through sudo sh", "host", s.cfg.Name, "err", err)
-		s.mu.Lock()
-		s.rootFailed = ctx.Err() == nil
-		s.mu.Unlock()
+		if refused {
+			s.mu.Lock()
+			s.rootFailed = true
+			s.mu.Unlock()
+		}
 		return nil, errNoRootSFTP
 	}
 	r.conn, r.free = c, free
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client != c || s.closed {
+	current := s.client == c && !s.closed
+	old := s.root
+	if current {
+		s.root = r
+	}
+	s.mu.Unlock()
+	if !current {
 		r.close()
-		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
+		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, errConnectionEnded)
 	}
-	if s.root != nil {
-		s.root.close()
+	if old != nil {
+		old.close()
 	}
-	s.root = r
 	return r.sc, nil
 }
 
-func (s *SSH) startRoot(ctx context.Context) (*rootSFTP, error) {
+// startRoot starts sftp-server through sudo on c. refused tells that the
+// host refused it (sudo's policy, or no sftp-server): the command ran and
+// exited, so asking again will not help.
+func (s *SSH) startRoot(ctx context.Context, c *ssh.Client, done <-chan struct{}) (r *rootSFTP, refused bool, err error) {
 	line, err := commandLine(Cmd{Args: []string{"sh", "-c", sftpServerScript}, Sudo: true}, s.cfg.Sudo, s.cfg.SudoPath)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
-	sess, err := s.session(ctx)
-	if err != nil {
-		return nil, err
+	sc, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error { return sess.Start(line) })
+	if err == nil {
+		return &rootSFTP{sc: sc, sess: sess}, false, nil
 	}
-	w, err := sess.StdinPipe()
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	r, err := sess.StdoutPipe()
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	if err := sess.Start(line); err != nil {
-		sess.Close()
-		return nil, err
-	}
-	// sudo refusing, or no sftp-server, ends the session: the handshake
-	// then fails at once. The context bounds a host that never answers.
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
-	if !stop() {
-		err = errors.Join(err, ctx.Err())
-	}
-	if err != nil {
-		if sc != nil {
-			sc.Close()
+	if sess != nil {
+		// The exit status says whether sudo or the script refused.
+		waited := make(chan error, 1)
+		go func() { waited <- sess.Wait() }()
+		var exit *ssh.ExitError
+		select {
+		case werr := <-waited:
+			refused = errors.As(werr, &exit)
+		case <-time.After(2 * time.Second):
+		case <-done:
 		}
 		sess.Close()
-		return nil, err
 	}
-	return &rootSFTP{sc: sc, sess: sess}, nil
+	return nil, refused, err
 }
 
 // sftpFor returns the client that acts as root when root is set, else the

@@ -578,7 +578,54 @@ func TestSudo(t *testing.T) {
 		assertFile(t, a, "secret-a", 0o600, 0)
 		assertFile(t, b, "b", 0o644, 0)
 		assertDirHolds(t, dir, "a", "b")
+
+		// sudo's refusal is the command's exit status: it is remembered.
+		c, done, err := h.connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, refused, err := h.startRoot(ctx, c, done); err == nil || !refused {
+			t.Fatalf("startRoot with the policy refusing: refused=%t, %v", refused, err)
+		}
 	})
+
+	t.Run("a lost connection is not a refusal", func(t *testing.T) {
+		h := dialTest(t, srv, func(c *Config) { c.Sudo = true })
+		c, done, err := h.connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		<-done
+		if _, refused, err := h.startRoot(ctx, c, done); err == nil || refused {
+			t.Fatalf("startRoot on a closed connection: refused=%t, %v", refused, err)
+		}
+		// The next call redials and serves root's files over SFTP.
+		if !h.writesAsRoot(ctx) {
+			t.Fatal("no SFTP as root after the connection came back")
+		}
+	})
+}
+
+// openSession gives up when the connection ends or the context does, even
+// though the library may never answer (see openSession).
+func TestOpenSessionDoesNotWaitForever(t *testing.T) {
+	t.Parallel()
+	never := func() (*ssh.Session, error) { select {} }
+	done := make(chan struct{})
+	close(done)
+	if _, err := openSession(context.Background(), never, done); !errors.Is(err, errConnectionEnded) {
+		t.Fatalf("connection ended: got %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := openSession(ctx, never, make(chan struct{})); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("context ended: got %v", err)
+	}
+	failed := errors.New("open failed")
+	if _, err := openSession(context.Background(), func() (*ssh.Session, error) { return nil, failed }, make(chan struct{})); !errors.Is(err, failed) {
+		t.Fatalf("open's own error: got %v", err)
+	}
 }
 
 // recorder is a slog.Handler counting messages.
