@@ -127,6 +127,11 @@ func (fl *fleetLab) build(name, pkg, version string) string {
 	return out
 }
 
+// sudoHost elevates with `sudo -n`, as an admin account on a Mac does:
+// root's files reach it over SFTP served by sftp-server run through sudo.
+// The other lab hosts take the connecting user (root) as it is.
+const sudoHost = "mini-03"
+
 // writeInventory writes the lab's inventory; extra adds YAML to a host's
 // entry (by name).
 func (fl *fleetLab) writeInventory(extra map[string]string) {
@@ -161,6 +166,9 @@ hosts:
 `, fl.lab.User, fl.lab.ClientKeyFile, fl.knownHosts, fl.cp.AdminKubeconfig, fl.nodeCredentials, filepath.Join(fl.dir, "guest_ed25519"))
 	for _, h := range fl.lab.Hosts {
 		fmt.Fprintf(&b, "  - name: %s\n    ssh:\n      address: %s\n", h.Name, h.IP)
+		if h.Name == sudoHost {
+			b.WriteString("      sudo: true\n")
+		}
 		if e := extra[h.Name]; e != "" {
 			b.WriteString(e)
 		}
