@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+	"github.com/vzfleet/vzfleet/internal/sshsession"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -31,7 +32,7 @@ type SSH struct {
 
 	mu     sync.Mutex
 	client *ssh.Client
-	done   chan struct{} // closed when client's connection has ended
+	done   <-chan struct{} // closed when client's connection has ended
 	chain  []*ssh.Client
 	sftp   *sftp.Client
 	closed bool
@@ -81,11 +82,10 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	done := make(chan struct{})
+	done := sshsession.Ended(c)
 	s.client, s.done, s.chain = c, done, chain
 	go func() {
-		_ = c.Wait()
-		close(done)
+		<-done
 		s.drop(c)
 	}()
 	if s.cfg.KeepAlive > 0 {
@@ -162,7 +162,7 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
 		if err != nil {
 			return nil, err
 		}
-		sess, err := openSession(ctx, c.NewSession, done)
+		sess, err := sshsession.Open(ctx, c.NewSession, done)
 		if err == nil {
 			return sess, nil
 		}
@@ -177,52 +177,13 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, error) {
 			case <-ctx.Done():
 			}
 			backoff *= 2
-		case !redialed && (errors.Is(err, errConnectionEnded) || isConnectionLost(c)):
+		case !redialed && (errors.Is(err, sshsession.ErrConnectionEnded) || isConnectionLost(c)):
 			redialed = true
 			s.drop(c)
 		default:
 			return nil, fmt.Errorf("host %s: opening a session: %w", s.cfg.Name, err)
 		}
 	}
-}
-
-// errConnectionEnded: the connection ended while a session was opening.
-var errConnectionEnded = errors.New("the connection ended")
-
-// openSession opens a session with open (a client's NewSession), or fails
-// when the connection ends (done is closed) or ctx ends first.
-// golang.org/x/crypto/ssh can wait forever for the answer to a channel
-// open sent just as its connection died: the connection forgets its
-// channels when its read loop ends, and a channel added a moment later is
-// never told (the same hang is worked around in canonical/spread#226).
-// Seen here when an upload's connection was cut and the cleanup opened a
-// session on it. The goroutine left waiting then is not given back: the
-// library offers no way to end it.
-func openSession(ctx context.Context, open func() (*ssh.Session, error), done <-chan struct{}) (*ssh.Session, error) {
-	type opened struct {
-		sess *ssh.Session
-		err  error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		sess, err := open()
-		ch <- opened{sess, err}
-	}()
-	var err error
-	select {
-	case o := <-ch:
-		return o.sess, o.err
-	case <-done:
-		err = errConnectionEnded
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	go func() {
-		if o := <-ch; o.sess != nil {
-			o.sess.Close()
-		}
-	}()
-	return nil, err
 }
 
 // isConnectionLost tells whether c no longer answers.
@@ -374,7 +335,7 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	s.mu.Unlock()
 	if !current {
 		sc.Close()
-		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, errConnectionEnded)
+		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}
 	return sc, nil
 }
@@ -383,7 +344,7 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 // (the sftp subsystem, or a command) and returns a client speaking to it.
 // The handshake is bounded by ctx and by the connection's end (done).
 func startSFTP(ctx context.Context, c *ssh.Client, done <-chan struct{}, start func(*ssh.Session) error) (*sftp.Client, *ssh.Session, error) {
-	sess, err := openSession(ctx, c.NewSession, done)
+	sess, err := sshsession.Open(ctx, c.NewSession, done)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -479,7 +440,7 @@ func (s *SSH) rootClient(ctx context.Context) (*sftp.Client, error) {
 	s.mu.Unlock()
 	if !current {
 		r.close()
-		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, errConnectionEnded)
+		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}
 	if old != nil {
 		old.close()

@@ -607,27 +607,6 @@ func TestSudo(t *testing.T) {
 	})
 }
 
-// openSession gives up when the connection ends or the context does, even
-// though the library may never answer (see openSession).
-func TestOpenSessionDoesNotWaitForever(t *testing.T) {
-	t.Parallel()
-	never := func() (*ssh.Session, error) { select {} }
-	done := make(chan struct{})
-	close(done)
-	if _, err := openSession(context.Background(), never, done); !errors.Is(err, errConnectionEnded) {
-		t.Fatalf("connection ended: got %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := openSession(ctx, never, make(chan struct{})); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("context ended: got %v", err)
-	}
-	failed := errors.New("open failed")
-	if _, err := openSession(context.Background(), func() (*ssh.Session, error) { return nil, failed }, make(chan struct{})); !errors.Is(err, failed) {
-		t.Fatalf("open's own error: got %v", err)
-	}
-}
-
 // recorder is a slog.Handler counting messages.
 type recorder struct {
 	mu   sync.Mutex

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vzfleet/vzfleet/internal/sshsession"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -44,8 +45,9 @@ type Config struct {
 
 // Client is an SSH connection to one guest.
 type Client struct {
-	cfg Config
-	ssh *ssh.Client
+	cfg   Config
+	ssh   *ssh.Client
+	ended <-chan struct{} // closed when the connection has ended
 }
 
 // Dial connects to the guest and authenticates.
@@ -93,7 +95,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("guest %s: ssh as %q: %w", cfg.Addr, cfg.User, err)
 	}
 	conn.SetDeadline(time.Time{})
-	return &Client{cfg: cfg, ssh: ssh.NewClient(c, chans, reqs)}, nil
+	client := ssh.NewClient(c, chans, reqs)
+	return &Client{cfg: cfg, ssh: client, ended: sshsession.Ended(client)}, nil
 }
 
 func authMethods(cfg Config) []ssh.AuthMethod {
@@ -262,7 +265,7 @@ func (c *Client) Shell(ctx context.Context, e Exec) (int, error) {
 
 // run runs cmdline, or the login shell when cmdline is nil.
 func (c *Client) run(ctx context.Context, cmdline *string, e Exec) (int, error) {
-	s, err := c.ssh.NewSession()
+	s, err := sshsession.Open(ctx, c.ssh.NewSession, c.ended)
 	if err != nil {
 		return -1, fmt.Errorf("guest %s: new session: %w", c.cfg.Addr, err)
 	}
