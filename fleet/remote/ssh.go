@@ -34,7 +34,7 @@ type SSH struct {
 	client *ssh.Client
 	done   <-chan struct{} // closed when client's connection has ended
 	chain  []*ssh.Client
-	sftp   *sftp.Client
+	sftp   *sftpConn
 	closed bool
 	// root is an SFTP client served by sftp-server run through sudo, for
 	// files only root may write; rootFailed: it could not start (sudo's
@@ -45,17 +45,28 @@ type SSH struct {
 	sftpMu     sync.Mutex // serialises starting sftp
 }
 
-// rootSFTP is an SFTP client over a session running sftp-server as root.
-type rootSFTP struct {
-	conn *ssh.Client
+// sftpConn is an SFTP client and the session its server runs on.
+type sftpConn struct {
 	sc   *sftp.Client
 	sess *ssh.Session
+}
+
+// close ends the session first: the client's Close waits for its server,
+// which may hang.
+func (c *sftpConn) close() {
+	c.sess.Close()
+	c.sc.Close()
+}
+
+// rootSFTP is an SFTP client over a session running sftp-server as root.
+type rootSFTP struct {
+	sftpConn
+	conn *ssh.Client
 	free func() // gives back the command session slot it holds
 }
 
 func (r *rootSFTP) close() {
-	r.sc.Close()
-	r.sess.Close()
+	r.sftpConn.close()
 	r.free()
 }
 
@@ -76,7 +87,13 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 		return nil, nil, fmt.Errorf("host %s: %w", s.cfg.Name, ErrClosed)
 	}
 	if s.client != nil {
-		return s.client, s.done, nil
+		select {
+		case <-s.done: // ended, and drop has not run yet
+			go closeAll(s.client, s.chain, s.sftp, s.root)
+			s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+		default:
+			return s.client, s.done, nil
+		}
 	}
 	c, chain, err := s.dialChain(ctx)
 	if err != nil {
@@ -98,23 +115,35 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 // dials again.
 func (s *SSH) drop(c *ssh.Client) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.client != c {
+		s.mu.Unlock()
 		return
 	}
-	if s.sftp != nil {
-		s.sftp.Close()
-		s.sftp = nil
+	chain, sc, root := s.chain, s.sftp, s.root
+	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	s.mu.Unlock()
+	closeAll(c, chain, sc, root)
+}
+
+// closeAll closes a connection, its jump hosts' connections and the SFTP
+// clients on it, the connection first: a client's Close waits for its
+// server, which returns at once when the connection is gone but not when
+// the host hangs.
+func closeAll(c *ssh.Client, chain []*ssh.Client, sc *sftpConn, root *rootSFTP) error {
+	var err error
+	if c != nil {
+		err = c.Close()
 	}
-	if s.root != nil {
-		s.root.close()
-		s.root = nil
+	for i := len(chain) - 1; i >= 0; i-- {
+		chain[i].Close()
 	}
-	c.Close()
-	for i := len(s.chain) - 1; i >= 0; i-- {
-		s.chain[i].Close()
+	if sc != nil {
+		sc.close()
 	}
-	s.client, s.done, s.chain = nil, nil, nil
+	if root != nil {
+		root.close()
+	}
+	return err
 }
 
 // keepAlive probes the connection; three unanswered probes close it.
@@ -313,12 +342,12 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	sc := s.sftp
+	cur := s.sftp
 	s.mu.Unlock()
-	if sc != nil {
-		return sc, nil
+	if cur != nil {
+		return cur.sc, nil
 	}
-	sc, _, err = startSFTP(ctx, c, done, func(sess *ssh.Session) error {
+	sc, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error {
 		if err := sess.RequestSubsystem("sftp"); err != nil {
 			return fmt.Errorf("%w (is the sftp Subsystem enabled in sshd_config?)", err)
 		}
@@ -327,14 +356,15 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, err)
 	}
+	conn := &sftpConn{sc: sc, sess: sess}
 	s.mu.Lock()
 	current := s.client == c && !s.closed
 	if current {
-		s.sftp = sc
+		s.sftp = conn
 	}
 	s.mu.Unlock()
 	if !current {
-		sc.Close()
+		conn.close()
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}
 	return sc, nil
@@ -458,7 +488,7 @@ func (s *SSH) startRoot(ctx context.Context, c *ssh.Client, done <-chan struct{}
 	}
 	sc, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error { return sess.Start(line) })
 	if err == nil {
-		return &rootSFTP{sc: sc, sess: sess}, false, nil
+		return &rootSFTP{sftpConn: sftpConn{sc: sc, sess: sess}}, false, nil
 	}
 	if sess != nil {
 		// The exit status says whether sudo or the script refused.
@@ -641,44 +671,32 @@ func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string, root bool) 
 	return prepareOn(sftpFS{sc}, dirs, clean)
 }
 
-// dropSFTP closes sc, so requests waiting on it return, and forgets it
-// when it is the current client.
+// dropSFTP closes sc, so requests waiting on it return, and forgets it.
+// A client no longer known was closed already.
 func (s *SSH) dropSFTP(sc *sftp.Client) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sftp == sc {
-		s.sftp = nil
+	var conn *sftpConn
+	var root *rootSFTP
+	if s.sftp != nil && s.sftp.sc == sc {
+		conn, s.sftp = s.sftp, nil
 	}
 	if s.root != nil && s.root.sc == sc {
-		s.root.close()
-		s.root = nil
+		root, s.root = s.root, nil
 	}
-	sc.Close()
+	s.mu.Unlock()
+	closeAll(nil, nil, conn, root)
 }
 
 // Close closes the connection and its jump hosts' connections.
 func (s *SSH) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	if s.sftp != nil {
-		s.sftp.Close()
-		s.sftp = nil
-	}
-	if s.root != nil {
-		s.root.close()
-		s.root = nil
-	}
-	var err error
-	if s.client != nil {
-		err = s.client.Close()
-	}
-	for i := len(s.chain) - 1; i >= 0; i-- {
-		s.chain[i].Close()
-	}
-	s.client, s.chain = nil, nil
-	return err
+	c, chain, sc, root := s.client, s.chain, s.sftp, s.root
+	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	s.mu.Unlock()
+	return closeAll(c, chain, sc, root)
 }

@@ -769,3 +769,27 @@ func processesWith(s string) []int {
 	}
 	return pids
 }
+
+// Closing a host whose sshd hangs returns at once: the connection goes
+// first, so the SFTP clients on it stop waiting for their servers.
+func TestCloseDoesNotWaitForAHungHost(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	defer srv.Thaw()
+	h := dialTest(t, srv, func(c *Config) { c.Sudo = true })
+	ctx := testContext(t)
+	if _, err := h.Stat(ctx, "/"); err != nil {
+		t.Fatal(err)
+	}
+	if !h.writesAsRoot(ctx) {
+		t.Fatal("no SFTP as root")
+	}
+	srv.Freeze()
+	closed := make(chan error, 1)
+	go func() { closed <- h.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waiting for a hung host after 10s")
+	}
+}
