@@ -36,6 +36,10 @@ type SSH struct {
 	chain  []*ssh.Client
 	sftp   *sftpConn
 	closed bool
+	// ending: Close has begun and waits for kills, the kills of cancelled
+	// commands' process groups still under way.
+	ending bool
+	kills  sync.WaitGroup
 	// root is an SFTP client served by sftp-server run through sudo, for
 	// files only root may write; rootFailed: it could not start (sudo's
 	// policy, no sftp-server), so those go through `sudo sh -c 'cat >'`.
@@ -288,7 +292,7 @@ func (s *SSH) run(ctx context.Context, cmd Cmd, sem chan struct{}) (Result, erro
 		// its own.
 		_ = sess.Signal(ssh.SIGKILL)
 		if pid := stderr.PID(); pid > 0 {
-			go s.killGroup(pid, cmd.Sudo)
+			s.startKill(pid, cmd.Sudo)
 		}
 		sess.Close()
 		streams.close()
@@ -320,6 +324,22 @@ const killScript = `kill -TERM -"$1" 2>/dev/null || exit 0
 sleep 1
 kill -KILL -"$1" 2>/dev/null
 exit 0`
+
+// startKill kills a cancelled command's process group in the background;
+// Close waits for it, so a command is not left running on the host because
+// the program that started it is about to exit.
+func (s *SSH) startKill(pgid int, sudo bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending {
+		return
+	}
+	s.kills.Add(1)
+	go func() {
+		defer s.kills.Done()
+		s.killGroup(pgid, sudo)
+	}()
+}
 
 // killGroup kills a cancelled command's process group, best effort. It
 // does not wait for a session slot: the slots may all be held by hung
@@ -590,7 +610,10 @@ func (s *SSH) createTemp(ctx context.Context, path string, root bool) (io.WriteC
 		_ = sc.Remove(path)
 		return nil, err
 	}
-	return sftpWriter{f}, nil
+	// Writes in flight to a server that hangs return only when its client
+	// is closed.
+	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+	return sftpWriter{File: f, stop: stop}, nil
 }
 
 // uploadWrites is how many SFTP writes (32 KiB each) an upload keeps in
@@ -605,10 +628,18 @@ const uploadWrites = 16
 
 // sftpWriter sends data with several writes in flight (io.Copy uses
 // ReadFrom), which a plain sequential Write loop would not.
-type sftpWriter struct{ *sftp.File }
+type sftpWriter struct {
+	*sftp.File
+	stop func() bool // stops the drop of the client when the context ends
+}
 
 func (w sftpWriter) ReadFrom(r io.Reader) (int64, error) {
 	return w.ReadFromWithConcurrency(r, uploadWrites)
+}
+
+func (w sftpWriter) Close() error {
+	w.stop()
+	return w.File.Close()
 }
 
 // canFinish tells whether the SFTP server offers what finish needs:
@@ -690,10 +721,14 @@ func (s *SSH) dropSFTP(sc *sftp.Client) {
 // Close closes the connection and its jump hosts' connections.
 func (s *SSH) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.ending {
 		s.mu.Unlock()
 		return nil
 	}
+	s.ending = true
+	s.mu.Unlock()
+	s.kills.Wait() // each is bounded (killGroup)
+	s.mu.Lock()
 	s.closed = true
 	c, chain, sc, root := s.client, s.chain, s.sftp, s.root
 	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil

@@ -793,3 +793,22 @@ func TestCloseDoesNotWaitForAHungHost(t *testing.T) {
 		t.Fatal("Close still waiting for a hung host after 10s")
 	}
 }
+
+// A command cancelled just before its host is closed is still killed: a
+// program that exits right after giving up on a host leaves nothing
+// running there.
+func TestCloseKillsCancelledCommands(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	h := dialTest(t, srv)
+	mark := fmt.Sprintf("%d.%06d", 300+mrand.IntN(600), mrand.IntN(1000000))
+	ctx, cancel := context.WithTimeout(testContext(t), 500*time.Millisecond)
+	defer cancel()
+	if _, err := h.Run(ctx, Cmd{Args: []string{"sleep", mark}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want a deadline error, got %v", err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(processesWith("sleep\x00"+mark)) == 0 }, "the cancelled command to be killed")
+}
