@@ -143,7 +143,13 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 	if rec, ok := f.State.Files[binary]; ok && rec.Stat != "" && rec.Stat == f.Stats[binary] && f.State.Version != "" {
 		f.InstalledVersion = f.State.Version
 	} else if _, ok := f.Stats[binary]; ok {
-		f.InstalledVersion, _ = binaryVersion(ctx, h, binary)
+		// A binary that does not run has no version; one that does not
+		// answer before the phase ends is the error.
+		v, err := binaryVersion(ctx, h, binary)
+		if err != nil && ctx.Err() != nil {
+			return f, nil, fmt.Errorf("asking the installed vz-node its version: %w", err)
+		}
+		f.InstalledVersion = v
 	}
 	var hash []string
 	for p, st := range f.Stats {
@@ -169,6 +175,9 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 // binaryVersion asks an installed vz-node for its version.
 func binaryVersion(ctx context.Context, h remote.Host, binary string) (string, error) {
 	res, err := h.Run(ctx, remote.Cmd{Args: []string{binary, "version", "-o", "json"}, Sudo: true})
+	if err != nil && ctx.Err() != nil {
+		return "", fmt.Errorf("the installed vz-node did not answer: %w", err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("the installed vz-node does not run (is it a darwin/arm64 build?): %w", err)
 	}

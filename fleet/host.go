@@ -48,6 +48,18 @@ type phase interface {
 	run(ctx context.Context, hr *hostRun) error
 }
 
+// ownBound is implemented by phases that bound themselves (waiting for
+// Ready, pre-pulling images) rather than by Options.PhaseTimeout.
+type ownBound interface{ ownBound() }
+
+// phaseContext bounds a phase by Options.PhaseTimeout.
+func (r *runner) phaseContext(ctx context.Context, p phase) (context.Context, context.CancelFunc) {
+	if _, own := p.(ownBound); own || r.opts.PhaseTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.opts.PhaseTimeout)
+}
+
 func (r *runner) phases() []phase {
 	switch r.mode {
 	case ModeDoctor:
@@ -74,7 +86,12 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 			break
 		}
 		began := time.Now()
-		err := p.run(ctx, hr)
+		pctx, cancel := r.phaseContext(ctx, p)
+		err := p.run(pctx, hr)
+		if err != nil && ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%s did not finish within %s (is the host hung? --phase-timeout sets this bound): %w", p.name(), r.opts.PhaseTimeout, err)
+		}
+		cancel()
 		res.Phases = append(res.Phases, PhaseTime{Phase: p.name(), Duration: time.Since(began)})
 		if err != nil {
 			res.Status, res.Phase, res.Err = StatusFailed, p.name(), err
@@ -572,6 +589,8 @@ func (hr *hostRun) binaryVersion(ctx context.Context) (string, error) {
 
 type nodePhase struct{}
 
+func (nodePhase) ownBound() {} // the ready timeout
+
 func (nodePhase) name() string { return "node" }
 func (nodePhase) run(ctx context.Context, hr *hostRun) error {
 	if len(hr.res.Plan.Node) == 0 && hr.res.Plan.Service == ServiceNone {
@@ -592,6 +611,13 @@ func (nodePhase) run(ctx context.Context, hr *hostRun) error {
 // Ready again on the version it ran before.
 func (hr *hostRun) rollback(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
+	// A host that hung in a phase may hang restoring its files too; the
+	// restart after has a bound of its own.
+	fctx, cancel := context.WithCancel(ctx)
+	if t := hr.r.opts.PhaseTimeout; t > 0 {
+		fctx, cancel = context.WithTimeout(ctx, t)
+	}
+	defer cancel()
 	h := hr.h
 	var restored []string
 	var script strings.Builder
@@ -614,13 +640,13 @@ func (hr *hostRun) rollback(ctx context.Context, cause error) {
 		// A first install has nothing to go back to: stop the job and
 		// leave the host as it was before.
 		l := launchd{host: hr.conn, label: h.Paths.LaunchdLabel, plist: h.Paths.Plist, pause: hr.r.opts.LaunchdPause}
-		_, _ = l.run(ctx, "bootout", l.target())
-		_, _ = hr.conn.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true})
+		_, _ = l.run(fctx, "bootout", l.target())
+		_, _ = hr.conn.Run(fctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true})
 		hr.res.Err = fmt.Errorf("%w; first install, nothing to roll back to: the job was stopped and the new files removed", cause)
 		return
 	}
 	hr.r.progress(h.Name, "rolling back (%s): restoring %s", cause, strings.Join(restored, ", "))
-	if _, err := hr.conn.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true}); err != nil {
+	if _, err := hr.conn.Run(fctx, remote.Cmd{Args: []string{"sh", "-c", script.String()}, Sudo: true}); err != nil {
 		hr.res.Err = fmt.Errorf("%w; rollback failed restoring the previous files: %v", cause, err)
 		return
 	}
@@ -628,9 +654,9 @@ func (hr *hostRun) rollback(ctx context.Context, cause error) {
 	if slices.ContainsFunc(hr.installed, func(c Change) bool { return c.File.Kind == KindPlist }) {
 		action = ServiceReload
 	}
-	ctx, cancel := context.WithTimeout(ctx, hr.r.timeout+time.Minute)
-	defer cancel()
-	if err := hr.restart(ctx, action, hr.res.Facts.InstalledVersion, "rollback"); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, hr.r.timeout+time.Minute)
+	defer rcancel()
+	if err := hr.restart(rctx, action, hr.res.Facts.InstalledVersion, "rollback"); err != nil {
 		hr.res.Err = fmt.Errorf("%w; rollback did not bring the node back: %v", cause, err)
 		return
 	}

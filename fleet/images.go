@@ -12,6 +12,8 @@ import (
 // node keeps what was installed (it is Ready), nothing is rolled back.
 type imagesPhase struct{}
 
+func (imagesPhase) ownBound() {} // a pull makes progress for as long as it takes
+
 func (imagesPhase) name() string { return "images" }
 
 // keepsInstall: a failure here leaves the installed files in place.

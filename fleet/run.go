@@ -48,6 +48,11 @@ type Options struct {
 	SSHConfigFile string
 	// CSRTimeout bounds the wait for a node certificate to be signed.
 	CSRTimeout time.Duration
+	// PhaseTimeout bounds each phase on a host (connect to service, and
+	// restoring files in a rollback), so a host that hangs fails alone;
+	// default 10m, negative: no bound. Waiting for Ready and pre-pulling
+	// images have bounds of their own.
+	PhaseTimeout time.Duration
 	// Out receives progress lines and plans (nil: discarded). Secrets never
 	// reach it.
 	Out io.Writer
@@ -74,6 +79,11 @@ type Options struct {
 	PullPolicy         string
 	InsecureRegistries []string
 }
+
+// DefaultPhaseTimeout bounds a phase on a host when Options.PhaseTimeout
+// is not set: generous for uploading vz-node over a slow link, short
+// enough that a hung host does not keep an apply running for hours.
+const DefaultPhaseTimeout = 10 * time.Minute
 
 // Status is a host's outcome.
 type Status string
@@ -255,6 +265,9 @@ func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner
 	}
 	if r.req.MinFreeDisk == 0 {
 		r.req.MinFreeDisk = DefaultRequirements.MinFreeDisk
+	}
+	if r.opts.PhaseTimeout == 0 {
+		r.opts.PhaseTimeout = DefaultPhaseTimeout
 	}
 	if r.opts.CSRTimeout <= 0 {
 		r.opts.CSRTimeout = time.Minute

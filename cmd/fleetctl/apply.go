@@ -20,7 +20,7 @@ import (
 type fleetFlags struct {
 	file, limit, binary, sshConfig string
 	concurrency, maxUnavailable    int
-	readyTimeout                   time.Duration
+	readyTimeout, phaseTimeout     time.Duration
 	maxPulls                       int
 	pullPolicy                     string
 	insecure                       []string
@@ -37,6 +37,7 @@ func (f *fleetFlags) bind(fs *pflag.FlagSet, withRollout bool) {
 	fs.StringVar(&f.minMacOS, "min-macos", fleet.DefaultRequirements.MinMacOS, "oldest macOS release a host may run")
 	fs.IntVar(&f.minFreeDiskGiB, "min-free-disk", int(fleet.DefaultRequirements.MinFreeDisk>>30), "free GiB the VM image cache volume needs")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "hosts worked on at once (default: the inventory's rollout.concurrency)")
+	fs.DurationVar(&f.phaseTimeout, "phase-timeout", fleet.DefaultPhaseTimeout, "bound on each phase on a host (connect, facts, plan, upload, service; 0: none): a host that hangs fails alone")
 	if withRollout {
 		fs.StringVar(&f.binary, "vz-node", defaultBinary(), "the vz-node binary to install (a darwin/arm64 build)")
 		fs.IntVar(&f.maxUnavailable, "max-unavailable", 0, "vz-nodes restarting at once (default: the inventory's rollout.maxUnavailable)")
@@ -91,7 +92,12 @@ func (f *fleetFlags) options(cmd *cobra.Command) fleet.Options {
 	// with the progress lines; fleet reports what matters itself.
 	klog.SetOutput(io.Discard)
 	klog.LogToStderr(false)
+	phaseTimeout := f.phaseTimeout
+	if phaseTimeout <= 0 {
+		phaseTimeout = -1 // the flag's 0: no bound
+	}
 	return fleet.Options{
+		PhaseTimeout:       phaseTimeout,
 		Binary:             f.binary,
 		Concurrency:        f.concurrency,
 		MaxUnavailable:     f.maxUnavailable,

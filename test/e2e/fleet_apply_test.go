@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -458,6 +459,43 @@ func TestFleetApply(t *testing.T) {
 		}
 	})
 
+	t.Run("a host that hangs fails alone at the phase timeout", func(t *testing.T) {
+		// mini-02's vz-node now hangs when asked its version, as facts do
+		// when the installed file changed; the running job is untouched.
+		h := fl.lab.Host("mini-02")
+		bin := h.Path(binaryPath)
+		orig, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mark := fmt.Sprintf("%d.%03d", 3000+mrand.IntN(600), mrand.IntN(1000))
+		replaceFile(t, bin, []byte("#!/bin/sh\nexec sleep "+mark+"\n"))
+		defer replaceFile(t, bin, orig)
+
+		out, code := fl.apply("v0.1.0-e2e", "--limit", "mini-02,mini-03", "--phase-timeout", "3s")
+		if code == 0 {
+			t.Error("exit 0 with a host hung")
+		}
+		if l := summaryLine(t, out, "mini-02"); !strings.Contains(l, "FAILED") || !strings.Contains(l, "facts did not finish within 3s") || !strings.Contains(l, "asking the installed vz-node its version") {
+			t.Errorf("mini-02: %s", l)
+		}
+		if l := summaryLine(t, out, "mini-03"); !strings.Contains(l, "unchanged") {
+			t.Errorf("mini-03: %s", l)
+		}
+		// The hung command was killed on the host, not left behind.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ps, _ := exec.Command("pgrep", "-f", "sleep "+mark).Output()
+			if len(bytes.TrimSpace(ps)) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the hung command still runs on mini-02: pids %s", ps)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	t.Run("SSH cut mid-upload: no partial file, a rerun converges", func(t *testing.T) {
 		h := fl.lab.Host("mini-03")
 		before, err := os.ReadFile(h.Path(binaryPath))
@@ -508,4 +546,17 @@ func TestFleetApply(t *testing.T) {
 			t.Errorf("after the rerun the host still changes (exit %d)", code)
 		}
 	})
+}
+
+// replaceFile puts data at path (mode 0755) by renaming a complete temp
+// file over it, as an install would.
+func replaceFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".e2e-tmp"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
