@@ -51,13 +51,16 @@ type SSH struct {
 
 // sftpConn is an SFTP client and the session its server runs on.
 type sftpConn struct {
-	sc   *sftp.Client
-	sess *ssh.Session
+	sc    *sftp.Client
+	sess  *ssh.Session
+	abort func() // ends the client's reading from the server
 }
 
-// close ends the session first: the client's Close waits for its server,
-// which may hang.
+// close cuts the client off from its server first: the client's Close
+// waits for its reader, and a server that hangs (a stopped sftp-server:
+// sshd keeps the session open while it lives) would keep it waiting.
 func (c *sftpConn) close() {
+	c.abort()
 	c.sess.Close()
 	c.sc.Close()
 }
@@ -367,7 +370,7 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if cur != nil {
 		return cur.sc, nil
 	}
-	sc, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error {
+	conn, _, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error {
 		if err := sess.RequestSubsystem("sftp"); err != nil {
 			return fmt.Errorf("%w (is the sftp Subsystem enabled in sshd_config?)", err)
 		}
@@ -376,7 +379,6 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, err)
 	}
-	conn := &sftpConn{sc: sc, sess: sess}
 	s.mu.Lock()
 	current := s.client == c && !s.closed
 	if current {
@@ -387,13 +389,13 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 		conn.close()
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}
-	return sc, nil
+	return conn.sc, nil
 }
 
 // startSFTP opens a session on c, starts an SFTP server on it with start
 // (the sftp subsystem, or a command) and returns a client speaking to it.
 // The handshake is bounded by ctx and by the connection's end (done).
-func startSFTP(ctx context.Context, c *ssh.Client, done <-chan struct{}, start func(*ssh.Session) error) (*sftp.Client, *ssh.Session, error) {
+func startSFTP(ctx context.Context, c *ssh.Client, done <-chan struct{}, start func(*ssh.Session) error) (*sftpConn, *ssh.Session, error) {
 	sess, err := sshsession.Open(ctx, c.NewSession, done)
 	if err != nil {
 		return nil, nil, err
@@ -412,21 +414,34 @@ func startSFTP(ctx context.Context, c *ssh.Client, done <-chan struct{}, start f
 		sess.Close()
 		return nil, nil, err
 	}
+	// The client reads through a pipe that close can cut: reads from the
+	// session return only when the server writes or the session ends.
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(pw, r)
+		pw.CloseWithError(err)
+	}()
+	abort := func() { pw.CloseWithError(errSFTPDropped) }
 	// A server that refuses or is missing ends the session: the handshake
 	// then fails at once. ctx bounds a host that never answers.
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	stop := context.AfterFunc(ctx, func() { abort(); sess.Close() })
+	sc, err := sftp.NewClientPipe(pr, w, sftp.UseConcurrentWrites(true))
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}
 	if err != nil {
+		abort()
 		if sc != nil {
 			sc.Close()
 		}
 		return nil, sess, err
 	}
-	return sc, sess, nil
+	return &sftpConn{sc: sc, sess: sess, abort: abort}, sess, nil
 }
+
+// errSFTPDropped: the SFTP client was cut off from its server (its context
+// ended, or the connection is being closed).
+var errSFTPDropped = errors.New("SFTP client dropped")
 
 // sftpServerScript runs the host's sftp-server (macOS's, Debian's or Red
 // Hat's path) on the session's stdin and stdout.
@@ -506,9 +521,9 @@ func (s *SSH) startRoot(ctx context.Context, c *ssh.Client, done <-chan struct{}
 	if err != nil {
 		return nil, true, err
 	}
-	sc, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error { return sess.Start(line) })
+	conn, sess, err := startSFTP(ctx, c, done, func(sess *ssh.Session) error { return sess.Start(line) })
 	if err == nil {
-		return &rootSFTP{sftpConn: sftpConn{sc: sc, sess: sess}}, false, nil
+		return &rootSFTP{sftpConn: *conn}, false, nil
 	}
 	if sess != nil {
 		// The exit status says whether sudo or the script refused.
@@ -548,17 +563,14 @@ func (s *SSH) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	stop := s.dropWhenDone(ctx, sc)
+	defer stop()
 	f, err := sc.Open(path)
 	if err == nil {
 		defer f.Close()
-		stop := context.AfterFunc(ctx, func() { f.Close() })
-		defer stop()
 		data, err := io.ReadAll(f)
 		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, err)
+			return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, ctxOr(ctx, err))
 		}
 		return data, nil
 	}
@@ -569,7 +581,7 @@ func (s *SSH) ReadFile(ctx context.Context, path string) ([]byte, error) {
 		}
 		return res.Stdout, nil
 	}
-	return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, err)
+	return nil, fmt.Errorf("host %s: reading %s: %w", s.cfg.Name, path, ctxOr(ctx, err))
 }
 
 // Stat describes a file over SFTP.
@@ -578,9 +590,11 @@ func (s *SSH) Stat(ctx context.Context, path string) (FileInfo, error) {
 	if err != nil {
 		return FileInfo{}, err
 	}
+	stop := s.dropWhenDone(ctx, sc)
+	defer stop()
 	fi, err := sc.Stat(path)
 	if err != nil {
-		return FileInfo{}, fmt.Errorf("host %s: stat %s: %w", s.cfg.Name, path, err)
+		return FileInfo{}, fmt.Errorf("host %s: stat %s: %w", s.cfg.Name, path, ctxOr(ctx, err))
 	}
 	info := FileInfo{Path: path, Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}
 	if st, ok := fi.Sys().(*sftp.FileStat); ok {
@@ -601,18 +615,18 @@ func (s *SSH) createTemp(ctx context.Context, path string, root bool) (io.WriteC
 	if err != nil {
 		return nil, err
 	}
+	stop := s.dropWhenDone(ctx, sc)
 	f, err := sc.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
-		return nil, err
+		stop()
+		return nil, ctxOr(ctx, err)
 	}
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
 		_ = sc.Remove(path)
-		return nil, err
+		stop()
+		return nil, ctxOr(ctx, err)
 	}
-	// Writes in flight to a server that hangs return only when its client
-	// is closed.
-	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
 	return sftpWriter{File: f, stop: stop}, nil
 }
 
@@ -662,9 +676,9 @@ func (s *SSH) finish(ctx context.Context, f finishing, root bool) error {
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+	stop := s.dropWhenDone(ctx, sc)
 	defer stop()
-	return finishOn(sftpFS{sc}, f)
+	return ctxOr(ctx, finishOn(sftpFS{sc}, f))
 }
 
 // readSum reads a file over SFTP and returns its sha256.
@@ -673,19 +687,16 @@ func (s *SSH) readSum(ctx context.Context, path string, root bool) (string, erro
 	if err != nil {
 		return "", err
 	}
+	stop := s.dropWhenDone(ctx, sc)
+	defer stop()
 	f, err := sc.Open(path)
 	if err != nil {
-		return "", err
+		return "", ctxOr(ctx, err)
 	}
 	defer f.Close()
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	defer stop()
 	h := sha256.New()
 	if _, err := f.WriteTo(h); err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return "", err
+		return "", ctxOr(ctx, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -697,9 +708,26 @@ func (s *SSH) prepareDirs(ctx context.Context, dirs, clean []string, root bool) 
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+	stop := s.dropWhenDone(ctx, sc)
 	defer stop()
-	return prepareOn(sftpFS{sc}, dirs, clean)
+	return ctxOr(ctx, prepareOn(sftpFS{sc}, dirs, clean))
+}
+
+// dropWhenDone drops sc when ctx ends: an SFTP request has no context of
+// its own, and one sent to a server that hangs returns only when its
+// client is closed. The returned stop cancels that.
+func (s *SSH) dropWhenDone(ctx context.Context, sc *sftp.Client) func() bool {
+	return context.AfterFunc(ctx, func() { s.dropSFTP(sc) })
+}
+
+// ctxOr returns ctx's error instead of err once ctx has ended: an SFTP
+// request cut short by dropWhenDone fails as "connection lost", which would
+// hide why.
+func ctxOr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // dropSFTP closes sc, so requests waiting on it return, and forgets it.

@@ -664,3 +664,56 @@ func TestUploadAllAsRootOverSFTP(t *testing.T) {
 		t.Error("no SFTP as root")
 	}
 }
+
+// SFTP requests have no context of their own: when the host's SFTP server
+// hangs (sshd still answering), an upload, a read and a stat end with the
+// context all the same, and the next request starts a new server.
+func TestSFTPRequestsEndWithTheContext(t *testing.T) {
+	t.Parallel()
+	for _, sudo := range []bool{false, true} {
+		name := map[bool]string{false: "sftp", true: "sudo"}[sudo]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := sshd.Start(t, sshd.Options{})
+			host := dialTest(t, srv, func(c *Config) { c.Sudo = sudo })
+			dir := t.TempDir()
+			target := filepath.Join(dir, "f")
+			// bounded runs call while the SFTP servers the host has
+			// started are stopped.
+			bounded := func(what string, call func(ctx context.Context) error) {
+				t.Helper()
+				if _, err := host.Stat(testContext(t), dir); err != nil {
+					t.Fatal(err)
+				}
+				if sudo && !host.writesAsRoot(testContext(t)) {
+					t.Fatal("no SFTP as root")
+				}
+				srv.FreezeSFTP()
+				defer srv.ThawSFTP()
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				defer cancel()
+				done := make(chan error, 1)
+				go func() { done <- call(ctx) }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("%s with the SFTP server stopped: want the context's error, got %v", what, err)
+					}
+				case <-time.After(15 * time.Second):
+					t.Fatalf("%s still waiting for a hung SFTP server 15s after its context ended", what)
+				}
+			}
+			bounded("upload", func(ctx context.Context) error {
+				_, err := UploadAll(ctx, host, []Upload{{Path: target, Content: bigContent(4 << 20), Mode: 0o644, Sudo: true}})
+				return err
+			})
+			bounded("read", func(ctx context.Context) error { _, err := host.ReadFile(ctx, "/etc/hostname"); return err })
+			bounded("stat", func(ctx context.Context) error { _, err := host.Stat(ctx, dir); return err })
+			ctx := testContext(t)
+			if _, err := UploadAll(ctx, host, []Upload{{Path: target, Content: strings.NewReader("back"), Mode: 0o644, Sudo: true}}); err != nil {
+				t.Fatalf("after the SFTP server recovered: %v", err)
+			}
+			assertFile(t, target, "back", 0o644, uint32(os.Getuid()))
+		})
+	}
+}

@@ -217,6 +217,29 @@ func (s *Server) Freeze() { s.signalAll(syscall.SIGSTOP) }
 // Thaw resumes a frozen server.
 func (s *Server) Thaw() { s.signalAll(syscall.SIGCONT) }
 
+// FreezeSFTP stops the SFTP servers of its connections (sftp-server,
+// also when run through sudo) and nothing else, as a host whose file
+// system hangs: sshd and commands still answer, file requests do not.
+// ThawSFTP resumes them.
+func (s *Server) FreezeSFTP() { s.signalSFTP(syscall.SIGSTOP) }
+
+// ThawSFTP resumes the SFTP servers FreezeSFTP stopped.
+func (s *Server) ThawSFTP() { s.signalSFTP(syscall.SIGCONT) }
+
+func (s *Server) signalSFTP(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	for _, p := range harness.Descendants(cmd.Process.Pid) {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.TrimSpace(string(comm)) == "sftp-server" {
+			_ = syscall.Kill(p, sig)
+		}
+	}
+}
+
 func (s *Server) signalAll(sig syscall.Signal) {
 	s.mu.Lock()
 	cmd := s.cmd
