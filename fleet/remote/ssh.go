@@ -379,17 +379,23 @@ func (s *SSH) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, err)
 	}
-	s.mu.Lock()
-	current := s.client == c && !s.closed
-	if current {
-		s.sftp = conn
-	}
-	s.mu.Unlock()
-	if !current {
+	if !s.whileCurrent(c, func() { s.sftp = conn }) {
 		conn.close()
 		return nil, fmt.Errorf("host %s: starting SFTP: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}
 	return conn.sc, nil
+}
+
+// whileCurrent runs set under the host's lock if c is still its live
+// connection, and tells whether it was.
+func (s *SSH) whileCurrent(c *ssh.Client, set func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != c || s.closed {
+		return false
+	}
+	set()
+	return true
 }
 
 // startSFTP opens a session on c, starts an SFTP server on it with start
@@ -496,14 +502,8 @@ func (s *SSH) rootClient(ctx context.Context) (*sftp.Client, error) {
 		return nil, errNoRootSFTP
 	}
 	r.conn, r.free = c, free
-	s.mu.Lock()
-	current := s.client == c && !s.closed
-	old := s.root
-	if current {
-		s.root = r
-	}
-	s.mu.Unlock()
-	if !current {
+	var old *rootSFTP
+	if !s.whileCurrent(c, func() { old, s.root = s.root, r }) {
 		r.close()
 		return nil, fmt.Errorf("host %s: %w", s.cfg.Name, sshsession.ErrConnectionEnded)
 	}

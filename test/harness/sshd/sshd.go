@@ -227,20 +227,16 @@ func (s *Server) FreezeSFTP() { s.signalSFTP(syscall.SIGSTOP) }
 func (s *Server) ThawSFTP() { s.signalSFTP(syscall.SIGCONT) }
 
 func (s *Server) signalSFTP(sig syscall.Signal) {
-	s.mu.Lock()
-	cmd := s.cmd
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	for _, p := range harness.Descendants(cmd.Process.Pid) {
-		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.TrimSpace(string(comm)) == "sftp-server" {
-			_ = syscall.Kill(p, sig)
-		}
-	}
+	s.signal(sig, func(pid int) bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(comm)) == "sftp-server"
+	})
 }
 
-func (s *Server) signalAll(sig syscall.Signal) {
+func (s *Server) signalAll(sig syscall.Signal) { s.signal(sig, func(int) bool { return true }) }
+
+// signal sends sig to sshd and its descendants that which selects.
+func (s *Server) signal(sig syscall.Signal, which func(pid int) bool) {
 	s.mu.Lock()
 	cmd := s.cmd
 	s.mu.Unlock()
@@ -248,9 +244,10 @@ func (s *Server) signalAll(sig syscall.Signal) {
 		return
 	}
 	pid := cmd.Process.Pid
-	_ = syscall.Kill(pid, sig)
-	for _, child := range harness.Descendants(pid) {
-		_ = syscall.Kill(child, sig)
+	for _, p := range append([]int{pid}, harness.Descendants(pid)...) {
+		if which(p) {
+			_ = syscall.Kill(p, sig)
+		}
 	}
 }
 
