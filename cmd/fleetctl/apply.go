@@ -133,7 +133,8 @@ restart at once. Once a host's node is Ready, the images the inventory lists
 for it are pre-pulled into its cache (vz-node pull, at most --max-pulls hosts
 at once); a failed pre-pull fails that host's images step without rolling the
 node back. One host's failure never stops the others; the summary names every
-host that failed and why, and the exit status is non-zero.
+host that failed and why, and the exit status is non-zero. A host that hangs
+fails alone: each phase on a host is bounded by --phase-timeout.
 Re-applying an unchanged inventory uploads nothing and restarts nothing.
 Secrets are installed 0600 and never printed.`,
 		Example: `  fleetctl apply inventory.yaml --vz-node bin/darwin-arm64/vz-node
