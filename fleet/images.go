@@ -12,7 +12,7 @@ import (
 // node keeps what was installed (it is Ready), nothing is rolled back.
 type imagesPhase struct{}
 
-func (imagesPhase) ownBound() {} // a pull makes progress for as long as it takes
+func (imagesPhase) ownBound() {} // a pull may take hours: PhaseTimeout bounds its stalls instead
 
 func (imagesPhase) name() string { return "images" }
 
@@ -34,7 +34,7 @@ func (imagesPhase) run(ctx context.Context, hr *hostRun) error {
 	var failed []string
 	for _, ref := range refs {
 		p := PullProgress{Host: hr.h.Name, Ref: ref, State: PullWaiting}
-		opts := PrepullOptions{Ref: ref, Policy: hr.r.opts.PullPolicy, Insecure: hr.r.opts.InsecureRegistries}
+		opts := PrepullOptions{Ref: ref, Policy: hr.r.opts.PullPolicy, Insecure: hr.r.opts.InsecureRegistries, StallTimeout: hr.r.opts.PhaseTimeout}
 		if opts.Policy == "" {
 			opts.Policy = "IfNotPresent"
 		}

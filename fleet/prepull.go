@@ -33,12 +33,20 @@ type PrepullOptions struct {
 	Policy string
 	// Insecure lists registries the hosts reach over plain HTTP.
 	Insecure []string
+	// StallTimeout fails a host whose pull reports no progress for this
+	// long (a registry or host that stopped answering); default
+	// DefaultStallTimeout, negative: no bound.
+	StallTimeout time.Duration
 	// Connect opens a host (e.g. status.DialInventoryHost).
 	Connect func(ctx context.Context, h inventory.Host) (remote.Host, error)
 	// Update, if set, receives every change of a host's progress, one call
 	// at a time.
 	Update func(PullProgress)
 }
+
+// DefaultStallTimeout is how long a host's pull may report no progress
+// before it fails.
+const DefaultStallTimeout = 10 * time.Minute
 
 // PullState is where one host's pull is.
 type PullState string
@@ -227,11 +235,31 @@ func pullOn(ctx context.Context, conn remote.Host, h inventory.Host, opts Prepul
 		args = append(args, "--insecure-registry", r)
 	}
 	update(p, func() { p.State = PullRunning })
+	// vz-node reports progress as bytes arrive; a pull that reports
+	// nothing for stall has stopped.
+	stall := opts.StallTimeout
+	if stall == 0 {
+		stall = DefaultStallTimeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stalled := fmt.Errorf("%s: vz-node pull reported no progress for %s (is the registry or the host stuck?)", h.Name, stall)
+	var watchdog *time.Timer
+	if stall > 0 {
+		watchdog = time.AfterFunc(stall, func() { cancel(stalled) })
+		defer watchdog.Stop()
+	}
 	out := &lineWriter{fn: func(line []byte) {
+		if watchdog != nil {
+			watchdog.Reset(stall)
+		}
 		update(p, func() { p.apply(line) })
 	}}
 	var stderr bytes.Buffer
 	_, err := conn.Run(ctx, remote.Cmd{Args: args, Sudo: true, Stdout: out, Stderr: &stderr})
+	if err != nil && errors.Is(context.Cause(ctx), stalled) {
+		return stalled
+	}
 	if err != nil {
 		var said error
 		update(p, func() { said = p.Err })

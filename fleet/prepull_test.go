@@ -138,6 +138,8 @@ exit 1
 `)
 	crashing := fakeVZNode(t, dir, "crashing", `echo "segmentation fault" >&2; exit 139`)
 	silent := fakeVZNode(t, dir, "silent", `exit 0`)
+	stalled := fakeVZNode(t, dir, "stalled", `echo '{"reference":"reg/img:1","digest":"sha256:d","bytesDone":512,"bytesTotal":1024,"elapsedSeconds":1}'
+exec sleep 120`)
 
 	host := func(name, bin string) inventory.Host {
 		h := inventory.Host{Name: name}
@@ -147,6 +149,7 @@ exit 1
 	hosts := []inventory.Host{
 		host("a", ok), host("b", ok), host("c", failing), host("d", ok), host("e", crashing),
 		host("f", silent), host("unreachable", ok), host("g", ok), host("h", filepath.Join(dir, "not-installed")),
+		host("i", stalled),
 	}
 	var (
 		mu           sync.Mutex
@@ -154,7 +157,7 @@ exit 1
 		updates      []PullProgress
 	)
 	res := Prepull(context.Background(), hosts, PrepullOptions{
-		Ref: "reg/img:1", MaxHosts: 2, Concurrency: 3, Insecure: []string{"reg"},
+		Ref: "reg/img:1", MaxHosts: 2, Concurrency: 3, Insecure: []string{"reg"}, StallTimeout: 2 * time.Second,
 		Connect: func(_ context.Context, h inventory.Host) (remote.Host, error) {
 			if h.Name == "unreachable" {
 				return nil, errors.New("dial tcp: connection refused")
@@ -181,6 +184,7 @@ exit 1
 		"f":           "without reporting the image as done",
 		"unreachable": "connection refused",
 		"h":           "vz-node is not installed at " + filepath.Join(dir, "not-installed"),
+		"i":           "vz-node pull reported no progress for 2s",
 	}
 	for _, p := range res {
 		w := want[p.Host]
@@ -192,10 +196,10 @@ exit 1
 		}
 	}
 	err := PrepullErr(res)
-	if err == nil || !strings.Contains(err.Error(), "5 of 9 hosts failed") {
+	if err == nil || !strings.Contains(err.Error(), "6 of 10 hosts failed") {
 		t.Fatalf("PrepullErr: %v", err)
 	}
-	for _, h := range []string{"c (", "e (", "f (", "unreachable (", "h ("} {
+	for _, h := range []string{"c (", "e (", "f (", "unreachable (", "h (", "i ("} {
 		if !strings.Contains(err.Error(), h) {
 			t.Errorf("PrepullErr does not name %s: %v", h, err)
 		}

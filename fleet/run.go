@@ -50,8 +50,8 @@ type Options struct {
 	CSRTimeout time.Duration
 	// PhaseTimeout bounds each phase on a host (connect to service, and
 	// restoring files in a rollback), so a host that hangs fails alone;
-	// default 10m, negative: no bound. Waiting for Ready and pre-pulling
-	// images have bounds of their own.
+	// default 10m, negative: no bound. Waiting for Ready has a bound of its
+	// own; a pre-pull fails when it makes no progress for this long.
 	PhaseTimeout time.Duration
 	// Out receives progress lines and plans (nil: discarded). Secrets never
 	// reach it.

@@ -37,7 +37,7 @@ func (f *fleetFlags) bind(fs *pflag.FlagSet, withRollout bool) {
 	fs.StringVar(&f.minMacOS, "min-macos", fleet.DefaultRequirements.MinMacOS, "oldest macOS release a host may run")
 	fs.IntVar(&f.minFreeDiskGiB, "min-free-disk", int(fleet.DefaultRequirements.MinFreeDisk>>30), "free GiB the VM image cache volume needs")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "hosts worked on at once (default: the inventory's rollout.concurrency)")
-	fs.DurationVar(&f.phaseTimeout, "phase-timeout", fleet.DefaultPhaseTimeout, "bound on each phase on a host (connect, facts, plan, upload, service; 0: none): a host that hangs fails alone")
+	fs.DurationVar(&f.phaseTimeout, "phase-timeout", fleet.DefaultPhaseTimeout, "bound on each phase on a host (connect, facts, plan, upload, service) and on a pre-pull without progress (0: none): a host that hangs fails alone")
 	if withRollout {
 		fs.StringVar(&f.binary, "vz-node", defaultBinary(), "the vz-node binary to install (a darwin/arm64 build)")
 		fs.IntVar(&f.maxUnavailable, "max-unavailable", 0, "vz-nodes restarting at once (default: the inventory's rollout.maxUnavailable)")

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -18,6 +20,7 @@ func newPrepullCommand() *cobra.Command {
 		file, limit, policy, sshConfig string
 		insecure                       []string
 		maxHosts, concurrency          int
+		stallTimeout                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "prepull REF [inventory.yaml]",
@@ -69,8 +72,9 @@ every failed host and the exit status is non-zero if any failed.`,
 			printer := &fleet.PrepullPrinter{W: out, TTY: tty}
 			res := fleet.Prepull(cmd.Context(), hosts, fleet.PrepullOptions{
 				Ref: args[0], MaxHosts: maxHosts, Concurrency: concurrency, Policy: policy, Insecure: insecure,
-				Connect: status.DialInventoryHost(status.DialOptions{SSHConfigFile: sshConfig}),
-				Update:  printer.Update,
+				StallTimeout: cmp.Or(stallTimeout, -1), // the flag's 0: never
+				Connect:      status.DialInventoryHost(status.DialOptions{SSHConfigFile: sshConfig}),
+				Update:       printer.Update,
 			})
 			printer.Finish()
 			fmt.Fprintln(out)
@@ -88,5 +92,6 @@ every failed host and the exit status is non-zero if any failed.`,
 	fs.StringVar(&policy, "policy", "Always", "Always (re-resolve the tag, fetch changed chunks) or IfNotPresent (skip hosts that have it)")
 	fs.StringSliceVar(&insecure, "insecure-registry", nil, "registry host[:port] the hosts reach over plain HTTP (loopback always is)")
 	fs.StringVar(&sshConfig, "ssh-config", "", "ssh_config file to honour (default ~/.ssh/config; \"none\" for none)")
+	fs.DurationVar(&stallTimeout, "stall-timeout", fleet.DefaultStallTimeout, "fail a host whose pull makes no progress for this long (0: never)")
 	return cmd
 }
