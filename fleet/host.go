@@ -48,8 +48,9 @@ type phase interface {
 	run(ctx context.Context, hr *hostRun) error
 }
 
-// ownBound is implemented by phases that bound themselves (waiting for
-// Ready, pre-pulling images) rather than by Options.PhaseTimeout.
+// ownBound is implemented by phases whose whole run Options.PhaseTimeout
+// does not bound: waiting for Ready has a timeout of its own, and a
+// pre-pull is bounded by how long it goes without progress.
 type ownBound interface{ ownBound() }
 
 // phaseContext bounds a phase by Options.PhaseTimeout.
@@ -613,7 +614,7 @@ func (hr *hostRun) rollback(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	// A host that hung in a phase may hang restoring its files too; the
 	// restart after has a bound of its own.
-	fctx, cancel := context.WithCancel(ctx)
+	fctx, cancel := ctx, context.CancelFunc(func() {})
 	if t := hr.r.opts.PhaseTimeout; t > 0 {
 		fctx, cancel = context.WithTimeout(ctx, t)
 	}
