@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -92,12 +93,8 @@ func (f *fleetFlags) options(cmd *cobra.Command) fleet.Options {
 	// with the progress lines; fleet reports what matters itself.
 	klog.SetOutput(io.Discard)
 	klog.LogToStderr(false)
-	phaseTimeout := f.phaseTimeout
-	if phaseTimeout <= 0 {
-		phaseTimeout = -1 // the flag's 0: no bound
-	}
 	return fleet.Options{
-		PhaseTimeout:       phaseTimeout,
+		PhaseTimeout:       cmp.Or(f.phaseTimeout, -1), // the flag's 0: no bound
 		Binary:             f.binary,
 		Concurrency:        f.concurrency,
 		MaxUnavailable:     f.maxUnavailable,

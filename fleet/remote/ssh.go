@@ -96,8 +96,8 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 	if s.client != nil {
 		select {
 		case <-s.done: // ended, and drop has not run yet
-			go closeAll(s.client, s.chain, s.sftp, s.root)
-			s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+			closeAll := s.detachLocked()
+			go closeAll()
 		default:
 			return s.client, s.done, nil
 		}
@@ -126,31 +126,35 @@ func (s *SSH) drop(c *ssh.Client) {
 		s.mu.Unlock()
 		return
 	}
-	chain, sc, root := s.chain, s.sftp, s.root
-	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	closeAll := s.detachLocked()
 	s.mu.Unlock()
-	closeAll(c, chain, sc, root)
+	closeAll()
 }
 
-// closeAll closes a connection, its jump hosts' connections and the SFTP
-// clients on it, the connection first: a client's Close waits for its
+// detachLocked forgets the connection, its jump hosts' connections and the
+// SFTP clients on it, and returns what closes them, to be called without
+// the lock. The connection goes first: a client's Close waits for its
 // server, which returns at once when the connection is gone but not when
-// the host hangs.
-func closeAll(c *ssh.Client, chain []*ssh.Client, sc *sftpConn, root *rootSFTP) error {
-	var err error
-	if c != nil {
-		err = c.Close()
+// the host hangs. s.mu is held.
+func (s *SSH) detachLocked() (closeAll func() error) {
+	c, chain, sc, root := s.client, s.chain, s.sftp, s.root
+	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	return func() error {
+		var err error
+		if c != nil {
+			err = c.Close()
+		}
+		for i := len(chain) - 1; i >= 0; i-- {
+			chain[i].Close()
+		}
+		if sc != nil {
+			sc.close()
+		}
+		if root != nil {
+			root.close()
+		}
+		return err
 	}
-	for i := len(chain) - 1; i >= 0; i-- {
-		chain[i].Close()
-	}
-	if sc != nil {
-		sc.close()
-	}
-	if root != nil {
-		root.close()
-	}
-	return err
 }
 
 // keepAlive probes the connection; three unanswered probes close it.
@@ -743,7 +747,12 @@ func (s *SSH) dropSFTP(sc *sftp.Client) {
 		root, s.root = s.root, nil
 	}
 	s.mu.Unlock()
-	closeAll(nil, nil, conn, root)
+	if conn != nil {
+		conn.close()
+	}
+	if root != nil {
+		root.close()
+	}
 }
 
 // Close closes the connection and its jump hosts' connections.
@@ -758,8 +767,7 @@ func (s *SSH) Close() error {
 	s.kills.Wait() // each is bounded (killGroup)
 	s.mu.Lock()
 	s.closed = true
-	c, chain, sc, root := s.client, s.chain, s.sftp, s.root
-	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	closeAll := s.detachLocked()
 	s.mu.Unlock()
-	return closeAll(c, chain, sc, root)
+	return closeAll()
 }
