@@ -1,8 +1,10 @@
 package fleet
 
 import (
-	"bufio"
+	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -15,10 +17,10 @@ import (
 
 // Facts is what fleetctl learns about a host before deciding anything.
 type Facts struct {
-	Hostname     string
-	MacOSVersion string // sw_vers -productVersion
-	MacOSBuild   string
-	Arch         string // uname -m
+	Hostname     string // sysctl kern.hostname (uname -n)
+	MacOSVersion string // sysctl kern.osproductversion (sw_vers -productVersion)
+	MacOSBuild   string // sysctl kern.osversion (sw_vers -buildVersion)
+	Arch         string // sysctl hw.machine (uname -m)
 	// FreeDiskBytes is free space on the volume of the VM image cache (or
 	// its nearest existing parent).
 	FreeDiskBytes int64
@@ -45,60 +47,51 @@ type Facts struct {
 	Job JobState
 }
 
-// statFunc defines st: "size mtime inode" of a file, with GNU or BSD stat.
-const statFunc = `if stat -c %s / >/dev/null 2>&1; then st() { stat -c '%s %Y %i' "$1"; }; else st() { stat -f '%z %m %i' "$1"; }; fi
-`
-
-// factsScript prints one "key value" line per fact. $1 is unused, $2
-// the cache dir, $3 the launchd target, $4 the state file, $5 the files
-// to read (one per line), then the managed paths to stat. After the facts
-// and a "--- files" line come the files read (readFilesScript's output). One round trip gathers everything, with as few
-// programs started as the facts allow (a fleet applies in parallel, so
-// every exec on every host counts): shell builtins parse what the
-// commands print.
-const factsScript = `cache=$2 target=$3 state=$4 reads=$5; shift 5
-nl='
-'
-{ u=$(uname -nm 2>/dev/null); printf '%s\n' "hostname ${u% *}${nl}arch ${u##* }"; } &
-{ out=$(sw_vers 2>/dev/null); o=
-while IFS= read -r l; do case $l in
-	ProductVersion:*) o="${o}macos ${l##*[	 ]}$nl";;
-	BuildVersion:*) o="${o}build ${l##*[	 ]}$nl";;
-esac; done <<END
-$out
-END
-printf '%s' "$o"; } &
-{ o=$(sysctl kern.hv_support kern.hv_vmm_present 2>/dev/null); printf '%s\n' "$o"; } &
-{ d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
-df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ avail _; echo "free_kb $avail"; }; } &
-if [ $# -gt 0 ]; then {
-	out=$(stat -c '%s %Y %i %n' / "$@" 2>/dev/null)
-	case $out in [0-9]*) ;; *) out=$(stat -f '%z %m %i %N' / "$@" 2>/dev/null);; esac
-	o= first=1
-	while IFS= read -r l; do if [ $first = 1 ]; then first=0; else o="${o}stat $l$nl"; fi; done <<END
-$out
-END
-	printf '%s' "$o"
-} & fi
-{ out=$(launchctl print "$target" 2>/dev/null); o="launchd_rc $?$nl"
-while IFS= read -r l; do case $l in
-	"	state = "*) o="${o}launchd_state ${l#*= }$nl";;
-	"	pid = "*) o="${o}launchd_pid ${l#*= }$nl";;
-esac; done <<END
-$out
-END
-printf '%s' "$o"; } &
+// factsScript prints the facts in sections, each after a line
+// "<marker> <name>" (the marker is random per run, so no output can fake
+// one): the sysctl values the facts need, df of the image cache's volume,
+// launchctl print of the job, "key value" lines the shell itself knows
+// (launchctl's exit code, which tools exist, fleetctl's state file), the
+// managed files' stat (GNU's, or BSD's when GNU's fails), and last the
+// files asked for (readFilesScript's output). $1 is the cache dir (an
+// absolute path), $2 the launchd target, $3 the state file, $4 the files
+// to read (one per line), $5 the marker, then the managed paths to stat.
+//
+// A fleet applies in parallel, so every process on every host counts: one
+// round trip runs one program per fact (sysctl, df, launchctl, stat, and
+// wc and cat for the files), with no subshells; fleetctl parses what they
+// print.
+const factsScript = `cache=$1 target=$2 state=$3 reads=$4 m=$5; shift 5
+printf '\n%s sysctl\n' "$m"
+sysctl ` + factsSysctls + ` 2>/dev/null
+d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
+printf '\n%s df\n' "$m"
+df -Pk "$d" 2>/dev/null
+printf '\n%s launchctl\n' "$m"
+launchctl print "$target" 2>/dev/null
+rc=$?
+printf '\n%s facts\nlaunchd_rc %s\n' "$m" "$rc"
 command -v codesign >/dev/null 2>&1 && echo "codesign yes"
 command -v plutil >/dev/null 2>&1 && echo "plutil yes"
-wait
 if [ -f "$state" ]; then IFS= read -r s < "$state"; echo "state $s"; fi
-echo "` + filesMarker + `"
+n=$#; for f do if [ -f "$f" ]; then set -- "$@" "$f"; fi; done; shift $n
+if [ $# -gt 0 ]; then
+	printf '\n%s stat\n' "$m"
+	stat -c '%s %Y %i %n' "$@" 2>/dev/null || { printf '\n%s stat\n' "$m"; stat -f '%z %m %i %N' "$@" 2>/dev/null; }
+fi
+printf '\n%s files\n' "$m"
 set -f; IFS='
 '; set -- $reads; unset IFS; set +f
 ` + readFilesScript
 
-// filesMarker separates the facts from the files the facts script read.
-const filesMarker = "--- files"
+// factsSysctls are the sysctl names the facts read; the macOS versions
+// that can run macOS VMs (12 and later) have all of them.
+const factsSysctls = "kern.hostname hw.machine kern.osproductversion kern.osversion kern.hv_support kern.hv_vmm_present"
+
+// legacyFactsScript is for a host whose sysctl did not tell its
+// architecture and macOS version (not a Mac, or an old one): uname's
+// "hostname arch", then sw_vers when there is one.
+const legacyFactsScript = `uname -nm; sw_vers 2>/dev/null; exit 0`
 
 // hashCmd picks the fastest sha256 tool the host has: openssl (LibreSSL
 // on macOS, OpenSSL elsewhere) hashes several times faster than
@@ -113,10 +106,6 @@ else sum() { shasum -a 256 "$1"; }; fi
 const hashScript = hashCmd + `for f in "$@"; do if [ -f "$f" ]; then echo "sha $(sum "$f" | cut -d' ' -f1) $f"; fi; done
 `
 
-// statScript prints "stat <size> <mtime> <inode> <path>" for each file.
-const statScript = statFunc + `for f in "$@"; do if [ -f "$f" ]; then echo "stat $(st "$f") $f"; fi; done
-`
-
 // gatherFacts runs the facts script (elevated: the secrets are 0600 root)
 // and returns the facts and the content of the files in read that exist
 // (the installed credentials, in the same round trip; the command is
@@ -126,17 +115,27 @@ const statScript = statFunc + `for f in "$@"; do if [ -f "$f" ]; then echo "stat
 // a second round trip, skipped when there are none), so an unchanged host
 // is not made to hash its binary on every apply.
 func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed, read []string) (Facts, map[string][]byte, error) {
-	args := append([]string{"sh", "-c", factsScript, "sh", binary, cacheDir, "system/" + label, statePath(configDir), strings.Join(read, "\n")}, managed...)
+	marker := "vzfleet-" + rand.Text()
+	args := append([]string{"sh", "-c", factsScript, "sh", cacheDir, "system/" + label, statePath(configDir), strings.Join(read, "\n"), marker}, managed...)
 	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true, Sensitive: len(read) > 0})
 	if err != nil {
 		return Facts{}, nil, fmt.Errorf("gathering facts: %w", err)
 	}
-	factsOut, filesOut, _ := strings.Cut(string(res.Stdout), "\n"+filesMarker+"\n")
-	f, err := parseFacts(factsOut)
+	f, filesOut, err := parseFacts(res.Stdout, marker)
 	if err != nil {
 		return f, nil, err
 	}
-	files, err := parseReadFiles(read, []byte(filesOut))
+	if f.Arch == "" || f.MacOSVersion == "" {
+		res, err := h.Run(ctx, remote.Cmd{Args: []string{"sh", "-c", legacyFactsScript}})
+		if err != nil {
+			return f, nil, fmt.Errorf("gathering facts (uname, sw_vers): %w", err)
+		}
+		f.parseLegacy(string(res.Stdout))
+		if f.Arch == "" {
+			return f, nil, fmt.Errorf("facts: the host printed no architecture; is it a POSIX system with uname? output: %.200q", res.Stdout)
+		}
+	}
+	files, err := parseReadFiles(read, filesOut)
 	if err != nil {
 		return f, nil, err
 	}
@@ -167,7 +166,10 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 	if err != nil {
 		return f, nil, fmt.Errorf("hashing managed files: %w", err)
 	}
-	hashed, _ := parseFacts("arch -\n" + string(res.Stdout))
+	hashed := newFacts()
+	if err := hashed.parseLines(string(res.Stdout)); err != nil {
+		return f, nil, fmt.Errorf("hashing managed files: %w", err)
+	}
 	maps.Copy(f.Hashes, hashed.Hashes)
 	return f, files, nil
 }
@@ -181,66 +183,129 @@ func binaryVersion(ctx context.Context, h remote.Host, binary string) (string, e
 	if err != nil {
 		return "", fmt.Errorf("the installed vz-node does not run (is it a darwin/arm64 build?): %w", err)
 	}
-	f, _ := parseFacts("arch -\nversion " + strings.ReplaceAll(string(res.Stdout), "\n", ""))
-	if f.InstalledVersion == "" {
+	var v struct {
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(res.Stdout, &v) != nil || v.Version == "" {
 		return "", fmt.Errorf("`%s version -o json` printed no version: %.200q", binary, res.Stdout)
 	}
-	return f.InstalledVersion, nil
+	return v.Version, nil
 }
 
-// statFiles returns "size mtime inode" of each existing file.
-func statFiles(ctx context.Context, h remote.Host, files []string) (map[string]string, error) {
-	res, err := h.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", statScript, "sh"}, files...), Sudo: true})
-	if err != nil {
-		return nil, fmt.Errorf("stat of installed files: %w", err)
-	}
-	f, _ := parseFacts("arch -\n" + string(res.Stdout))
-	return f.Stats, nil
-}
-
-func parseFacts(out string) (Facts, error) {
+func newFacts() Facts {
 	f := Facts{Hashes: map[string]string{}, Stats: map[string]string{}}
 	f.State, _ = decodeState(nil)
+	return f
+}
+
+// parseFacts reads factsScript's output: its sections, each after a line
+// "<marker> <name>". It returns the facts and what came after the "files"
+// section's line (readFilesScript's output, raw bytes).
+func parseFacts(out []byte, marker string) (Facts, []byte, error) {
+	f := newFacts()
+	f.FreeDiskBytes = -1
+	head, files, found := bytes.Cut(out, []byte("\n"+marker+" files\n"))
+	if !found {
+		return f, nil, fmt.Errorf("facts: the output ends early (no files section); got %.200q", head)
+	}
 	launchdRC := -1
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		key, val, _ := strings.Cut(sc.Text(), " ")
-		val = strings.TrimSpace(val)
-		switch key {
-		case "hostname":
-			f.Hostname = val
-		case "macos":
-			f.MacOSVersion = val
-		case "build":
-			f.MacOSBuild = val
-		case "arch":
-			f.Arch = val
-		case "kern.hv_support:":
-			f.HVSupport = val
-		case "kern.hv_vmm_present:":
-			f.InVM = val
-		case "free_kb":
-			if kb, err := strconv.ParseInt(val, 10, 64); err == nil {
-				f.FreeDiskBytes = kb * 1024
-			} else {
-				f.FreeDiskBytes = -1
+	for _, sec := range strings.Split(string(head), "\n"+marker+" ")[1:] {
+		name, body, _ := strings.Cut(sec, "\n")
+		for l := range strings.Lines(body) {
+			l = strings.TrimRight(l, "\r\n")
+			switch name {
+			case "sysctl":
+				f.parseSysctl(l)
+			case "df":
+				// Filesystem 1024-blocks Used Available Capacity Mounted on
+				if fields := strings.Fields(l); len(fields) >= 6 && fields[0] != "Filesystem" {
+					if kb, err := strconv.ParseInt(fields[3], 10, 64); err == nil && kb >= 0 {
+						f.FreeDiskBytes = kb * 1024
+					}
+				}
+			case "launchctl":
+				// Only the service's own properties: one tab deep.
+				if v, ok := strings.CutPrefix(l, "\tstate = "); ok {
+					f.Job.State = v
+				} else if v, ok := strings.CutPrefix(l, "\tpid = "); ok {
+					f.Job.PID, _ = strconv.Atoi(v)
+				}
+			case "stat":
+				// size mtime inode path (the path may hold spaces); the
+				// lines of a failed attempt are not of this form.
+				if parts := strings.SplitN(l, " ", 4); len(parts) == 4 && parts[3] != "" && allDigits(parts[0]) && allDigits(parts[1]) && allDigits(parts[2]) {
+					f.Stats[parts[3]] = strings.Join(parts[:3], " ")
+				}
+			case "facts":
+				if v, ok := strings.CutPrefix(l, "launchd_rc "); ok {
+					launchdRC, _ = strconv.Atoi(v)
+				} else if err := f.parseLines(l); err != nil {
+					return f, nil, err
+				}
 			}
+		}
+	}
+	f.Job.Loaded = launchdRC == 0
+	return f, files, nil
+}
+
+// parseSysctl reads one line of macOS's `sysctl name...`: "name: value".
+func (f *Facts) parseSysctl(l string) {
+	name, val, ok := strings.Cut(l, ": ")
+	if !ok {
+		return
+	}
+	val = strings.TrimSpace(val)
+	switch name {
+	case "kern.hostname":
+		f.Hostname = val
+	case "hw.machine":
+		f.Arch = val
+	case "kern.osproductversion":
+		f.MacOSVersion = val
+	case "kern.osversion":
+		f.MacOSBuild = val
+	case "kern.hv_support":
+		f.HVSupport = val
+	case "kern.hv_vmm_present":
+		f.InVM = val
+	}
+}
+
+// parseLegacy reads legacyFactsScript's output: uname's "hostname arch",
+// then sw_vers's "Key:<tab>value" lines.
+func (f *Facts) parseLegacy(out string) {
+	first, rest, _ := strings.Cut(out, "\n")
+	if host, arch, ok := strings.Cut(strings.TrimSpace(first), " "); ok {
+		f.Hostname, f.Arch = cmp.Or(f.Hostname, host), cmp.Or(f.Arch, arch)
+	}
+	for l := range strings.Lines(rest) {
+		key, val, _ := strings.Cut(l, ":")
+		switch val = strings.TrimSpace(val); key {
+		case "ProductVersion":
+			f.MacOSVersion = val
+		case "BuildVersion":
+			f.MacOSBuild = val
+		}
+	}
+}
+
+// parseLines reads "key value" lines: what the shell prints in the facts
+// section ("codesign yes", "plutil yes", "state <json>") and what
+// hashScript and installedScript print ("sha <sum> <path>", "stat <size>
+// <mtime> <inode> <path>").
+func (f *Facts) parseLines(out string) error {
+	for l := range strings.Lines(out) {
+		key, val, _ := strings.Cut(strings.TrimRight(l, "\r\n"), " ")
+		switch key {
 		case "codesign":
 			f.Codesign = true
 		case "plutil":
 			f.Plutil = true
-		case "version":
-			var v struct {
-				Version string `json:"version"`
-			}
-			if json.Unmarshal([]byte(val), &v) == nil {
-				f.InstalledVersion = v.Version
-			}
 		case "state":
 			s, err := decodeState([]byte(val))
 			if err != nil {
-				return f, err
+				return err
 			}
 			f.State = s
 		case "sha":
@@ -253,20 +318,11 @@ func parseFacts(out string) (Facts, error) {
 			if parts := strings.SplitN(val, " ", 4); len(parts) == 4 {
 				f.Stats[parts[3]] = strings.Join(parts[:3], " ")
 			}
-		case "launchd_rc":
-			launchdRC, _ = strconv.Atoi(val)
-		case "launchd_state":
-			f.Job.State = val
-		case "launchd_pid":
-			f.Job.PID, _ = strconv.Atoi(val)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return f, fmt.Errorf("reading facts: %w", err)
-	}
-	if f.Arch == "" {
-		return f, fmt.Errorf("facts: the host printed no architecture; is it a POSIX system with uname? output: %.200q", out)
-	}
-	f.Job.Loaded = launchdRC == 0
-	return f, nil
+	return nil
+}
+
+func allDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -12,49 +13,118 @@ import (
 	"github.com/vzfleet/vzfleet/inventory"
 )
 
+// factsOutput is what factsScript prints on a Mac, marker "M".
+const factsOutput = `
+M sysctl
+kern.hostname: mini-01
+hw.machine: arm64
+kern.osproductversion: 14.6.1
+kern.osversion: 23G93
+kern.hv_support: 1
+kern.hv_vmm_present: 0
+
+M df
+Filesystem    1024-blocks      Used Available Capacity  Mounted on
+/dev/disk3s5    482797652 207368584   1048576    45%    /System/Volumes/Data
+
+M launchctl
+system/dev.vzfleet.vz-node = {
+	active count = 1
+	path = /Library/LaunchDaemons/dev.vzfleet.vz-node.plist
+	state = running
+	pid = 4242
+	endpoints = {
+		"x" = {
+			state = idle
+			pid = 1
+		}
+	}
+}
+
+M facts
+launchd_rc 0
+codesign yes
+state {"files":{"/usr/local/bin/vz-node":{"source":"s","installed":"i"}}}
+
+M stat
+67559586 1764000000 1234 /usr/local/bin/vz-node
+2048 1764000001 99 /Library/Application Support/vzfleet/kubeconfig
+
+M files
+present 0
+`
+
 func TestParseFacts(t *testing.T) {
-	sum := strings.Repeat("ab", 32)
-	out := "hostname mini-01\nmacos 14.6.1\nbuild 23G93\narch arm64\nkern.hv_support: 1\nkern.hv_vmm_present: 0\nfree_kb 1048576\ncodesign yes\n" +
-		`version {  "version": "v1.2.3",  "commit": "abc"}` + "\n" +
-		`state {"files":{"/usr/local/bin/vz-node":{"source":"s","installed":"i"}}}` + "\n" +
-		"sha " + sum + " /Library/Application Support/vzfleet/kubeconfig\nlaunchd_rc 0\nlaunchd_state running\nlaunchd_pid 4242\n"
-	f, err := parseFacts(out)
+	f, files, err := parseFacts([]byte(factsOutput+"5 x\nhello"), "M")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Facts{Hostname: "mini-01", MacOSVersion: "14.6.1", MacOSBuild: "23G93", Arch: "arm64", HVSupport: "1", InVM: "0",
-		FreeDiskBytes: 1 << 30, Codesign: true, InstalledVersion: "v1.2.3"}
-	if f.Hostname != want.Hostname || f.MacOSVersion != want.MacOSVersion || f.Arch != want.Arch || f.FreeDiskBytes != want.FreeDiskBytes ||
-		!f.Codesign || f.Plutil || f.InstalledVersion != want.InstalledVersion || f.HVSupport != "1" || f.MacOSBuild != "23G93" {
+	if f.Hostname != "mini-01" || f.MacOSVersion != "14.6.1" || f.MacOSBuild != "23G93" || f.Arch != "arm64" ||
+		f.HVSupport != "1" || f.InVM != "0" || f.FreeDiskBytes != 1<<30 || !f.Codesign || f.Plutil {
 		t.Errorf("facts = %+v", f)
 	}
-	if f.Hashes["/Library/Application Support/vzfleet/kubeconfig"] != sum {
-		t.Errorf("hashes = %v (paths with spaces must survive)", f.Hashes)
+	if want := "2048 1764000001 99"; f.Stats["/Library/Application Support/vzfleet/kubeconfig"] != want {
+		t.Errorf("stats = %q (paths with spaces must survive)", f.Stats)
 	}
 	if f.State.Files["/usr/local/bin/vz-node"].Installed != "i" {
 		t.Errorf("state = %+v", f.State)
 	}
-	if !f.Job.Running() || f.Job.PID != 4242 {
-		t.Errorf("job = %+v", f.Job)
+	if !f.Job.Loaded || !f.Job.Running() || f.Job.PID != 4242 {
+		t.Errorf("job = %+v (only the service's own state and pid count)", f.Job)
+	}
+	if string(files) != "present 0\n5 x\nhello" {
+		t.Errorf("files section = %q", files)
 	}
 
-	f, err = parseFacts("arch arm64\nfree_kb \nlaunchd_rc 113\n")
-	if err != nil || f.Job.Loaded || f.FreeDiskBytes != -1 || f.InstalledVersion != "" {
+	// A bare host: no job, no df, and GNU stat failed half-way (a file
+	// went away) before BSD stat was tried, as stat -f on Linux prints.
+	bare := "\nM sysctl\nhw.machine: arm64\n\nM df\n\nM launchctl\n\nM facts\nlaunchd_rc 113\n" +
+		"\nM stat\n12 34 56 /a\n\nM stat\n  File: \"/a\"\n    ID: 0 Namelen: 255 Type: ext2/ext3\n\nM files\n"
+	f, _, err = parseFacts([]byte(bare), "M")
+	if err != nil || f.Job.Loaded || f.FreeDiskBytes != -1 || f.Arch != "arm64" || len(f.Stats) != 1 || f.Stats["/a"] != "12 34 56" {
 		t.Errorf("bare host: %+v, %v", f, err)
 	}
-	if _, err := parseFacts("garbage\n"); err == nil {
-		t.Error("output without an arch was accepted")
+	if _, _, err := parseFacts([]byte("\nM sysctl\nhw.machine: arm64\n"), "M"); err == nil {
+		t.Error("output cut before the files section was accepted")
+	}
+	if _, _, err := parseFacts([]byte("\nM facts\nstate [\n\nM files\n"), "M"); err == nil {
+		t.Error("a corrupt state file was accepted")
+	}
+}
+
+// Not a Mac, or one too old for the sysctl names: uname and sw_vers.
+func TestParseLegacyFacts(t *testing.T) {
+	f := newFacts()
+	f.parseLegacy("mini-09 arm64\nProductName:\tmacOS\nProductVersion:\t11.7.10\nBuildVersion:\t20G1427\n")
+	if f.Hostname != "mini-09" || f.Arch != "arm64" || f.MacOSVersion != "11.7.10" || f.MacOSBuild != "20G1427" {
+		t.Errorf("facts = %+v", f)
+	}
+	f = newFacts()
+	f.parseLegacy("ci-linux x86_64\n")
+	if f.Arch != "x86_64" || f.MacOSVersion != "" {
+		t.Errorf("facts = %+v", f)
 	}
 }
 
 func FuzzParseFacts(f *testing.F) {
-	f.Add("arch arm64\nlaunchd_rc 0\nlaunchd_pid 1\n")
-	f.Add("state {\"files\":null}\nversion {}\nsha x y\n")
-	f.Add("free_kb 99999999999999999999\nstate [\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		facts, err := parseFacts(s)
-		if err == nil && facts.Arch == "" {
-			t.Error("facts without an arch passed")
+	f.Add([]byte(factsOutput))
+	f.Add([]byte("\nM stat\n1 2 3\n\nM files\n"))
+	f.Add([]byte("\nM df\nFilesystem\nx 1 2 99999999999999999999 4 5\n\nM files\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		facts, files, err := parseFacts(out, "M")
+		if err != nil {
+			return
+		}
+		if facts.FreeDiskBytes < -1 {
+			t.Errorf("free disk %d", facts.FreeDiskBytes)
+		}
+		if !bytes.HasSuffix(out, files) {
+			t.Errorf("files section %q is not the output's end", files)
+		}
+		for p, st := range facts.Stats {
+			if len(strings.Fields(st)) != 3 || p == "" {
+				t.Errorf("stat %q: %q", p, st)
+			}
 		}
 	})
 }

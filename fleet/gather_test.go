@@ -26,10 +26,11 @@ func TestGatherFactsHashesOnlyChangedFiles(t *testing.T) {
 	}
 	h := remote.NewLocal(remote.LocalOptions{Name: "local"})
 	ctx := context.Background()
-	stats, err := statFiles(ctx, h, []string{same, changed, missing})
+	before, _, err := gatherFacts(ctx, h, filepath.Join(dir, "no-binary"), cfg, "dev.vzfleet.test", cfg, []string{same, changed, missing}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stats := before.Stats
 	if len(stats) != 2 || len(strings.Fields(stats[same])) != 3 {
 		t.Fatalf("stats = %q", stats)
 	}

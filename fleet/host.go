@@ -396,7 +396,10 @@ func (uploadPhase) run(ctx context.Context, hr *hostRun) error {
 		if err != nil {
 			return "", fmt.Errorf("checking the installed files: %w", err)
 		}
-		now, _ := parseFacts("arch -\n" + string(res.Stdout))
+		now := newFacts()
+		if err := now.parseLines(string(res.Stdout)); err != nil {
+			return "", fmt.Errorf("checking the installed files: %w", err)
+		}
 		for _, c := range hr.installed {
 			rec := state.Files[c.File.Path]
 			rec.Stat = now.Stats[c.File.Path]

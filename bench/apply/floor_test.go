@@ -140,24 +140,35 @@ func (f *fixture) floorOpenSSH(batches map[string]string) (time.Duration, error)
 	return cpu, errors.Join(errs...)
 }
 
-// floorCheck is the floor of a no-op re-apply: per host, all at once, one
-// SSH connection and one command that hashes the managed files, the least
-// that tells whether anything must change. Nothing is compared, nothing
-// asked of launchd or the apiserver.
+// floorCheck is what a no-op re-apply would do if it hashed the managed
+// files: per host, all at once, one SSH connection and one command that
+// hashes them. Nothing is compared, nothing asked of launchd or the
+// apiserver. (fleetctl hashes only files whose stat differs from what it
+// recorded at install.)
 func (f *fixture) floorCheck() error {
 	return f.eachHost(func(h inventory.Host, c *ssh.Client) error {
-		sess, err := c.NewSession()
-		if err != nil {
-			return err
-		}
-		defer sess.Close()
 		cmd := "sha256sum"
 		for _, mf := range f.installed[h.Name] {
 			cmd += " " + shellQuote(mf.Path)
 		}
-		if out, err := sess.CombinedOutput(cmd); err != nil {
-			return fmt.Errorf("%s: %s: %w\n%s", h.Name, cmd, err, out)
-		}
-		return nil
+		return runOn(h, c, cmd)
 	})
+}
+
+// floorConnect is the least any tool that works over SSH does per host:
+// one connection and one command, `true`, on every host at once.
+func (f *fixture) floorConnect() error {
+	return f.eachHost(func(h inventory.Host, c *ssh.Client) error { return runOn(h, c, "true") })
+}
+
+func runOn(h inventory.Host, c *ssh.Client, cmd string) error {
+	sess, err := c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	if out, err := sess.CombinedOutput(cmd); err != nil {
+		return fmt.Errorf("%s: %s: %w\n%s", h.Name, cmd, err, out)
+	}
+	return nil
 }
