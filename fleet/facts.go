@@ -255,20 +255,16 @@ func (f *Facts) parseSysctl(l string) {
 	if !ok {
 		return
 	}
-	val = strings.TrimSpace(val)
-	switch name {
-	case "kern.hostname":
-		f.Hostname = val
-	case "hw.machine":
-		f.Arch = val
-	case "kern.osproductversion":
-		f.MacOSVersion = val
-	case "kern.osversion":
-		f.MacOSBuild = val
-	case "kern.hv_support":
-		f.HVSupport = val
-	case "kern.hv_vmm_present":
-		f.InVM = val
+	dst := map[string]*string{
+		"kern.hostname":         &f.Hostname,
+		"hw.machine":            &f.Arch,
+		"kern.osproductversion": &f.MacOSVersion,
+		"kern.osversion":        &f.MacOSBuild,
+		"kern.hv_support":       &f.HVSupport,
+		"kern.hv_vmm_present":   &f.InVM,
+	}
+	if p, ok := dst[name]; ok {
+		*p = strings.TrimSpace(val)
 	}
 }
 
