@@ -231,11 +231,8 @@ func parseFacts(out []byte, marker string) (Facts, []byte, error) {
 					f.Job.PID, _ = strconv.Atoi(v)
 				}
 			case "stat":
-				// size mtime inode path (the path may hold spaces); the
-				// lines of a failed attempt are not of this form.
-				if parts := strings.SplitN(l, " ", 4); len(parts) == 4 && parts[3] != "" && allDigits(parts[0]) && allDigits(parts[1]) && allDigits(parts[2]) {
-					f.Stats[parts[3]] = strings.Join(parts[:3], " ")
-				}
+				// The lines of a failed attempt are not of stat's form.
+				f.parseStat(l)
 			case "facts":
 				if v, ok := strings.CutPrefix(l, "launchd_rc "); ok {
 					launchdRC, _ = strconv.Atoi(v)
@@ -310,15 +307,23 @@ func (f *Facts) parseLines(out string) error {
 				f.Hashes[p] = sum
 			}
 		case "stat":
-			// size mtime inode path (the path may hold spaces)
-			if parts := strings.SplitN(val, " ", 4); len(parts) == 4 {
-				f.Stats[parts[3]] = strings.Join(parts[:3], " ")
-			}
+			f.parseStat(val)
 		}
 	}
 	return nil
 }
 
-func allDigits(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
+// parseStat records a line "size mtime inode path" (the path may hold
+// spaces) in f.Stats; a line not of that form is ignored.
+func (f *Facts) parseStat(l string) {
+	parts := strings.SplitN(l, " ", 4)
+	if len(parts) != 4 || parts[3] == "" {
+		return
+	}
+	for _, n := range parts[:3] {
+		if n == "" || strings.Trim(n, "0123456789") != "" {
+			return
+		}
+	}
+	f.Stats[parts[3]] = strings.Join(parts[:3], " ")
 }

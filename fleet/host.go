@@ -55,7 +55,15 @@ type ownBound interface{ ownBound() }
 
 // phaseContext bounds a phase by Options.PhaseTimeout.
 func (r *runner) phaseContext(ctx context.Context, p phase) (context.Context, context.CancelFunc) {
-	if _, own := p.(ownBound); own || r.opts.PhaseTimeout <= 0 {
+	if _, own := p.(ownBound); own {
+		return context.WithCancel(ctx)
+	}
+	return r.bounded(ctx)
+}
+
+// bounded is ctx bounded by Options.PhaseTimeout, when there is one.
+func (r *runner) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.opts.PhaseTimeout <= 0 {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, r.opts.PhaseTimeout)
@@ -617,10 +625,7 @@ func (hr *hostRun) rollback(ctx context.Context, cause error) {
 	ctx = context.WithoutCancel(ctx)
 	// A host that hung in a phase may hang restoring its files too; the
 	// restart after has a bound of its own.
-	fctx, cancel := ctx, context.CancelFunc(func() {})
-	if t := hr.r.opts.PhaseTimeout; t > 0 {
-		fctx, cancel = context.WithTimeout(ctx, t)
-	}
+	fctx, cancel := hr.r.bounded(ctx)
 	defer cancel()
 	h := hr.h
 	var restored []string
