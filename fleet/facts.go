@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,7 +220,7 @@ func parseFacts(out []byte, marker string) (Facts, []byte, error) {
 			case "df":
 				// Filesystem 1024-blocks Used Available Capacity Mounted on
 				if fields := strings.Fields(l); len(fields) >= 6 && fields[0] != "Filesystem" {
-					if kb, err := strconv.ParseInt(fields[3], 10, 64); err == nil && kb >= 0 {
+					if kb, err := strconv.ParseInt(fields[3], 10, 64); err == nil && kb >= 0 && kb <= math.MaxInt64/1024 {
 						f.FreeDiskBytes = kb * 1024
 					}
 				}
