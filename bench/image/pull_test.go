@@ -252,14 +252,14 @@ func runOras(b *testing.B, bin, dir string, args ...string) {
 func measure(b *testing.B, f *fixture, body func()) {
 	b.SetBytes(f.diskSize)
 	load := loadAvg()
-	self, reg, all := ownCPU(), procCPU(f.reg.Pid()), machineBusy()
+	self, reg, all := ownCPU(), harness.ProcessCPU(f.reg.Pid()), machineBusy()
 	n := 0
 	for b.Loop() {
 		body()
 		n++
 	}
 	b.ReportMetric((ownCPU()-self).Seconds()/float64(n), "cpu-s/op")
-	b.ReportMetric((procCPU(f.reg.Pid())-reg).Seconds()/float64(n), "registry-cpu-s/op")
+	b.ReportMetric((harness.ProcessCPU(f.reg.Pid())-reg).Seconds()/float64(n), "registry-cpu-s/op")
 	b.ReportMetric((machineBusy()-all).Seconds()/float64(n), "machine-cpu-s/op")
 	// after the loop: b.Loop's first call drops metrics reported before it
 	b.ReportMetric(load, "load1")
@@ -274,24 +274,6 @@ func ownCPU() time.Duration {
 		}
 	}
 	return total
-}
-
-// procCPU is the user+system time of process pid (Linux /proc; 0 elsewhere).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the ")" that ends the command name: utime and stime are
-	// the 12th and 13th, in clock ticks (100 per second on Linux).
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
 // machineBusy is the CPU time all processes and the kernel spent, from

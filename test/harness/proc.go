@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Descendants lists the pids below pid (children, grandchildren, ...), read
@@ -52,4 +53,47 @@ func Descendants(pid int) []int {
 		}
 	}
 	return out
+}
+
+// ProcessesRunning lists the pids whose command line holds args, in a row.
+func ProcessesRunning(args ...string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	want := []byte("\x00" + strings.Join(args, "\x00") + "\x00")
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(append([]byte{0}, cmdline...), want) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ProcessCPU is the user and system time process pid has used (0 where
+// there is no /proc or no such process).
+func ProcessCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	// utime and stime are the 12th and 13th fields after the command
+	// name, in clock ticks (100 per second on Linux).
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(fields[11], 10, 64)
+	s, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
