@@ -46,6 +46,8 @@ type Options struct {
 	AcceptNewHostKeys bool
 	// SSHConfigFile is the ssh_config to honour; empty: ~/.ssh/config.
 	SSHConfigFile string
+	// SSHMux, if set, keeps hosts' connections open between runs.
+	SSHMux *remote.Mux
 	// CSRTimeout bounds the wait for a node certificate to be signed.
 	CSRTimeout time.Duration
 	// PhaseTimeout bounds each phase on a host (connect to service, and
@@ -313,6 +315,7 @@ func (r *runner) dialSSH(ctx context.Context, h inventory.Host) (remote.Host, er
 		AcceptNewHostKeys: r.opts.AcceptNewHostKeys,
 		SSHConfigFile:     r.opts.SSHConfigFile,
 		ConnectTimeout:    h.SSH.ConnectTimeout,
+		Mux:               r.opts.SSHMux,
 		Logger:            r.log,
 	}
 	if h.SSH.IdentityFile != "" {

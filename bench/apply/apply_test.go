@@ -9,7 +9,11 @@
 //     the new version. to-uploaded-s is the slowest host's time until its
 //     upload phase ended (connect, facts, preflight, plan with the CSRs,
 //     upload): the part the transfer floor compares with.
-//   - apply-noop: the unchanged inventory applied again.
+//   - apply-noop: the unchanged inventory applied again, over the SSH
+//     connections the last run left open in fleetctl's mux (the default,
+//     --ssh-persist 60s); mux-cpu-s is the mux's CPU time in the run.
+//   - apply-noop-direct: the same with --ssh-persist 0: fleetctl connects
+//     to every host anew.
 //   - floor-noop-connect: per host, all at once, one SSH connection and
 //     one command (`true`): the least any tool working over SSH does.
 //   - floor-noop-check: the same, with a command that hashes the managed
@@ -27,7 +31,8 @@
 //     hosts, pipelining, persistent SSH connections, no fact gathering),
 //     without minting certificates or waiting for Ready.
 //
-// client-cpu-s is the CPU time of the client side alone: fleetctl, the
+// client-cpu-s is the CPU time of the client side alone: fleetctl (its
+// mux apart: mux-cpu-s), the
 // benchmark process for the Go floor, the sftp and ssh processes, and
 // ansible-playbook with its workers and ssh processes. The hosts' side
 // (sshd, the commands, vz-node) shares the same cores but is not counted.
@@ -121,18 +126,30 @@ func benchFleet(b *testing.B, n int) {
 	perHost := f.bytesPerHost()
 	b.Logf("%d hosts, %.1f MB per host (%.1f MB in all)", n, float64(perHost)/1e6, float64(perHost)*float64(n)/1e6)
 
-	run("apply-noop", func(b *testing.B) {
-		for range b.N {
-			out := f.apply()
-			if !strings.Contains(out, "no changes") {
-				b.Fatalf("re-apply changed something:\n%s", out)
+	for _, v := range []struct {
+		name string
+		args []string
+	}{{"apply-noop", nil}, {"apply-noop-direct", []string{"--ssh-persist", "0"}}} {
+		run(v.name, func(b *testing.B) {
+			if v.args == nil {
+				b.StopTimer()
+				f.apply() // leaves the connections open in the mux
+				b.StartTimer()
 			}
-			b.ReportMetric(f.lastCPU.Seconds(), "client-cpu-s")
-			if testing.Verbose() {
-				b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
+			for range b.N {
+				mux := f.muxCPU()
+				out := f.apply(v.args...)
+				if !strings.Contains(out, "no changes") {
+					b.Fatalf("re-apply changed something:\n%s", out)
+				}
+				b.ReportMetric(f.lastCPU.Seconds(), "client-cpu-s")
+				b.ReportMetric((f.muxCPU() - mux).Seconds(), "mux-cpu-s")
+				if testing.Verbose() {
+					b.Log(strings.Join(phaseRE.FindAllString(out, -1), "\n"))
+				}
 			}
-		}
-	})
+		})
+	}
 
 	for _, fl := range []struct {
 		name string

@@ -89,6 +89,8 @@ type fixture struct {
 	installed map[string][]hostFile
 	// lastCPU is the CPU time the last fleetctl run used.
 	lastCPU time.Duration
+	// muxDir is where fleetctl's SSH mux keeps its socket.
+	muxDir string
 }
 
 // hostFile is one file as fleetctl installs it.
@@ -102,6 +104,15 @@ func startFixture(b *testing.B, n int) *fixture {
 	b.Helper()
 	harness.RequireRoot(b)
 	f := &fixture{b: b, dir: b.TempDir(), bins: buildBinaries(b)}
+	muxBase, err := os.MkdirTemp("", "vzb") // short: the socket's path must fit
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.muxDir = filepath.Join(muxBase, "ssh")
+	b.Cleanup(func() {
+		f.stopMux()
+		os.RemoveAll(muxBase)
+	})
 	f.cp = harness.ControlPlaneT(b, harness.ControlPlaneOptions{ControllerManager: true})
 	var hosts []machost.HostOptions
 	for i := range n {
@@ -174,7 +185,7 @@ func (f *fixture) fleetctl(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, f.bins.fleetctl, append(args, "--ssh-config", "none", "--min-free-disk", "1")...)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=", "VZFLEET_SSH_MUX_DIR="+f.muxDir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		f.b.Fatalf("fleetctl %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -192,8 +203,35 @@ func processCPU(ps *os.ProcessState) time.Duration {
 	return ps.UserTime() + ps.SystemTime()
 }
 
-func (f *fixture) apply() string {
-	return f.fleetctl("apply", "-f", f.inventory, "--vz-node", f.bins.vzNode)
+func (f *fixture) apply(args ...string) string {
+	return f.fleetctl(append([]string{"apply", "-f", f.inventory, "--vz-node", f.bins.vzNode}, args...)...)
+}
+
+// stopMux stops fleetctl's SSH mux (fleetctl ssh-mux stop), closing the
+// connections it keeps, and waits until it has exited.
+func (f *fixture) stopMux() {
+	cmd := exec.Command(f.bins.fleetctl, "ssh-mux", "stop")
+	cmd.Env = append(os.Environ(), "VZFLEET_SSH_MUX_DIR="+f.muxDir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		f.b.Fatalf("fleetctl ssh-mux stop: %v\n%s", err, out)
+	}
+	for len(f.muxPids()) > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (f *fixture) muxPids() []int {
+	return harness.ProcessesRunning("ssh-mux", "serve", "--dir", f.muxDir)
+}
+
+// muxCPU is the CPU time fleetctl's SSH mux has used so far: the part of
+// the client side fleetctl's own figures leave out.
+func (f *fixture) muxCPU() time.Duration {
+	var cpu time.Duration
+	for _, pid := range f.muxPids() {
+		cpu += harness.ProcessCPU(pid)
+	}
+	return cpu
 }
 
 // managed lists the files fleetctl installs on h (fleet's layout).
@@ -269,6 +307,7 @@ func (f *fixture) reset() {
 	if err := errors.Join(errs...); err != nil {
 		f.b.Fatal(err)
 	}
+	f.stopMux() // a cold apply connects anew
 	ctx := context.Background()
 	if err := f.cp.Client.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 		f.b.Fatal(err)

@@ -28,12 +28,14 @@ type fleetFlags struct {
 	acceptNew                      bool
 	minMacOS                       string
 	minFreeDiskGiB                 int
+	sshPersist                     time.Duration
 }
 
 func (f *fleetFlags) bind(fs *pflag.FlagSet, withRollout bool) {
 	fs.StringVarP(&f.file, "filename", "f", "", "inventory file (instead of the argument)")
 	fs.StringVarP(&f.limit, "limit", "l", "", "only these hosts: name globs (mini-0*,studio-1) or a label selector (rack=a)")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "ssh_config file to honour (default ~/.ssh/config; \"none\" for none)")
+	bindPersist(fs, &f.sshPersist)
 	fs.BoolVar(&f.acceptNew, "accept-new-host-keys", false, "record the keys of hosts not yet in known_hosts (trust on first use); changed keys are refused regardless")
 	fs.StringVar(&f.minMacOS, "min-macos", fleet.DefaultRequirements.MinMacOS, "oldest macOS release a host may run")
 	fs.IntVar(&f.minFreeDiskGiB, "min-free-disk", int(fleet.DefaultRequirements.MinFreeDisk>>30), "free GiB the VM image cache volume needs")
@@ -102,6 +104,7 @@ func (f *fleetFlags) options(cmd *cobra.Command) fleet.Options {
 		Requirements:       fleet.Requirements{MinMacOS: f.minMacOS, MinFreeDisk: int64(f.minFreeDiskGiB) << 30},
 		AcceptNewHostKeys:  f.acceptNew,
 		SSHConfigFile:      f.sshConfig,
+		SSHMux:             sshMux(f.sshPersist),
 		Out:                cmd.ErrOrStderr(),
 		MaxPulls:           f.maxPulls,
 		PullPolicy:         f.pullPolicy,

@@ -20,7 +20,7 @@ func newPrepullCommand() *cobra.Command {
 		file, limit, policy, sshConfig string
 		insecure                       []string
 		maxHosts, concurrency          int
-		stallTimeout                   time.Duration
+		stallTimeout, sshPersist       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "prepull REF [inventory.yaml]",
@@ -73,7 +73,7 @@ every failed host and the exit status is non-zero if any failed.`,
 			res := fleet.Prepull(cmd.Context(), hosts, fleet.PrepullOptions{
 				Ref: args[0], MaxHosts: maxHosts, Concurrency: concurrency, Policy: policy, Insecure: insecure,
 				StallTimeout: cmp.Or(stallTimeout, -1), // the flag's 0: never
-				Connect:      status.DialInventoryHost(status.DialOptions{SSHConfigFile: sshConfig}),
+				Connect:      status.DialInventoryHost(status.DialOptions{SSHConfigFile: sshConfig, Mux: sshMux(sshPersist)}),
 				Update:       printer.Update,
 			})
 			printer.Finish()
@@ -92,6 +92,7 @@ every failed host and the exit status is non-zero if any failed.`,
 	fs.StringVar(&policy, "policy", "Always", "Always (re-resolve the tag, fetch changed chunks) or IfNotPresent (skip hosts that have it)")
 	fs.StringSliceVar(&insecure, "insecure-registry", nil, "registry host[:port] the hosts reach over plain HTTP (loopback always is)")
 	fs.StringVar(&sshConfig, "ssh-config", "", "ssh_config file to honour (default ~/.ssh/config; \"none\" for none)")
+	bindPersist(fs, &sshPersist)
 	fs.DurationVar(&stallTimeout, "stall-timeout", fleet.DefaultStallTimeout, "fail a host whose pull makes no progress for this long (0: never)")
 	return cmd
 }

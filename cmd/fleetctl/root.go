@@ -25,5 +25,6 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(newStatusCommand())
 	root.AddCommand(newImageCommand())
 	root.AddCommand(newPrepullCommand())
+	root.AddCommand(newSSHMuxCommand())
 	return root
 }

@@ -28,7 +28,7 @@ type statusFlags struct {
 	file, limit, kubeconfig, output, sortBy, filter string
 	wantVersion, sshConfig, vzNode                  string
 	watch                                           bool
-	interval, timeout, staleAfter                   time.Duration
+	interval, timeout, staleAfter, sshPersist       time.Duration
 	offlineAfter, concurrency                       int
 }
 
@@ -64,6 +64,7 @@ On a terminal it is an interactive screen (? for its keys). Otherwise, or with
 	fs.StringVar(&f.filter, "filter", "", "show only rows matching a substring or a label selector")
 	fs.StringVar(&f.wantVersion, "want-version", wantedVersion(), "the vz-node version hosts should run (drift is shown against it; empty: no drift check)")
 	fs.StringVar(&f.sshConfig, "ssh-config", "", "ssh_config file to honour (default ~/.ssh/config; \"none\" for none)")
+	bindPersist(fs, &f.sshPersist)
 	fs.StringVar(&f.vzNode, "vz-node", "", "the vz-node binary the `a` key's apply installs (default: fleetctl apply's default)")
 	return cmd
 }
@@ -124,7 +125,7 @@ func runStatus(cmd *cobra.Command, args []string, f *statusFlags) error {
 		kubeView = kube
 	}
 	store := status.NewStore(hosts, status.StoreOptions{DesiredVersion: f.wantVersion, Thresholds: th, Kube: kubeView})
-	gatherer := &status.SSHGatherer{Dial: status.DialInventoryHost(status.DialOptions{SSHConfigFile: f.sshConfig, ConnectTimeout: f.interval})}
+	gatherer := &status.SSHGatherer{Dial: status.DialInventoryHost(status.DialOptions{SSHConfigFile: f.sshConfig, ConnectTimeout: f.interval, Mux: sshMux(f.sshPersist)})}
 	defer gatherer.Close()
 	poller := &status.Poller{Store: store, Gatherer: gatherer, Interval: f.interval, Timeout: f.timeout, Concurrency: f.concurrency}
 

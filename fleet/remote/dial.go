@@ -73,6 +73,9 @@ type Config struct {
 	MaxSessions int
 	// Logger receives debug records (never secrets); default slog.Default().
 	Logger *slog.Logger
+	// Mux, if set, borrows the connection from a mux that keeps it open
+	// between runs (see Mux), and connects directly when that fails.
+	Mux *Mux
 }
 
 // hop is one resolved SSH endpoint.

@@ -49,3 +49,7 @@ func fileOwner(fi fs.FileInfo) (uid, gid uint32) {
 	}
 	return 0, 0
 }
+
+// detach starts c in a session of its own, so it outlives this process's
+// terminal and is not sent its signals.
+func detach(c *exec.Cmd) { c.SysProcAttr = &syscall.SysProcAttr{Setsid: true} }

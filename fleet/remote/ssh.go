@@ -47,6 +47,9 @@ type SSH struct {
 	rootFailed bool
 	rootMu     sync.Mutex // serialises starting root
 	sftpMu     sync.Mutex // serialises starting sftp
+	// hold: the host was reached directly though there is a mux, which
+	// is asked on Close to hold a connection for the next run (s.mu).
+	hold bool
 }
 
 // sftpConn is an SFTP client and the session its server runs on.
@@ -102,7 +105,7 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 			return s.client, s.done, nil
 		}
 	}
-	c, chain, err := s.dialChain(ctx)
+	c, chain, err := s.dial(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,6 +119,26 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 		go s.keepAlive(c, done)
 	}
 	return c, done, nil
+}
+
+// dial borrows the connection from the mux when it holds one, else
+// connects directly (and asks the mux to hold one on Close). s.mu is held.
+func (s *SSH) dial(ctx context.Context) (*ssh.Client, []*ssh.Client, error) {
+	if s.cfg.Mux != nil {
+		c, err := s.dialMux(ctx)
+		if err == nil {
+			return c, nil, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("host %s: %w", s.cfg.Name, ctx.Err())
+		}
+		s.cfg.Logger.Debug("no connection from the SSH mux; connecting directly", "host", s.cfg.Name, "err", err)
+	}
+	c, chain, err := s.dialChain(ctx)
+	if err == nil && s.cfg.Mux != nil {
+		s.hold = true
+	}
+	return c, chain, err
 }
 
 // drop forgets c once it is dead (or suspected dead) so the next call
@@ -768,6 +791,13 @@ func (s *SSH) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	closeAll := s.detachLocked()
+	hold := s.hold
 	s.mu.Unlock()
-	return closeAll()
+	err := closeAll()
+	if hold {
+		if err := s.holdInMux(); err != nil {
+			s.cfg.Logger.Debug("the SSH mux will not keep the connection", "host", s.cfg.Name, "err", err)
+		}
+	}
+	return err
 }

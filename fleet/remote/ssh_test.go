@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,11 +62,22 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// hostsUnderTest gives the Local host and an SSH host on a real sshd, so
-// every behaviour is checked on both implementations.
+// hostsUnderTest gives the Local host and an SSH host on a real sshd,
+// directly and through the mux, so every behaviour is checked on each.
 func hostsUnderTest(t *testing.T) map[string]Host {
 	srv := sshd.Start(t, sshd.Options{})
-	return map[string]Host{"local": NewLocal(LocalOptions{}), "ssh": dialTest(t, srv)}
+	direct := dialTest(t, srv)
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = testMux(t) })
+	firstRun(t, srv, cfg)
+	viaMux, err := Dial(testContext(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { viaMux.Close() })
+	if _, ok := viaMux.client.RemoteAddr().(*net.UnixAddr); !ok {
+		t.Fatalf("connected to %v, not through the mux", viaMux.client.RemoteAddr())
+	}
+	return map[string]Host{"local": NewLocal(LocalOptions{}), "ssh": direct, "ssh-mux": viaMux}
 }
 
 func TestRun(t *testing.T) {

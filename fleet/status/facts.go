@@ -204,6 +204,9 @@ func (g *SSHGatherer) Close() {
 // DialOptions are the SSH settings that do not come from the inventory.
 type DialOptions struct {
 	SSHConfigFile string
+	// Mux, if set, lends the connections earlier runs kept open (see
+	// remote.Mux); a poller keeps its own for as long as it runs.
+	Mux *remote.Mux
 	// ConnectTimeout caps the inventory's connect timeout (a status poll
 	// should not wait long for a dead host); 0 keeps the inventory's.
 	ConnectTimeout time.Duration
@@ -224,6 +227,7 @@ func DialInventoryHost(o DialOptions) func(ctx context.Context, h inventory.Host
 			SSHConfigFile:  o.SSHConfigFile,
 			ConnectTimeout: h.SSH.ConnectTimeout,
 			DialAttempts:   1,
+			Mux:            o.Mux,
 		}
 		if o.ConnectTimeout > 0 && (cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > o.ConnectTimeout) {
 			cfg.ConnectTimeout = o.ConnectTimeout

@@ -355,7 +355,14 @@ func TestFleetApply(t *testing.T) {
 		}
 	})
 
-	t.Run("re-apply: no changes", func(t *testing.T) {
+	t.Run("re-apply: no changes, over the connections the last run kept", func(t *testing.T) {
+		logins := func() (n int) {
+			for _, h := range fl.lab.Hosts {
+				n += strings.Count(h.SSHLog(), "Accepted publickey")
+			}
+			return n
+		}
+		before := logins()
 		start := time.Now()
 		out, code := fl.apply("v0.1.0-e2e")
 		if code != 0 || !strings.Contains(out, "no changes: all 3 hosts are up to date; nothing uploaded, nothing restarted") {
@@ -365,6 +372,16 @@ func TestFleetApply(t *testing.T) {
 			t.Error("re-apply installed or restarted something")
 		}
 		t.Logf("no-op re-apply of 3 hosts took %s", time.Since(start))
+		if n := logins() - before; n != 0 {
+			t.Errorf("the re-apply logged in %d times; it should have borrowed the connections the SSH mux kept", n)
+		}
+		out, code = fl.apply("v0.1.0-e2e", "--ssh-persist", "0")
+		if code != 0 || !strings.Contains(out, "no changes") {
+			t.Fatalf("re-apply with --ssh-persist 0: exit %d", code)
+		}
+		if n := logins() - before; n != 3 {
+			t.Errorf("with --ssh-persist 0 the re-apply logged in %d times, want once per host", n)
+		}
 	})
 
 	t.Run("one label changes: only that host's node", func(t *testing.T) {

@@ -1,0 +1,279 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/sshd"
+)
+
+// TestMain doubles as the mux's process: Mux.Command in these tests runs
+// the test binary with "serve-mux DIR".
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == "serve-mux" {
+		if err := ServeMux(context.Background(), os.Args[2], slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+			slog.Error("mux", "err", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testMux is a mux of the test's own, stopped when the test ends.
+func testMux(t *testing.T) *Mux {
+	t.Helper()
+	// Short: a Unix socket path must fit in 104 bytes.
+	base, err := os.MkdirTemp("", "mux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "ssh")
+	t.Cleanup(func() {
+		if err := StopMux(context.Background(), dir); err != nil {
+			t.Error(err)
+		}
+		waitFor(t, func() bool { _, err := os.Stat(muxSocket(dir)); return err != nil }, "the mux to stop")
+		os.RemoveAll(base)
+	})
+	return &Mux{Dir: dir, Persist: time.Minute, Command: []string{os.Args[0], "serve-mux", dir}}
+}
+
+func logins(srv *sshd.Server) int { return strings.Count(srv.Log(), "Accepted publickey") }
+
+// firstRun connects directly, as a run does when the mux holds nothing,
+// and closes, which has the mux connect; it waits until the mux has.
+func firstRun(t *testing.T, srv *sshd.Server, cfg Config) {
+	t.Helper()
+	before := logins(srv)
+	h, err := Dial(testContext(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Run(testContext(t), Cmd{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	waitFor(t, func() bool { return logins(srv) == before+2 }, "the mux to connect")
+}
+
+func TestMuxKeepsTheConnectionBetweenRuns(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	ctx := testContext(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	firstRun(t, srv, cfg)
+	for i := range 3 {
+		h, err := Dial(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := h.Run(ctx, Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}})
+		var exit *ExitError
+		if !errors.As(err, &exit) || exit.Code != 3 || string(res.Stdout) != "out\n" || exit.Stderr != "err\n" {
+			t.Fatalf("relayed: %q, %v", res.Stdout, err)
+		}
+		content := fmt.Sprintf("run %d", i)
+		file := filepath.Join(dir, "f")
+		if err := h.Upload(ctx, Upload{Path: file, Content: strings.NewReader(content)}); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := h.ReadFile(ctx, file); err != nil || string(b) != content {
+			t.Fatalf("read back %q, %v", b, err)
+		}
+		h.Close()
+	}
+	if n := logins(srv); n != 2 {
+		t.Fatalf("%d logins, want 2: the first run's own and the mux's, reused by 3 runs", n)
+	}
+	for path, want := range map[string]os.FileMode{m.Dir: 0o700 | os.ModeDir, muxHostKey(m.Dir): 0o600, muxLog(m.Dir): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, fi.Mode(), want)
+		}
+	}
+}
+
+func TestMuxLendsAConnectionToOneClientAtATime(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	ctx := testContext(t)
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	firstRun(t, srv, cfg)
+	dial := func() *SSH {
+		h, err := Dial(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
+	a := dial()
+	b := dial() // a has the mux's: b connects itself
+	for _, h := range []*SSH{a, b} {
+		if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logins(srv); n != 3 {
+		t.Fatalf("%d logins, want 3 (the first run's, the mux's, b's)", n)
+	}
+	a.Close()
+	c := dial()
+	if _, err := c.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := logins(srv); n != 3 {
+		t.Fatalf("%d logins, want 3: the mux's connection, back from a, is lent again", n)
+	}
+}
+
+func TestMuxRedialsAHostThatRestarted(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	ctx := testContext(t)
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	firstRun(t, srv, cfg)
+	h, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart() // ends every connection it served
+	res, err := h.Run(ctx, Cmd{Args: []string{"echo", "back"}})
+	if err != nil || string(res.Stdout) != "back\n" {
+		t.Fatalf("after the host restarted: %q, %v", res.Stdout, err)
+	}
+	if n := logins(srv); n != 3 {
+		t.Fatalf("%d logins, want 3 (the mux redialled)", n)
+	}
+}
+
+func TestMuxLeavesAChangedHostKeyToTheClient(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	firstRun(t, srv, cfg)
+	srv.RotateHostKey() // ends the mux's connection too
+	_, err := Dial(testContext(t), cfg)
+	if !errors.Is(err, ErrHostKeyChanged) {
+		t.Fatalf("want the changed key reported, got %v", err)
+	}
+}
+
+func TestMuxThatCannotStartMeansADirectConnection(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	ctx := testContext(t)
+	open := t.TempDir()
+	os.Chmod(open, 0o755)
+	for name, m := range map[string]*Mux{
+		"no mux program":  {Dir: filepath.Join(t.TempDir(), "ssh"), Persist: time.Minute, Command: []string{"/bin/false"}},
+		"open directory":  {Dir: open, Persist: time.Minute, Command: []string{os.Args[0], "serve-mux", open}},
+		"socket too long": {Dir: filepath.Join(t.TempDir(), strings.Repeat("d", 100)), Persist: time.Minute},
+	} {
+		h, err := Dial(ctx, testConfig(t, srv, func(c *Config) {
+			c.Mux = m
+			c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		h.Close()
+	}
+	if _, err := os.Stat(muxSocket(open)); err == nil {
+		t.Fatal("a mux started in a directory other users can enter")
+	}
+}
+
+func TestPrivateDir(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	if err := privateDir(filepath.Join(base, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o755)
+	os.Chmod(open, 0o755)
+	if err := privateDir(open); err == nil || !strings.Contains(err.Error(), "open to other users") {
+		t.Fatalf("want a mode error, got %v", err)
+	}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(base, "theirs")
+		os.Mkdir(theirs, 0o700)
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := privateDir(theirs); err == nil || !strings.Contains(err.Error(), "belongs to user 65534") {
+			t.Fatalf("want an owner error, got %v", err)
+		}
+	}
+}
+
+func TestPeerUID(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if uid, err := peerUID(c); err != nil || uid != os.Geteuid() {
+		t.Fatalf("peerUID = %d, %v; want %d", uid, err, os.Geteuid())
+	}
+}
+
+// The mux outlives the run that starts it: it must not keep the secrets a
+// run may carry in its environment.
+func TestMuxKeepsNoSecretsFromTheEnvironment(t *testing.T) {
+	t.Setenv("GUEST_PASSWORD", "hunter2-in-the-env")
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	firstRun(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
+	pids := harness.ProcessesRunning("serve-mux", m.Dir)
+	if len(pids) != 1 {
+		t.Fatalf("mux processes: %v", pids)
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(env), "hunter2") || !strings.Contains(string(env), "HOME=") {
+		t.Fatalf("the mux's environment: %q", env)
+	}
+}
