@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -37,20 +40,25 @@ func newSSHMuxCommand() *cobra.Command {
 		Use:   "ssh-mux",
 		Short: "The background process that keeps SSH connections open between runs",
 		Long: `fleetctl keeps each host's SSH connection open for --ssh-persist (default
-60s) after a run, so the next apply, plan, status or prepull reuses it
-instead of connecting and logging in again, as OpenSSH's ControlPersist does.
-A background fleetctl ssh-mux process, started when first needed, holds the
-connections; it exits once it has held none for a few seconds.
+60s) after a run, so the next apply, plan, doctor, status or prepull reuses
+it instead of connecting and logging in again, as OpenSSH's ControlPersist
+does. A background fleetctl ssh-mux process holds the connections: when a
+run closes a connection it made itself, the mux (started then if none runs)
+opens one of its own to that host. A run borrows the connections the mux
+holds, one run at a time, and connects directly to the other hosts; if the
+mux cannot reach a host, the next run connects directly and reports why. The
+mux exits once it has held no connection for a few seconds.
 
 It listens on a Unix socket in $VZFLEET_SSH_MUX_DIR (default
 $XDG_RUNTIME_DIR/vzfleet/ssh, else vzfleet/ssh in your cache directory), a
-directory only you can enter, and serves only your user. It dials hosts as
-fleetctl would, verifying host keys strictly; when it cannot, fleetctl
-connects directly and reports why. A connection is lent to one fleetctl run
-at a time. Its log is mux.log in that directory.
+directory only you can enter, serves only your user, verifies host keys
+strictly, and logs to mux.log there.
 
 A connection, once open, is not checked against known_hosts again: after
 changing known_hosts or a host's key, run fleetctl ssh-mux stop.`,
+		Example: `  fleetctl ssh-mux status          # the connections kept, and whether a run uses them
+  fleetctl ssh-mux status -o json
+  fleetctl ssh-mux stop            # close them all now`,
 		Args: cobra.NoArgs,
 	}
 	dir := remote.DefaultMuxDir()
@@ -73,6 +81,33 @@ changing known_hosts or a host's key, run fleetctl ssh-mux stop.`,
 			return remote.StopMux(cmd.Context(), dir)
 		},
 	}
-	cmd.AddCommand(serve, stop)
+	var output string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "List the connections the mux keeps open",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conns, err := remote.MuxConnections(cmd.Context(), dir)
+			if err != nil {
+				return err
+			}
+			return writeMuxConnections(cmd.OutOrStdout(), conns, output)
+		},
+	}
+	status.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(serve, stop, status)
 	return cmd
+}
+
+func writeMuxConnections(w io.Writer, conns []remote.MuxConnection, output string) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(conns)
+	case "table":
+		return remote.WriteMuxTable(w, conns)
+	default:
+		return fmt.Errorf("--output %q: want table or json", output)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -128,8 +129,20 @@ func (m muxHop) hop() hop {
 const (
 	holdRequest  = "hold@vzfleet.dev"  // payload leaseSpec
 	leaseRequest = "lease@vzfleet.dev" // payload leaseSpec, reply leaseReply
+	listRequest  = "list@vzfleet.dev"  // reply []MuxConnection
 	stopRequest  = "stop@vzfleet.dev"
 )
+
+// MuxConnection is a connection the mux holds.
+type MuxConnection struct {
+	Host    string        `json:"host"`    // the inventory's name
+	Address string        `json:"address"` // user@host:port
+	Jumps   []string      `json:"jumps,omitempty"`
+	Lent    bool          `json:"lent"`    // to a run now
+	Idle    time.Duration `json:"idle"`    // since its last run ended; 0 while lent
+	Persist time.Duration `json:"persist"` // how long it may stay idle
+	Up      bool          `json:"up"`      // connected (not still dialling, or lost)
+}
 
 // leaseSpec names the connection to Target (through Jumps) in a request
 // to hold or lend it.
@@ -278,12 +291,13 @@ func muxClient(nc net.Conn, dir string) (*ssh.Client, error) {
 	return ssh.NewClient(cc, chans, reqs), nil
 }
 
-// spawned remembers, per directory, when this process last started a mux,
-// so hosts connecting at once start one between them.
+// spawned holds, per directory, a channel closed when the mux this
+// process last started there has exited, so hosts connecting at once
+// start one mux between them.
 var spawned = struct {
 	sync.Mutex
-	at map[string]time.Time
-}{at: map[string]time.Time{}}
+	exited map[string]chan struct{}
+}{exited: map[string]chan struct{}{}}
 
 // connectMux connects to the mux's socket, starting the mux when nothing
 // answers there.
@@ -294,14 +308,23 @@ func connectMux(ctx context.Context, m *Mux) (net.Conn, error) {
 		return nc, err
 	}
 	spawned.Lock()
-	if time.Since(spawned.at[m.Dir]) > 5*time.Second {
+	running := false
+	if ch := spawned.exited[m.Dir]; ch != nil {
+		select {
+		case <-ch:
+		default:
+			running = true
+		}
+	}
+	if !running {
 		// Its lock keeps a second mux from starting, also when another
 		// process starts one at the same time.
-		if err := startMux(m); err != nil {
+		exited, err := startMux(m)
+		if err != nil {
 			spawned.Unlock()
 			return nil, err
 		}
-		spawned.at[m.Dir] = time.Now()
+		spawned.exited[m.Dir] = exited
 	}
 	spawned.Unlock()
 	wait := time.NewTimer(3 * time.Second)
@@ -328,11 +351,12 @@ func muxLog(dir string) string { return filepath.Join(dir, "mux.log") }
 // its directory, with its output in its log (which each mux starts anew).
 // Of this process's environment it gets only HOME and PATH: the requests
 // it serves say how to reach each host, and secrets some runs pass in
-// environment variables must not outlive those runs.
-func startMux(m *Mux) error {
+// environment variables must not outlive those runs. The channel is
+// closed when it exits.
+func startMux(m *Mux) (exited chan struct{}, err error) {
 	log, err := os.OpenFile(muxLog(m.Dir), os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer log.Close()
 	cmd := exec.Command(m.Command[0], m.Command[1:]...)
@@ -341,15 +365,56 @@ func startMux(m *Mux) error {
 	cmd.Env = []string{"HOME=" + os.Getenv("HOME"), "PATH=" + os.Getenv("PATH")}
 	detach(cmd)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the mux: %w", err)
+		return nil, fmt.Errorf("start the mux: %w", err)
 	}
-	go cmd.Wait() // reaps it if it ends before this process
-	return nil
+	exited = make(chan struct{})
+	go func() {
+		cmd.Wait() // reaps it if it ends before this process
+		close(exited)
+	}()
+	return exited, nil
 }
 
-// StopMux asks the mux serving dir to close its connections and exit. It
-// is no error when none runs.
-func StopMux(ctx context.Context, dir string) error {
+// MuxConnections lists the connections the mux serving dir holds; none
+// when no mux runs.
+func MuxConnections(ctx context.Context, dir string) ([]MuxConnection, error) {
+	list := []MuxConnection{}
+	err := askMux(ctx, dir, func(c *ssh.Client) error {
+		ok, answer, err := c.SendRequest(listRequest, true, nil)
+		if err == nil && !ok {
+			err = errors.New("the mux refused the request")
+		}
+		if err == nil {
+			err = json.Unmarshal(answer, &list)
+		}
+		return err
+	})
+	return list, err
+}
+
+// WriteMuxTable writes conns as a table, a row per connection.
+func WriteMuxTable(w io.Writer, conns []MuxConnection) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tADDRESS\tSTATE\tIDLE\tPERSIST")
+	for _, c := range conns {
+		state := "idle"
+		switch {
+		case c.Lent:
+			state = "in use"
+		case !c.Up:
+			state = "not connected"
+		}
+		addr := c.Address
+		for _, j := range c.Jumps {
+			addr += " via " + j
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Host, addr, state, c.Idle, c.Persist)
+	}
+	return tw.Flush()
+}
+
+// askMux runs ask on a connection to the mux serving dir, if one runs.
+func askMux(ctx context.Context, dir string, ask func(*ssh.Client) error) error {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", muxSocket(dir))
 	if err != nil {
@@ -362,9 +427,17 @@ func StopMux(ctx context.Context, dir string) error {
 		return err
 	}
 	defer c.Close()
-	// The mux may close the connection before its answer arrives.
-	if _, _, err := c.SendRequest(stopRequest, true, nil); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("stop the mux: %w", err)
-	}
-	return nil
+	return ask(c)
+}
+
+// StopMux asks the mux serving dir to close its connections and exit. It
+// is no error when none runs.
+func StopMux(ctx context.Context, dir string) error {
+	return askMux(ctx, dir, func(c *ssh.Client) error {
+		// The mux may close the connection before its answer arrives.
+		if _, _, err := c.SendRequest(stopRequest, true, nil); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("stop the mux: %w", err)
+		}
+		return nil
+	})
 }

@@ -1,20 +1,26 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 	"github.com/vzfleet/vzfleet/test/harness/sshd"
 )
+
+var update = flag.Bool("update", false, "rewrite golden files")
 
 // TestMain doubles as the mux's process: Mux.Command in these tests runs
 // the test binary with "serve-mux DIR".
@@ -42,7 +48,7 @@ func testMux(t *testing.T) *Mux {
 		if err := StopMux(context.Background(), dir); err != nil {
 			t.Error(err)
 		}
-		waitFor(t, func() bool { _, err := os.Stat(muxSocket(dir)); return err != nil }, "the mux to stop")
+		waitFor(t, func() bool { return len(harness.ProcessesRunning("serve-mux", dir)) == 0 }, "the mux to stop")
 		os.RemoveAll(base)
 	})
 	return &Mux{Dir: dir, Persist: time.Minute, Command: []string{os.Args[0], "serve-mux", dir}}
@@ -96,6 +102,17 @@ func TestMuxKeepsTheConnectionBetweenRuns(t *testing.T) {
 	}
 	if n := logins(srv); n != 2 {
 		t.Fatalf("%d logins, want 2: the first run's own and the mux's, reused by 3 runs", n)
+	}
+	conns, err := MuxConnections(ctx, m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := MuxConnection{Host: cfg.Name, Address: srv.User + "@" + srv.Addr, Up: true, Persist: time.Minute}
+	if len(conns) != 1 || conns[0].Idle > 5*time.Second {
+		t.Fatalf("the mux lists %+v, want %+v", conns, want)
+	}
+	if conns[0].Idle = 0; !reflect.DeepEqual(conns[0], want) {
+		t.Fatalf("the mux lists %+v, want %+v", conns[0], want)
 	}
 	for path, want := range map[string]os.FileMode{m.Dir: 0o700 | os.ModeDir, muxHostKey(m.Dir): 0o600, muxLog(m.Dir): 0o600} {
 		fi, err := os.Stat(path)
@@ -275,5 +292,60 @@ func TestMuxKeepsNoSecretsFromTheEnvironment(t *testing.T) {
 	}
 	if strings.Contains(string(env), "hunter2") || !strings.Contains(string(env), "HOME=") {
 		t.Fatalf("the mux's environment: %q", env)
+	}
+}
+
+func TestMuxKilledMidRunMeansADirectConnection(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	ctx := testContext(t)
+	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	firstRun(t, srv, cfg)
+	h, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	pids := harness.ProcessesRunning("serve-mux", m.Dir)
+	if len(pids) != 1 {
+		t.Fatalf("mux processes: %v", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Run(ctx, Cmd{Args: []string{"echo", "still here"}})
+	if err != nil || string(res.Stdout) != "still here\n" {
+		t.Fatalf("after the mux died: %q, %v", res.Stdout, err)
+	}
+	if n := logins(srv); n != 3 {
+		t.Fatalf("%d logins, want 3 (the run connected itself)", n)
+	}
+}
+
+func TestWriteMuxTable(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	err := WriteMuxTable(&b, []MuxConnection{
+		{Host: "mini-01", Address: "admin@10.0.0.11:22", Up: true, Idle: 12 * time.Second, Persist: time.Minute},
+		{Host: "mini-02", Address: "admin@10.0.0.12:22", Up: true, Lent: true, Persist: time.Minute},
+		{Host: "studio-1", Address: "ci@studio-1.lab:2222", Jumps: []string{"ops@bastion:22"}, Idle: 3 * time.Second, Persist: 10 * time.Minute},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := "testdata/mux-status.golden"
+	if *update {
+		os.WriteFile(golden, b.Bytes(), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b.Bytes(), want) {
+		t.Fatalf("output differs from %s (run with -update after checking):\n%s", golden, b.Bytes())
 	}
 }

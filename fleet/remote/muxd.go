@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -221,6 +222,9 @@ func (d *muxd) serve(ctx context.Context, nc net.Conn) {
 					d.log.Warn("hold", "err", err)
 				}
 				r.Reply(err == nil, nil)
+			case listRequest:
+				answer, err := json.Marshal(d.list())
+				r.Reply(err == nil, answer)
 			case stopRequest:
 				d.log.Info("stop requested")
 				r.Reply(true, nil)
@@ -252,6 +256,26 @@ func (d *muxd) serve(ctx context.Context, nc net.Conn) {
 		}
 		go relayChannel(c, up, ch)
 	}
+}
+
+// list describes the connections the mux holds, by host name.
+func (d *muxd) list() []MuxConnection {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	list := []MuxConnection{}
+	for _, up := range d.ups {
+		mc := MuxConnection{Host: up.ssh.cfg.Name, Address: up.ssh.target.user + "@" + up.ssh.target.addr(),
+			Lent: up.lent, Persist: up.persist, Up: up.ssh.live()}
+		for _, j := range up.ssh.jumps {
+			mc.Jumps = append(mc.Jumps, j.user+"@"+j.addr())
+		}
+		if !up.lent {
+			mc.Idle = time.Since(up.idleSince).Round(time.Second)
+		}
+		list = append(list, mc)
+	}
+	slices.SortFunc(list, func(a, b MuxConnection) int { return cmp.Compare(a.Host, b.Host) })
+	return list
 }
 
 // hold makes the mux hold a connection to the host the request names,

@@ -141,6 +141,24 @@ func (s *SSH) dial(ctx context.Context) (*ssh.Client, []*ssh.Client, error) {
 	return c, chain, err
 }
 
+// live tells whether s has a connection that has not ended; not while it
+// is dialling one (which holds s.mu for as long as that takes).
+func (s *SSH) live() bool {
+	if !s.mu.TryLock() {
+		return false
+	}
+	defer s.mu.Unlock()
+	if s.client == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // drop forgets c once it is dead (or suspected dead) so the next call
 // dials again.
 func (s *SSH) drop(c *ssh.Client) {

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	mrand "math/rand/v2"
@@ -374,6 +375,20 @@ func TestFleetApply(t *testing.T) {
 		t.Logf("no-op re-apply of 3 hosts took %s", time.Since(start))
 		if n := logins() - before; n != 0 {
 			t.Errorf("the re-apply logged in %d times; it should have borrowed the connections the SSH mux kept", n)
+		}
+		list, err := exec.Command(fl.fleetctlBin, "ssh-mux", "status", "-o", "json").Output()
+		if err != nil {
+			t.Fatalf("fleetctl ssh-mux status: %v", err)
+		}
+		var conns []struct {
+			Host     string
+			Lent, Up bool
+		}
+		if err := json.Unmarshal(list, &conns); err != nil {
+			t.Fatal(err)
+		}
+		if len(conns) != 3 || conns[0].Host != "mini-01" || conns[2].Host != "mini-03" || conns[0].Lent || !conns[0].Up {
+			t.Errorf("the SSH mux holds %+v, want mini-01..03, connected and idle", conns)
 		}
 		out, code = fl.apply("v0.1.0-e2e", "--ssh-persist", "0")
 		if code != 0 || !strings.Contains(out, "no changes") {
