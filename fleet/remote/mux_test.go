@@ -72,6 +72,22 @@ func firstRun(t *testing.T, srv *sshd.Server, cfg Config) {
 	waitFor(t, func() bool { return logins(srv) == before+2 }, "the mux to connect")
 }
 
+// borrow has a first run leave a connection to srv in cfg.Mux and
+// returns a host that borrowed it.
+func borrow(t *testing.T, srv *sshd.Server, cfg Config) *SSH {
+	t.Helper()
+	firstRun(t, srv, cfg)
+	h, err := Dial(testContext(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	if _, ok := h.client.RemoteAddr().(*net.UnixAddr); !ok {
+		t.Fatalf("connected to %v, not through the mux", h.client.RemoteAddr())
+	}
+	return h
+}
+
 func TestMuxKeepsTheConnectionBetweenRuns(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
@@ -165,16 +181,7 @@ func TestMuxRedialsAHostThatRestarted(t *testing.T) {
 	srv := sshd.Start(t, sshd.Options{})
 	m := testMux(t)
 	ctx := testContext(t)
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
-	firstRun(t, srv, cfg)
-	h, err := Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
-		t.Fatal(err)
-	}
+	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
 	srv.Restart() // ends every connection it served
 	res, err := h.Run(ctx, Cmd{Args: []string{"echo", "back"}})
 	if err != nil || string(res.Stdout) != "back\n" {
@@ -300,16 +307,7 @@ func TestMuxKilledMidRunMeansADirectConnection(t *testing.T) {
 	srv := sshd.Start(t, sshd.Options{})
 	m := testMux(t)
 	ctx := testContext(t)
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
-	firstRun(t, srv, cfg)
-	h, err := Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.Run(ctx, Cmd{Args: []string{"true"}}); err != nil {
-		t.Fatal(err)
-	}
+	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
 	pids := harness.ProcessesRunning("serve-mux", m.Dir)
 	if len(pids) != 1 {
 		t.Fatalf("mux processes: %v", pids)

@@ -1,29 +1,11 @@
 package remote
 
-import (
-	"errors"
-	"net"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// peerUID is the user ID of the process at the other end of a Unix socket.
-func peerUID(c net.Conn) (int, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return -1, errors.New("not a Unix socket")
-	}
-	raw, err := uc.SyscallConn()
+func socketPeerUID(fd int) (int, error) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		return -1, err
 	}
-	uid := -1
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		var cred *unix.Ucred
-		if cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); serr == nil {
-			uid = int(cred.Uid)
-		}
-	})
-	return uid, errors.Join(err, serr)
+	return int(cred.Uid), nil
 }

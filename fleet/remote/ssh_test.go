@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,16 +66,7 @@ func testContext(t *testing.T) context.Context {
 func hostsUnderTest(t *testing.T) map[string]Host {
 	srv := sshd.Start(t, sshd.Options{})
 	direct := dialTest(t, srv)
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = testMux(t) })
-	firstRun(t, srv, cfg)
-	viaMux, err := Dial(testContext(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { viaMux.Close() })
-	if _, ok := viaMux.client.RemoteAddr().(*net.UnixAddr); !ok {
-		t.Fatalf("connected to %v, not through the mux", viaMux.client.RemoteAddr())
-	}
+	viaMux := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = testMux(t) }))
 	return map[string]Host{"local": NewLocal(LocalOptions{}), "ssh": direct, "ssh-mux": viaMux}
 }
 
