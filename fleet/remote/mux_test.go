@@ -347,3 +347,29 @@ func TestWriteMuxTable(t *testing.T) {
 		t.Fatalf("output differs from %s (run with -update after checking):\n%s", golden, b.Bytes())
 	}
 }
+
+func TestMuxDialsThroughJumpHosts(t *testing.T) {
+	t.Parallel()
+	jump := sshd.Start(t, sshd.Options{})
+	target := sshd.Start(t, sshd.Options{})
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(kh, []byte(jump.KnownHostsLine()+"\n"+target.KnownHostsLine()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Name: "mac-behind-bastion", Address: target.Host, Port: target.Port, User: target.User,
+		IdentityFiles: []string{target.ClientKeyFile, jump.ClientKeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
+		ProxyJump: fmt.Sprintf("%s@%s:%d", jump.User, jump.Host, jump.Port), SSHConfigFile: "none", KeepAlive: -1,
+		Mux: testMux(t)}
+	h := borrow(t, target, cfg)
+	res, err := h.Run(testContext(t), Cmd{Args: []string{"echo", "via the mux and the bastion"}})
+	if err != nil || string(res.Stdout) != "via the mux and the bastion\n" {
+		t.Fatalf("run: %q, %v", res.Stdout, err)
+	}
+	if n := logins(jump); n != 2 {
+		t.Fatalf("the bastion saw %d logins, want 2 (the first run's, the mux's)", n)
+	}
+	conns, err := MuxConnections(testContext(t), cfg.Mux.Dir)
+	if err != nil || len(conns) != 1 || len(conns[0].Jumps) != 1 || conns[0].Jumps[0] != jump.User+"@"+jump.Addr {
+		t.Fatalf("the mux lists %+v, %v", conns, err)
+	}
+}
