@@ -214,14 +214,8 @@ func (s *SSH) dialMux(ctx context.Context) (*ssh.Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	ok, answer, err := c.SendRequest(leaseRequest, true, payload)
-	if err == nil && !ok {
-		err = errors.New("the mux refused the request")
-	}
 	var reply leaseReply
-	if err == nil {
-		err = json.Unmarshal(answer, &reply)
-	}
+	err = muxRequest(c, leaseRequest, payload, &reply)
 	if err == nil && reply.Error != "" {
 		err = errors.New(reply.Error)
 	}
@@ -255,17 +249,22 @@ func (s *SSH) holdInMux() error {
 	if err != nil {
 		return err
 	}
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	c, err := muxClient(nc, m.Dir)
-	if err != nil {
-		nc.Close()
+	return askMux(nc, m.Dir, func(c *ssh.Client) error { return muxRequest(c, holdRequest, payload, nil) })
+}
+
+// muxRequest sends the mux a request and decodes its answer into reply,
+// unless that is nil.
+func muxRequest(c *ssh.Client, name string, payload []byte, reply any) error {
+	ok, answer, err := c.SendRequest(name, true, payload)
+	switch {
+	case err != nil:
 		return err
+	case !ok:
+		return fmt.Errorf("the mux refused the request %s", name)
+	case reply == nil:
+		return nil
 	}
-	defer c.Close()
-	if ok, _, err := c.SendRequest(holdRequest, true, payload); err != nil || !ok {
-		return errors.Join(errors.New("the mux refused to hold the connection"), err)
-	}
-	return nil
+	return json.Unmarshal(answer, reply)
 }
 
 // muxClient speaks SSH to the mux over nc, verifying the host key the mux
@@ -379,17 +378,12 @@ func startMux(m *Mux) (exited chan struct{}, err error) {
 // when no mux runs.
 func MuxConnections(ctx context.Context, dir string) ([]MuxConnection, error) {
 	list := []MuxConnection{}
-	err := askMux(ctx, dir, func(c *ssh.Client) error {
-		ok, answer, err := c.SendRequest(listRequest, true, nil)
-		if err == nil && !ok {
-			err = errors.New("the mux refused the request")
-		}
-		if err == nil {
-			err = json.Unmarshal(answer, &list)
-		}
-		return err
-	})
-	return list, err
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", muxSocket(dir))
+	if err != nil {
+		return list, nil
+	}
+	return list, askMux(nc, dir, func(c *ssh.Client) error { return muxRequest(c, listRequest, nil, &list) })
 }
 
 // WriteMuxTable writes conns as a table, a row per connection.
@@ -413,13 +407,8 @@ func WriteMuxTable(w io.Writer, conns []MuxConnection) error {
 	return tw.Flush()
 }
 
-// askMux runs ask on a connection to the mux serving dir, if one runs.
-func askMux(ctx context.Context, dir string, ask func(*ssh.Client) error) error {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", muxSocket(dir))
-	if err != nil {
-		return nil
-	}
+// askMux runs ask on an SSH connection to the mux over nc, then closes it.
+func askMux(nc net.Conn, dir string, ask func(*ssh.Client) error) error {
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	c, err := muxClient(nc, dir)
 	if err != nil {
@@ -433,9 +422,14 @@ func askMux(ctx context.Context, dir string, ask func(*ssh.Client) error) error 
 // StopMux asks the mux serving dir to close its connections and exit. It
 // is no error when none runs.
 func StopMux(ctx context.Context, dir string) error {
-	return askMux(ctx, dir, func(c *ssh.Client) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", muxSocket(dir))
+	if err != nil {
+		return nil
+	}
+	return askMux(nc, dir, func(c *ssh.Client) error {
 		// The mux may close the connection before its answer arrives.
-		if _, _, err := c.SendRequest(stopRequest, true, nil); err != nil && !errors.Is(err, io.EOF) {
+		if err := muxRequest(c, stopRequest, nil, nil); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("stop the mux: %w", err)
 		}
 		return nil

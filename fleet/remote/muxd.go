@@ -278,15 +278,22 @@ func (d *muxd) list() []MuxConnection {
 	return list
 }
 
+// parseSpec reads the payload of a hold or lease request.
+func parseSpec(payload []byte) (spec leaseSpec, key string, err error) {
+	if err := json.Unmarshal(payload, &spec); err != nil {
+		return spec, "", fmt.Errorf("bad request to the mux: %w", err)
+	}
+	return spec, spec.key(), nil
+}
+
 // hold makes the mux hold a connection to the host the request names,
 // dialling it in the background; a client that connected directly asks
 // for it as it closes, so the next run finds the connection open.
 func (d *muxd) hold(ctx context.Context, payload []byte) error {
-	var spec leaseSpec
-	if err := json.Unmarshal(payload, &spec); err != nil {
-		return fmt.Errorf("bad hold request: %w", err)
+	spec, key, err := parseSpec(payload)
+	if err != nil {
+		return err
 	}
-	key := spec.key()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	up := d.ups[key]
@@ -322,11 +329,10 @@ func (d *muxd) hold(ctx context.Context, payload []byte) error {
 // lease lends the client the connection its request names, if the mux
 // holds it. done is closed when the connection ends.
 func (d *muxd) lease(ctx context.Context, payload []byte) (up *upstream, c *ssh.Client, done <-chan struct{}, reply leaseReply) {
-	var spec leaseSpec
-	if err := json.Unmarshal(payload, &spec); err != nil {
-		return nil, nil, nil, leaseReply{Error: fmt.Sprintf("bad lease request: %v", err)}
+	spec, key, err := parseSpec(payload)
+	if err != nil {
+		return nil, nil, nil, leaseReply{Error: err.Error()}
 	}
-	key := spec.key()
 	d.mu.Lock()
 	up = d.ups[key]
 	if up == nil {
@@ -356,7 +362,7 @@ func (d *muxd) lease(ctx context.Context, payload []byte) (up *upstream, c *ssh.
 	d.mu.Unlock()
 
 	// Waits for a dial under way; redials (once) a connection that ended.
-	c, done, err := up.ssh.connect(ctx)
+	c, done, err = up.ssh.connect(ctx)
 	if err != nil {
 		d.mu.Lock()
 		if d.ups[key] == up {
@@ -370,41 +376,31 @@ func (d *muxd) lease(ctx context.Context, payload []byte) (up *upstream, c *ssh.
 	return up, c, done, leaseReply{}
 }
 
+// openedChannel is a channel opened on the host's connection, with its
+// requests.
+type openedChannel struct {
+	ssh.Channel
+	reqs <-chan *ssh.Request
+}
+
 // relayChannel opens the client's channel on the host's connection and
 // relays both ways: data, stderr, end of input, requests (exec, signals,
 // exit status) and the close.
 func relayChannel(c *ssh.Client, hostUp <-chan struct{}, nc ssh.NewChannel) {
-	type opened struct {
-		ch   ssh.Channel
-		reqs <-chan *ssh.Request
-		err  error
-	}
-	res := make(chan opened, 1)
-	go func() {
+	o, err := sshsession.Open(context.Background(), func() (openedChannel, error) {
 		ch, reqs, err := c.OpenChannel(nc.ChannelType(), nc.ExtraData())
-		res <- opened{ch, reqs, err}
-	}()
-	var o opened
-	select {
-	case o = <-res:
-	case <-hostUp:
-		o.err = sshsession.ErrConnectionEnded
-		go func() {
-			if o := <-res; o.ch != nil {
-				o.ch.Close()
-			}
-		}()
-	}
-	if o.err != nil {
+		return openedChannel{ch, reqs}, err
+	}, hostUp)
+	if err != nil {
 		var oce *ssh.OpenChannelError
-		if errors.As(o.err, &oce) {
+		if errors.As(err, &oce) {
 			nc.Reject(oce.Reason, oce.Message)
 		} else {
-			nc.Reject(ssh.ConnectionFailed, o.err.Error())
+			nc.Reject(ssh.ConnectionFailed, err.Error())
 		}
 		return
 	}
-	up := o.ch
+	up := o.Channel
 	local, localReqs, err := nc.Accept()
 	if err != nil {
 		up.Close()

@@ -12,11 +12,13 @@ package sshsession
 import (
 	"context"
 	"errors"
+	"io"
 
 	"golang.org/x/crypto/ssh"
 )
 
-// ErrConnectionEnded: the connection ended while a session was opening.
+// ErrConnectionEnded: the connection ended while a session or channel was
+// opening.
 var ErrConnectionEnded = errors.New("the connection ended")
 
 // Ended returns a channel closed when c's connection has ended. Call it
@@ -30,33 +32,34 @@ func Ended(c *ssh.Client) <-chan struct{} {
 	return done
 }
 
-// Open opens a session with open (a client's NewSession), or fails when
-// the connection ends (ended is closed) or ctx ends first. The goroutine
-// left waiting in the library then is not given back: x/crypto/ssh offers
-// no way to end it. A session that opens after all is closed.
-func Open(ctx context.Context, open func() (*ssh.Session, error), ended <-chan struct{}) (*ssh.Session, error) {
+// Open opens a session or channel with open (a client's NewSession, say),
+// or fails when the connection ends (ended is closed) or ctx ends first.
+// The goroutine left waiting in the library then is not given back:
+// x/crypto/ssh offers no way to end it. What opens after all is closed.
+func Open[T io.Closer](ctx context.Context, open func() (T, error), ended <-chan struct{}) (T, error) {
 	type opened struct {
-		sess *ssh.Session
-		err  error
+		v   T
+		err error
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		sess, err := open()
-		ch <- opened{sess, err}
+		v, err := open()
+		ch <- opened{v, err}
 	}()
 	var err error
 	select {
 	case o := <-ch:
-		return o.sess, o.err
+		return o.v, o.err
 	case <-ended:
 		err = ErrConnectionEnded
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	go func() {
-		if o := <-ch; o.sess != nil {
-			o.sess.Close()
+		if o := <-ch; o.err == nil {
+			o.v.Close()
 		}
 	}()
-	return nil, err
+	var zero T
+	return zero, err
 }
