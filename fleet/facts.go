@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,12 +57,12 @@ type Facts struct {
 // managed files' stat (GNU's, or BSD's when GNU's fails), and last the
 // files asked for (readFilesScript's output). $1 is the cache dir (an
 // absolute path), $2 the launchd target, $3 the state file, $4 the files
-// to read (one per line), $5 the marker, then the managed paths to stat.
+// to read (one per line), $5 the marker, then the paths to stat (the
+// managed ones and the files to read).
 //
 // A fleet applies in parallel, so every process on every host counts: one
 // round trip runs one program per fact (sysctl, df, launchctl, stat, and
-// wc and cat for the files), with no subshells; fleetctl parses what they
-// print.
+// cat for the files), with no subshells; fleetctl parses what they print.
 const factsScript = `cache=$1 target=$2 state=$3 reads=$4 m=$5; shift 5
 printf '\n%s sysctl\n' "$m"
 sysctl ` + factsSysctls + ` 2>/dev/null
@@ -118,6 +119,13 @@ const hashScript = hashCmd + `for f in "$@"; do if [ -f "$f" ]; then echo "sha $
 func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed, read []string) (Facts, map[string][]byte, error) {
 	marker := "vzfleet-" + rand.Text()
 	args := append([]string{"sh", "-c", factsScript, "sh", cacheDir, "system/" + label, statePath(configDir), strings.Join(read, "\n"), marker}, managed...)
+	var readOnly []string
+	for _, p := range read {
+		if !slices.Contains(managed, p) {
+			readOnly = append(readOnly, p)
+			args = append(args, p)
+		}
+	}
 	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true, Sensitive: len(read) > 0})
 	if err != nil {
 		return Facts{}, nil, fmt.Errorf("gathering facts: %w", err)
@@ -136,9 +144,12 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 			return f, nil, fmt.Errorf("facts: the host printed no architecture; is it a POSIX system with uname? output: %.200q", res.Stdout)
 		}
 	}
-	files, err := parseReadFiles(read, filesOut)
+	files, err := parseReadFiles(read, filesOut, f.Stats)
 	if err != nil {
 		return f, nil, err
+	}
+	for _, p := range readOnly {
+		delete(f.Stats, p) // stat'ed for its size only
 	}
 	if rec, ok := f.State.Files[binary]; ok && rec.Stat != "" && rec.Stat == f.Stats[binary] && f.State.Version != "" {
 		f.InstalledVersion = f.State.Version

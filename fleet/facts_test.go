@@ -3,6 +3,7 @@ package fleet
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,31 @@ func TestParseFacts(t *testing.T) {
 	}
 }
 
+// The files' bytes are cut by the sizes stat printed in the same run; a
+// file that changed between the stat and the cat fails the read.
+func TestParseReadFiles(t *testing.T) {
+	files := []string{"/a", "/gone", "/c d"}
+	stats := map[string]string{"/a": "5 1 2", "/c d": "0 1 3"}
+	got, err := parseReadFiles(files, []byte("present 0 2\nhello"), stats)
+	if err != nil || string(got["/a"]) != "hello" || got["/c d"] == nil || len(got["/c d"]) != 0 || len(got) != 2 {
+		t.Errorf("read %q, %v", got, err)
+	}
+	for name, c := range map[string]struct {
+		out   string
+		stats map[string]string
+	}{
+		"shorter than stat said": {"present 0 2\nhell", stats},
+		"longer than stat said":  {"present 0 2\nhello!", stats},
+		"no stat for a file":     {"present 0 2\nhello", map[string]string{"/a": "5 1 2"}},
+		"index out of range":     {"present 3\n", stats},
+		"no present line":        {"hello", stats},
+	} {
+		if got, err := parseReadFiles(files, []byte(c.out), c.stats); err == nil {
+			t.Errorf("%s: accepted, read %q", name, got)
+		}
+	}
+}
+
 // Not a Mac, or one too old for the sysctl names: uname and sw_vers.
 func TestParseLegacyFacts(t *testing.T) {
 	f := newFacts()
@@ -109,6 +135,7 @@ func TestParseLegacyFacts(t *testing.T) {
 func FuzzParseFacts(f *testing.F) {
 	f.Add([]byte(factsOutput))
 	f.Add([]byte("\nM stat\n1 2 3\n\nM files\n"))
+	f.Add([]byte("\nM stat\n3 1 1 /a\n\nM files\npresent 0\nabc"))
 	f.Add([]byte("\nM df\nFilesystem\nx 1 2 99999999999999999999 4 5\n\nM files\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
 		facts, files, err := parseFacts(out, "M")
@@ -124,6 +151,15 @@ func FuzzParseFacts(f *testing.F) {
 		for p, st := range facts.Stats {
 			if len(strings.Fields(st)) != 3 || p == "" {
 				t.Errorf("stat %q: %q", p, st)
+			}
+		}
+		read, err := parseReadFiles([]string{"/a", "/b"}, files, facts.Stats)
+		if err != nil {
+			return
+		}
+		for p, b := range read {
+			if size, _, _ := strings.Cut(facts.Stats[p], " "); size != strconv.Itoa(len(b)) {
+				t.Errorf("%s: read %d bytes, stat said %s", p, len(b), size)
 			}
 		}
 	})

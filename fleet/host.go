@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vzfleet/vzfleet/fleet/remote"
@@ -40,6 +41,9 @@ type hostRun struct {
 	// creds are the installed credentials the facts read (secret: never
 	// printed).
 	creds map[string][]byte
+	// node is the host's Node as the API server had it while the SSH
+	// phases ran (nil when there is none yet).
+	node func(context.Context) (*corev1.Node, error)
 }
 
 // phase is one step with one job; it records its outcome in hr.res.
@@ -84,6 +88,9 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 	start := time.Now()
 	res := HostResult{Host: h.Name, Node: h.Node.Name}
 	hr := &hostRun{r: r, h: h, res: &res}
+	if r.mode != ModeDoctor {
+		hr.node = r.nodeAhead(ctx, h)
+	}
 	defer func() {
 		if hr.conn != nil {
 			_ = hr.conn.Close()
@@ -215,7 +222,7 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 			c.Diff = lineDiff(string(old), string(c.File.Content))
 		}
 	}
-	n, err := getNode(ctx, kube, hr.h.Node.Name)
+	n, err := hr.node(ctx)
 	if err != nil {
 		return err
 	}
@@ -230,6 +237,36 @@ func (planPhase) run(ctx context.Context, hr *hostRun) error {
 		hr.r.out.write(b.Bytes())
 	}
 	return nil
+}
+
+// nodeAhead reads h's Node from the API server while the SSH phases run,
+// so planning does not wait for it; the function it returns waits for the
+// answer.
+func (r *runner) nodeAhead(ctx context.Context, h inventory.Host) func(context.Context) (*corev1.Node, error) {
+	type answer struct {
+		node *corev1.Node
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		ctx, cancel := r.bounded(ctx)
+		defer cancel()
+		kube, err := r.kubeFor(h)
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		n, err := getNode(ctx, kube, h.Node.Name)
+		ch <- answer{n, err}
+	}()
+	return func(ctx context.Context) (*corev1.Node, error) {
+		select {
+		case a := <-ch:
+			return a.node, a.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading node %s: %w", h.Node.Name, ctx.Err())
+		}
+	}
 }
 
 // cat reads a file on the host with sudo; sensitive reads keep it out of
@@ -685,15 +722,18 @@ func managedPathList(h inventory.Host) []string {
 }
 
 // readFilesScript prints "present" and the indexes of the files that
-// exist, their sizes (wc -c), then their bytes one after another: two
-// programs whatever the number of files.
+// exist, then their bytes one after another (one cat, whatever the number
+// of files). Their sizes come from the facts' stat of the same files, so
+// no other program runs.
 const readFilesScript = `n=$# i=0 present=
 for f do if [ -f "$f" ]; then set -- "$@" "$f"; present="$present $i"; fi; i=$((i+1)); done
-shift $n; echo "present$present"; [ $# -gt 0 ] || exit 0
-wc -c "$@" && cat "$@"`
+shift $n; echo "present$present"; [ $# -eq 0 ] || exec cat "$@"`
 
-// parseReadFiles splits readFilesScript's output into the files' bytes.
-func parseReadFiles(files []string, stdout []byte) (map[string][]byte, error) {
+// parseReadFiles splits readFilesScript's output into the files' bytes;
+// stats are the files' "size mtime inode" from the same run. A file that
+// changed size between the stat and the cat fails the read: nothing is
+// taken from a file caught mid-write.
+func parseReadFiles(files []string, stdout []byte, stats map[string]string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	if len(files) == 0 {
 		return out, nil
@@ -703,44 +743,24 @@ func parseReadFiles(files []string, stdout []byte) (map[string][]byte, error) {
 	if !ok {
 		return nil, errors.New("reading installed files: unexpected output")
 	}
-	var present []string
-	for _, f := range strings.Fields(idx) {
-		i, err := strconv.Atoi(f)
+	for _, field := range strings.Fields(idx) {
+		i, err := strconv.Atoi(field)
 		if err != nil || i < 0 || i >= len(files) {
 			return nil, errors.New("reading installed files: unexpected output")
 		}
-		present = append(present, files[i])
-	}
-	files = present
-	sizes := make([]int, len(files))
-	lines := len(files)
-	if lines > 1 {
-		lines++ // wc's total
-	}
-	for i := range lines {
-		line, after, ok := bytes.Cut(rest, []byte("\n"))
-		if !ok {
-			return nil, errors.New("reading installed files: wc printed too few lines")
-		}
-		rest = after
-		if i == len(files) {
-			break
-		}
-		f := strings.Fields(string(line))
-		if len(f) == 0 {
-			return nil, fmt.Errorf("reading installed files: no size for %s", files[i])
-		}
-		n, err := strconv.Atoi(f[0])
+		f := files[i]
+		size, _, _ := strings.Cut(stats[f], " ")
+		n, err := strconv.Atoi(size)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("reading installed files: bad size for %s", files[i])
+			return nil, fmt.Errorf("reading installed files: stat printed no size for %s", f)
 		}
-		sizes[i] = n
+		if n > len(rest) {
+			return nil, fmt.Errorf("reading installed files: %s is shorter than stat said (it changed while being read; run again)", f)
+		}
+		out[f], rest = rest[:n], rest[n:]
 	}
-	for i, f := range files {
-		if sizes[i] > len(rest) {
-			return nil, fmt.Errorf("reading installed files: output ended inside %s", f)
-		}
-		out[f], rest = rest[:sizes[i]], rest[sizes[i]:]
+	if len(rest) > 0 {
+		return nil, errors.New("reading installed files: they are longer than stat said (one changed while being read; run again)")
 	}
 	return out, nil
 }
