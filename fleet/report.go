@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -32,9 +33,11 @@ func (r *Report) Err() error {
 	return fmt.Errorf("%d of %d hosts failed: %s", len(failed), len(r.Hosts), strings.Join(parts, "; "))
 }
 
-// WriteSummary writes one line per host and a closing sentence.
+// WriteSummary writes one line per host and a closing sentence, in one
+// write (tabwriter alone writes each cell and pad separately).
 func (r *Report) WriteSummary(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	if r.Mode == ModeDoctor {
 		fmt.Fprintln(tw, "HOST\tSTATUS\tMACOS\tARCH\tFREE DISK\tDETAIL")
 		for _, h := range r.Hosts {
@@ -50,7 +53,8 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, r.sentence())
+	fmt.Fprintln(&b, r.sentence())
+	_, err := w.Write(b.Bytes())
 	return err
 }
 
