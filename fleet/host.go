@@ -284,7 +284,7 @@ func (hr *hostRun) cat(ctx context.Context, file string, sensitive bool) ([]byte
 // when applying (a plan shows them as changes).
 func (hr *hostRun) secrets(ctx context.Context) (secrets, error) {
 	h := hr.h
-	server, caPEM, err := operatorCluster(h.Cluster.OperatorKubeconfig)
+	server, caPEM, err := hr.r.cluster(h.Cluster.OperatorKubeconfig)
 	if err != nil {
 		return secrets{}, err
 	}

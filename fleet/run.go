@@ -185,8 +185,9 @@ type runner struct {
 	maybeSigned bool
 	scanErr     error
 
-	kubeMu sync.Mutex
-	kube   map[string]kubernetes.Interface
+	kubeMu   sync.Mutex
+	kube     map[string]kubernetes.Interface
+	clusters map[string]func() (apiServer, error)
 
 	sharedMu    sync.Mutex
 	sharedV     map[string]string
@@ -238,7 +239,7 @@ func (r *runner) setShared(key, v string) {
 }
 
 func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner {
-	r := &runner{mode: mode, opts: opts, kube: map[string]kubernetes.Interface{}, sharedV: map[string]string{}, sharedLocks: map[string]*sync.Mutex{}}
+	r := &runner{mode: mode, opts: opts, kube: map[string]kubernetes.Interface{}, clusters: map[string]func() (apiServer, error){}, sharedV: map[string]string{}, sharedLocks: map[string]*sync.Mutex{}}
 	r.concurrency, r.timeout = opts.Concurrency, opts.ReadyTimeout
 	unavailable := opts.MaxUnavailable
 	if inv != nil {
@@ -356,6 +357,28 @@ func (r *runner) kubeFor(h inventory.Host) (kubernetes.Interface, error) {
 	}
 	r.kube[h.Cluster.OperatorKubeconfig] = c
 	return c, nil
+}
+
+// cluster is the API server and CA of an operator kubeconfig, read once
+// for all the hosts that share it.
+func (r *runner) cluster(kubeconfig string) (server string, caPEM []byte, err error) {
+	r.kubeMu.Lock()
+	read, ok := r.clusters[kubeconfig]
+	if !ok {
+		read = sync.OnceValues(func() (apiServer, error) {
+			server, caPEM, err := operatorCluster(kubeconfig)
+			return apiServer{server, caPEM}, err
+		})
+		r.clusters[kubeconfig] = read
+	}
+	r.kubeMu.Unlock()
+	a, err := read()
+	return a.server, a.caPEM, err
+}
+
+type apiServer struct {
+	server string
+	caPEM  []byte
 }
 
 // binaryInfo is the vz-node binary's sha256 and size, from the local sum

@@ -171,9 +171,11 @@ type leaseReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// muxCiphers: the hop to the mux stays on this machine; AES-GCM is the
-// cheapest cipher x/crypto/ssh has with AES instructions.
-var muxCiphers = []string{"aes128-gcm@openssh.com"}
+// muxSSH is the algorithms of the hop to the mux, which stays on this
+// machine: AES-GCM, the cheapest cipher x/crypto/ssh has with AES
+// instructions, and a plain curve25519 key exchange (a post-quantum one
+// would buy nothing here and costs an ML-KEM key per connection).
+var muxSSH = ssh.Config{Ciphers: []string{"aes128-gcm@openssh.com"}, KeyExchanges: []string{"curve25519-sha256"}}
 
 // spec is the request naming this host's connection.
 func (s *SSH) spec() ([]byte, error) {
@@ -282,7 +284,7 @@ func muxClient(nc net.Conn, dir string) (*ssh.Client, error) {
 		User:            localUser(),
 		HostKeyCallback: ssh.FixedHostKey(pub),
 		ClientVersion:   "SSH-2.0-vzfleet",
-		Config:          ssh.Config{Ciphers: muxCiphers},
+		Config:          muxSSH,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mux handshake: %w", err)

@@ -56,7 +56,7 @@ func ServeMux(ctx context.Context, dir string, log *slog.Logger) error {
 		return fmt.Errorf("mux: %w", err)
 	}
 	defer os.Remove(sock)
-	cfg := &ssh.ServerConfig{NoClientAuth: true, ServerVersion: "SSH-2.0-vzfleet-mux", Config: ssh.Config{Ciphers: muxCiphers}}
+	cfg := &ssh.ServerConfig{NoClientAuth: true, ServerVersion: "SSH-2.0-vzfleet-mux", Config: muxSSH}
 	cfg.AddHostKey(signer)
 
 	ctx, cancel := context.WithCancel(ctx)
