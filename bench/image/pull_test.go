@@ -252,7 +252,7 @@ func runOras(b *testing.B, bin, dir string, args ...string) {
 func measure(b *testing.B, f *fixture, body func()) {
 	b.SetBytes(f.diskSize)
 	load := loadAvg()
-	self, reg, all := ownCPU(), harness.ProcessCPU(f.reg.Pid()), machineBusy()
+	self, reg, all := ownCPU(), harness.ProcessCPU(f.reg.Pid()), harness.MachineCPU()
 	n := 0
 	for b.Loop() {
 		body()
@@ -260,7 +260,7 @@ func measure(b *testing.B, f *fixture, body func()) {
 	}
 	b.ReportMetric((ownCPU()-self).Seconds()/float64(n), "cpu-s/op")
 	b.ReportMetric((harness.ProcessCPU(f.reg.Pid())-reg).Seconds()/float64(n), "registry-cpu-s/op")
-	b.ReportMetric((machineBusy()-all).Seconds()/float64(n), "machine-cpu-s/op")
+	b.ReportMetric((harness.MachineCPU()-all).Seconds()/float64(n), "machine-cpu-s/op")
 	// after the loop: b.Loop's first call drops metrics reported before it
 	b.ReportMetric(load, "load1")
 }
@@ -274,25 +274,6 @@ func ownCPU() time.Duration {
 		}
 	}
 	return total
-}
-
-// machineBusy is the CPU time all processes and the kernel spent, from
-// /proc/stat (0 elsewhere): kernel threads doing a process's I/O are
-// charged to no process.
-func machineBusy() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	var busy int64
-	for i, field := range strings.Fields(line)[1:] {
-		v, _ := strconv.ParseInt(field, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
-		}
-	}
-	return time.Duration(busy) * 10 * time.Millisecond
 }
 
 func loadAvg() float64 {
