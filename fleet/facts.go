@@ -53,17 +53,18 @@ type Facts struct {
 // "<marker> <name>" (the marker is random per run, so no output can fake
 // one): the sysctl values the facts need, df of the image cache's volume,
 // launchctl print of the job, "key value" lines the shell itself knows
-// (launchctl's exit code, which tools exist, fleetctl's state file), the
-// managed files' stat (GNU's, or BSD's when GNU's fails), and last the
-// files asked for (readFilesScript's output). $1 is the cache dir (an
-// absolute path), $2 the launchd target, $3 the state file, $4 the files
-// to read (one per line), $5 the marker, then the paths to stat (the
-// managed ones and the files to read).
+// (launchctl's exit code, which tools exist), the stat of the managed
+// files and of the files to read (GNU's, or BSD's when GNU's fails), and
+// last the files to read (readFilesScript's output): the installed
+// credentials and fleetctl's state file. $1 is the cache dir (an absolute
+// path), $2 the launchd target, $3 the files to read (one per line), $4
+// the marker, then the paths to stat.
 //
 // A fleet applies in parallel, so every process on every host counts: one
 // round trip runs one program per fact (sysctl, df, launchctl, stat, and
-// cat for the files), with no subshells; fleetctl parses what they print.
-const factsScript = `cache=$1 target=$2 state=$3 reads=$4 m=$5; shift 5
+// cat for the files), with no subshells, and no file is read by the
+// shell's read (byte by byte in dash); fleetctl parses what they print.
+const factsScript = `cache=$1 target=$2 reads=$3 m=$4; shift 4
 printf '\n%s sysctl\n' "$m"
 sysctl ` + factsSysctls + ` 2>/dev/null
 d=$cache; while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
@@ -75,7 +76,6 @@ rc=$?
 printf '\n%s facts\nlaunchd_rc %s\n' "$m" "$rc"
 command -v codesign >/dev/null 2>&1 && echo "codesign yes"
 command -v plutil >/dev/null 2>&1 && echo "plutil yes"
-if [ -f "$state" ]; then IFS= read -r s < "$state"; echo "state $s"; fi
 n=$#; for f do if [ -f "$f" ]; then set -- "$@" "$f"; fi; done; shift $n
 if [ $# -gt 0 ]; then
 	printf '\n%s stat\n' "$m"
@@ -111,14 +111,17 @@ const hashScript = hashCmd + `for f in "$@"; do if [ -f "$f" ]; then echo "sha $
 // gatherFacts runs the facts script (elevated: the secrets are 0600 root)
 // and returns the facts and the content of the files in read that exist
 // (the installed credentials, in the same round trip; the command is
-// sensitive, so they never reach errors or logs).
+// sensitive, so they never reach errors or logs). fleetctl's state file
+// comes in the same way.
 // Files whose size, mtime and inode are what fleetctl recorded when it
 // installed them keep the recorded sha256; only the others are hashed (in
 // a second round trip, skipped when there are none), so an unchanged host
 // is not made to hash its binary on every apply.
 func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, configDir string, managed, read []string) (Facts, map[string][]byte, error) {
 	marker := "vzfleet-" + rand.Text()
-	args := append([]string{"sh", "-c", factsScript, "sh", cacheDir, "system/" + label, statePath(configDir), strings.Join(read, "\n"), marker}, managed...)
+	state, sensitive := statePath(configDir), len(read) > 0
+	read = append(slices.Clip(read), state)
+	args := append([]string{"sh", "-c", factsScript, "sh", cacheDir, "system/" + label, strings.Join(read, "\n"), marker}, managed...)
 	var readOnly []string
 	for _, p := range read {
 		if !slices.Contains(managed, p) {
@@ -126,7 +129,7 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 			args = append(args, p)
 		}
 	}
-	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true, Sensitive: len(read) > 0})
+	res, err := h.Run(ctx, remote.Cmd{Args: args, Sudo: true, Sensitive: sensitive})
 	if err != nil {
 		return Facts{}, nil, fmt.Errorf("gathering facts: %w", err)
 	}
@@ -151,6 +154,10 @@ func gatherFacts(ctx context.Context, h remote.Host, binary, cacheDir, label, co
 	for _, p := range readOnly {
 		delete(f.Stats, p) // stat'ed for its size only
 	}
+	if f.State, err = decodeState(files[state]); err != nil {
+		return f, nil, err
+	}
+	delete(files, state)
 	if rec, ok := f.State.Files[binary]; ok && rec.Stat != "" && rec.Stat == f.Stats[binary] && f.State.Version != "" {
 		f.InstalledVersion = f.State.Version
 	} else if _, ok := f.Stats[binary]; ok {
@@ -307,12 +314,6 @@ func (f *Facts) parseLines(out string) error {
 			f.Codesign = true
 		case "plutil":
 			f.Plutil = true
-		case "state":
-			s, err := decodeState([]byte(val))
-			if err != nil {
-				return err
-			}
-			f.State = s
 		case "sha":
 			sum, p, ok := strings.Cut(val, " ")
 			if ok && len(sum) == 64 {

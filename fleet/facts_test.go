@@ -45,7 +45,6 @@ system/dev.vzfleet.vz-node = {
 M facts
 launchd_rc 0
 codesign yes
-state {"files":{"/usr/local/bin/vz-node":{"source":"s","installed":"i"}}}
 
 M stat
 67559586 1764000000 1234 /usr/local/bin/vz-node
@@ -67,9 +66,6 @@ func TestParseFacts(t *testing.T) {
 	if want := "2048 1764000001 99"; f.Stats["/Library/Application Support/vzfleet/kubeconfig"] != want {
 		t.Errorf("stats = %q (paths with spaces must survive)", f.Stats)
 	}
-	if f.State.Files["/usr/local/bin/vz-node"].Installed != "i" {
-		t.Errorf("state = %+v", f.State)
-	}
 	if !f.Job.Loaded || !f.Job.Running() || f.Job.PID != 4242 {
 		t.Errorf("job = %+v (only the service's own state and pid count)", f.Job)
 	}
@@ -87,9 +83,6 @@ func TestParseFacts(t *testing.T) {
 	}
 	if _, _, err := parseFacts([]byte("\nM sysctl\nhw.machine: arm64\n"), "M"); err == nil {
 		t.Error("output cut before the files section was accepted")
-	}
-	if _, _, err := parseFacts([]byte("\nM facts\nstate [\n\nM files\n"), "M"); err == nil {
-		t.Error("a corrupt state file was accepted")
 	}
 }
 

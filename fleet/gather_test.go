@@ -58,6 +58,17 @@ func TestGatherFactsHashesOnlyChangedFiles(t *testing.T) {
 	if f.Job.Loaded || f.FreeDiskBytes <= 0 || f.Arch == "" {
 		t.Errorf("facts of this machine: %+v", f)
 	}
+	if _, ok := f.Stats[statePath(cfg)]; ok {
+		t.Error("the state file is among the managed files' stats")
+	}
+
+	if err := os.WriteFile(statePath(cfg), []byte(`{"files":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = gatherFacts(ctx, h, filepath.Join(dir, "no-binary"), cfg, "dev.vzfleet.test", cfg, []string{same}, nil)
+	if err == nil || !strings.Contains(err.Error(), "state file") {
+		t.Errorf("a corrupt state file: %v", err)
+	}
 }
 
 // The facts read the files asked for (the installed credentials) in the
