@@ -47,7 +47,9 @@ run closes a connection it made itself, the mux (started then if none runs)
 opens one of its own to that host. A run borrows the connections the mux
 holds, one run at a time, and connects directly to the other hosts; if the
 mux cannot reach a host, the next run connects directly and reports why. The
-mux exits once it has held no connection for a few seconds.
+mux exits once it has held no connection for a few seconds. Each build of
+fleetctl has a mux of its own, so an upgraded fleetctl never borrows from
+an older one; status lists this build's, stop stops them all.
 
 It listens on a Unix socket in $VZFLEET_SSH_MUX_DIR (default
 $XDG_RUNTIME_DIR/vzfleet/ssh, else vzfleet/ssh in your cache directory), a
@@ -75,7 +77,7 @@ changing known_hosts or a host's key, run fleetctl ssh-mux stop.`,
 	serve.Flags().StringVar(&dir, "dir", dir, "directory of the socket")
 	stop := &cobra.Command{
 		Use:   "stop",
-		Short: "Close the kept connections and stop the mux",
+		Short: "Close the kept connections and stop the mux (every build's, in this directory)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return remote.StopMux(cmd.Context(), dir)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -65,15 +66,39 @@ func DefaultMuxDir() string {
 	return filepath.Join(base, "vzfleet", "ssh")
 }
 
-// muxName names the socket and host key after the build, so a fleetctl
-// never talks to a mux left running by another version.
-func muxName() string {
-	sum := sha256.Sum256([]byte(version.Get().String()))
+// muxName names the socket, lock and host key after the build: its
+// version and its executable file, so a fleetctl never talks to a mux
+// that another build left running, not even one with the same version
+// string (every development build is "dev").
+var muxName = sync.OnceValue(func() string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	return muxNameFor(version.Get().String(), fileID(exe))
+})
+
+func muxNameFor(version, exe string) string {
+	sum := sha256.Sum256([]byte(version + "\n" + exe))
 	return "mux-" + hex.EncodeToString(sum[:4])
 }
 
+// fileID identifies a file's content cheaply, as a rebuild or an upgrade
+// in place changes it: path, size and modification time ("" when it
+// cannot be read).
+func fileID(path string) string {
+	fi, err := os.Stat(path)
+	if path == "" || err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %d %d", path, fi.Size(), fi.ModTime().UnixNano())
+}
+
 func muxSocket(dir string) string  { return filepath.Join(dir, muxName()+".sock") }
-func muxHostKey(dir string) string { return filepath.Join(dir, muxName()+".pub") }
+func muxHostKey(dir string) string { return hostKeyOf(muxSocket(dir)) }
+
+// hostKeyOf is the host key file of the mux listening on sock.
+func hostKeyOf(sock string) string { return strings.TrimSuffix(sock, ".sock") + ".pub" }
 
 // maxSocketPath is the longest Unix socket path every supported OS takes
 // (sun_path is 104 bytes on macOS, 108 on Linux, NUL included).
@@ -211,7 +236,7 @@ func (s *SSH) dialMux(ctx context.Context) (*ssh.Client, error) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	nc.SetDeadline(deadline)
-	c, err := muxClient(nc, m.Dir)
+	c, err := muxClient(nc, muxHostKey(m.Dir))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -251,7 +276,7 @@ func (s *SSH) holdInMux() error {
 	if err != nil {
 		return err
 	}
-	return askMux(nc, m.Dir, func(c *ssh.Client) error { return muxRequest(c, holdRequest, payload, nil) })
+	return askMux(nc, muxHostKey(m.Dir), func(c *ssh.Client) error { return muxRequest(c, holdRequest, payload, nil) })
 }
 
 // muxRequest sends the mux a request and decodes its answer into reply,
@@ -270,15 +295,15 @@ func muxRequest(c *ssh.Client, name string, payload []byte, reply any) error {
 }
 
 // muxClient speaks SSH to the mux over nc, verifying the host key the mux
-// wrote into dir.
-func muxClient(nc net.Conn, dir string) (*ssh.Client, error) {
-	b, err := os.ReadFile(muxHostKey(dir))
+// wrote into keyFile.
+func muxClient(nc net.Conn, keyFile string) (*ssh.Client, error) {
+	b, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, err
 	}
 	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", muxHostKey(dir), err)
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
 	cc, chans, reqs, err := ssh.NewClientConn(nc, "mux", &ssh.ClientConfig{
 		User:            localUser(),
@@ -385,7 +410,7 @@ func MuxConnections(ctx context.Context, dir string) ([]MuxConnection, error) {
 	if err != nil {
 		return list, nil
 	}
-	return list, askMux(nc, dir, func(c *ssh.Client) error { return muxRequest(c, listRequest, nil, &list) })
+	return list, askMux(nc, muxHostKey(dir), func(c *ssh.Client) error { return muxRequest(c, listRequest, nil, &list) })
 }
 
 // WriteMuxTable writes conns as a table, a row per connection.
@@ -410,9 +435,9 @@ func WriteMuxTable(w io.Writer, conns []MuxConnection) error {
 }
 
 // askMux runs ask on an SSH connection to the mux over nc, then closes it.
-func askMux(nc net.Conn, dir string, ask func(*ssh.Client) error) error {
+func askMux(nc net.Conn, keyFile string, ask func(*ssh.Client) error) error {
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c, err := muxClient(nc, dir)
+	c, err := muxClient(nc, keyFile)
 	if err != nil {
 		nc.Close()
 		return err
@@ -421,19 +446,28 @@ func askMux(nc net.Conn, dir string, ask func(*ssh.Client) error) error {
 	return ask(c)
 }
 
-// StopMux asks the mux serving dir to close its connections and exit. It
-// is no error when none runs.
+// StopMux asks every mux serving dir, this build's and any other's, to
+// close its connections and exit: after a host is re-keyed, no mux may
+// keep a connection to it. It is no error when none runs.
 func StopMux(ctx context.Context, dir string) error {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", muxSocket(dir))
+	socks, err := filepath.Glob(filepath.Join(dir, "mux-*.sock"))
 	if err != nil {
-		return nil
+		return err
 	}
-	return askMux(nc, dir, func(c *ssh.Client) error {
-		// The mux may close the connection before its answer arrives.
-		if err := muxRequest(c, stopRequest, nil, nil); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("stop the mux: %w", err)
+	var errs []error
+	for _, sock := range socks {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "unix", sock)
+		if err != nil {
+			continue // left behind by a mux that is gone
 		}
-		return nil
-	})
+		errs = append(errs, askMux(nc, hostKeyOf(sock), func(c *ssh.Client) error {
+			// The mux may close the connection before its answer arrives.
+			if err := muxRequest(c, stopRequest, nil, nil); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("stop the mux %s: %w", sock, err)
+			}
+			return nil
+		}))
+	}
+	return errors.Join(errs...)
 }

@@ -3,6 +3,8 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,10 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 	"github.com/vzfleet/vzfleet/test/harness/sshd"
@@ -255,6 +260,100 @@ func TestPrivateDir(t *testing.T) {
 			t.Fatalf("want an owner error, got %v", err)
 		}
 	}
+}
+
+// A rebuilt fleetctl with the same version string (every development
+// build is "dev") does not share the mux an earlier build started; the
+// same executable always finds its own.
+func TestMuxNameFollowsTheExecutable(t *testing.T) {
+	t.Parallel()
+	exe := filepath.Join(t.TempDir(), "fleetctl")
+	if err := os.WriteFile(exe, []byte("build 1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first := muxNameFor("dev", fileID(exe))
+	if again := muxNameFor("dev", fileID(exe)); again != first {
+		t.Errorf("the same executable is named %s, then %s", first, again)
+	}
+	if err := os.WriteFile(exe, []byte("build 2, longer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if rebuilt := muxNameFor("dev", fileID(exe)); rebuilt == first {
+		t.Errorf("a rebuilt executable shares the mux name %s", first)
+	}
+	if muxNameFor("v1.0.0", "") == muxNameFor("v1.0.1", "") {
+		t.Error("two versions share a mux name")
+	}
+	if !regexp.MustCompile(`^mux-[0-9a-f]{8}$`).MatchString(first) {
+		t.Errorf("mux name %q", first)
+	}
+}
+
+// ssh-mux stop reaches every build's mux in the directory, not only this
+// build's: a rebuilt fleetctl still closes what an earlier build keeps.
+// A socket no mux listens on any more is passed over.
+func TestStopMuxStopsEveryBuildsMux(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{})
+	m := testMux(t)
+	firstRun(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
+
+	// Another build's mux, as its name and protocol make it.
+	sock := filepath.Join(m.Dir, "mux-0ther000.sock")
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hostKeyOf(sock), ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stopped := make(chan struct{})
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		cfg := &ssh.ServerConfig{NoClientAuth: true, Config: muxSSH}
+		cfg.AddHostKey(signer)
+		conn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		go func() {
+			for ch := range chans {
+				ch.Reject(ssh.Prohibited, "not in this test")
+			}
+		}()
+		for r := range reqs {
+			r.Reply(r.Type == stopRequest, nil)
+			if r.Type == stopRequest {
+				close(stopped)
+				return
+			}
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(m.Dir, "mux-g0ne0000.sock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := StopMux(testContext(t), m.Dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other build's mux was not asked to stop")
+	}
+	waitFor(t, func() bool { return len(harness.ProcessesRunning("serve-mux", m.Dir)) == 0 }, "this build's mux to stop")
 }
 
 func TestPeerUID(t *testing.T) {
