@@ -71,10 +71,7 @@ func DefaultMuxDir() string {
 // that another build left running, not even one with the same version
 // string (every development build is "dev").
 var muxName = sync.OnceValue(func() string {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = ""
-	}
+	exe, _ := os.Executable() // "" when the OS does not say
 	return muxNameFor(version.Get().String(), fileID(exe))
 })
 
@@ -88,7 +85,7 @@ func muxNameFor(version, exe string) string {
 // cannot be read).
 func fileID(path string) string {
 	fi, err := os.Stat(path)
-	if path == "" || err != nil {
+	if err != nil {
 		return ""
 	}
 	return fmt.Sprintf("%s %d %d", path, fi.Size(), fi.ModTime().UnixNano())
