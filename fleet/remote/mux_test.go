@@ -53,13 +53,39 @@ func testMux(t *testing.T) *Mux {
 		if err := StopMux(context.Background(), dir); err != nil {
 			t.Error(err)
 		}
-		waitFor(t, func() bool { return len(harness.ProcessesRunning("serve-mux", dir)) == 0 }, "the mux to stop")
+		waitMuxGone(t, dir, "the mux to stop")
 		os.RemoveAll(base)
 	})
 	return &Mux{Dir: dir, Persist: time.Minute, Command: []string{os.Args[0], "serve-mux", dir}}
 }
 
 func logins(srv *sshd.Server) int { return strings.Count(srv.Log(), "Accepted publickey") }
+
+// muxPID is the pid of the one mux serving dir.
+func muxPID(t *testing.T, dir string) int {
+	t.Helper()
+	pids := harness.ProcessesRunning("serve-mux", dir)
+	if len(pids) != 1 {
+		t.Fatalf("mux processes: %v", pids)
+	}
+	return pids[0]
+}
+
+// waitMuxGone waits until no mux serves dir.
+func waitMuxGone(t *testing.T, dir, what string) {
+	t.Helper()
+	waitFor(t, func() bool { return len(harness.ProcessesRunning("serve-mux", dir)) == 0 }, what)
+}
+
+// echo runs `echo text` on h and fails the test, saying when, unless it
+// printed text.
+func echo(t *testing.T, h *SSH, text, when string) {
+	t.Helper()
+	res, err := h.Run(testContext(t), Cmd{Args: []string{"echo", text}})
+	if err != nil || string(res.Stdout) != text+"\n" {
+		t.Fatalf("%s: %q, %v", when, res.Stdout, err)
+	}
+}
 
 // firstRun connects directly, as a run does when the mux holds nothing,
 // and closes, which has the mux connect; it waits until the mux has.
@@ -185,13 +211,9 @@ func TestMuxRedialsAHostThatRestarted(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
 	m := testMux(t)
-	ctx := testContext(t)
 	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
 	srv.Restart() // ends every connection it served
-	res, err := h.Run(ctx, Cmd{Args: []string{"echo", "back"}})
-	if err != nil || string(res.Stdout) != "back\n" {
-		t.Fatalf("after the host restarted: %q, %v", res.Stdout, err)
-	}
+	echo(t, h, "back", "after the host restarted")
 	if n := logins(srv); n != 3 {
 		t.Fatalf("%d logins, want 3 (the mux redialled)", n)
 	}
@@ -353,7 +375,7 @@ func TestStopMuxStopsEveryBuildsMux(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the other build's mux was not asked to stop")
 	}
-	waitFor(t, func() bool { return len(harness.ProcessesRunning("serve-mux", m.Dir)) == 0 }, "this build's mux to stop")
+	waitMuxGone(t, m.Dir, "this build's mux to stop")
 }
 
 func TestPeerUID(t *testing.T) {
@@ -388,11 +410,7 @@ func TestMuxKeepsNoSecretsFromTheEnvironment(t *testing.T) {
 	srv := sshd.Start(t, sshd.Options{})
 	m := testMux(t)
 	firstRun(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
-	pids := harness.ProcessesRunning("serve-mux", m.Dir)
-	if len(pids) != 1 {
-		t.Fatalf("mux processes: %v", pids)
-	}
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0]))
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", muxPID(t, m.Dir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,19 +423,11 @@ func TestMuxKilledMidRunMeansADirectConnection(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
 	m := testMux(t)
-	ctx := testContext(t)
 	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
-	pids := harness.ProcessesRunning("serve-mux", m.Dir)
-	if len(pids) != 1 {
-		t.Fatalf("mux processes: %v", pids)
-	}
-	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(muxPID(t, m.Dir), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	res, err := h.Run(ctx, Cmd{Args: []string{"echo", "still here"}})
-	if err != nil || string(res.Stdout) != "still here\n" {
-		t.Fatalf("after the mux died: %q, %v", res.Stdout, err)
-	}
+	echo(t, h, "still here", "after the mux died")
 	if n := logins(srv); n != 3 {
 		t.Fatalf("%d logins, want 3 (the run connected itself)", n)
 	}
@@ -459,11 +469,7 @@ func TestMuxDialsThroughJumpHosts(t *testing.T) {
 		IdentityFiles: []string{target.ClientKeyFile, jump.ClientKeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
 		ProxyJump: fmt.Sprintf("%s@%s:%d", jump.User, jump.Host, jump.Port), SSHConfigFile: "none", KeepAlive: -1,
 		Mux: testMux(t)}
-	h := borrow(t, target, cfg)
-	res, err := h.Run(testContext(t), Cmd{Args: []string{"echo", "via the mux and the bastion"}})
-	if err != nil || string(res.Stdout) != "via the mux and the bastion\n" {
-		t.Fatalf("run: %q, %v", res.Stdout, err)
-	}
+	echo(t, borrow(t, target, cfg), "via the mux and the bastion", "run")
 	if n := logins(jump); n != 2 {
 		t.Fatalf("the bastion saw %d logins, want 2 (the first run's, the mux's)", n)
 	}
