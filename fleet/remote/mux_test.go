@@ -40,6 +40,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// muxConfig is srv's config with a mux of the test's own.
+func muxConfig(t *testing.T, srv *sshd.Server) Config {
+	t.Helper()
+	m := testMux(t)
+	return testConfig(t, srv, func(c *Config) { c.Mux = m })
+}
+
 // testMux is a mux of the test's own, stopped when the test ends.
 func testMux(t *testing.T) *Mux {
 	t.Helper()
@@ -122,10 +129,10 @@ func borrow(t *testing.T, srv *sshd.Server, cfg Config) *SSH {
 func TestMuxKeepsTheConnectionBetweenRuns(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
+	cfg := muxConfig(t, srv)
+	m := cfg.Mux
 	ctx := testContext(t)
 	dir := t.TempDir()
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
 	firstRun(t, srv, cfg)
 	for i := range 3 {
 		h, err := Dial(ctx, cfg)
@@ -175,9 +182,8 @@ func TestMuxKeepsTheConnectionBetweenRuns(t *testing.T) {
 func TestMuxLendsAConnectionToOneClientAtATime(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
+	cfg := muxConfig(t, srv)
 	ctx := testContext(t)
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
 	firstRun(t, srv, cfg)
 	dial := func() *SSH {
 		h, err := Dial(ctx, cfg)
@@ -210,8 +216,7 @@ func TestMuxLendsAConnectionToOneClientAtATime(t *testing.T) {
 func TestMuxRedialsAHostThatRestarted(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
-	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
+	h := borrow(t, srv, muxConfig(t, srv))
 	srv.Restart() // ends every connection it served
 	echo(t, h, "back", "after the host restarted")
 	if n := logins(srv); n != 3 {
@@ -222,8 +227,7 @@ func TestMuxRedialsAHostThatRestarted(t *testing.T) {
 func TestMuxLeavesAChangedHostKeyToTheClient(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
-	cfg := testConfig(t, srv, func(c *Config) { c.Mux = m })
+	cfg := muxConfig(t, srv)
 	firstRun(t, srv, cfg)
 	srv.RotateHostKey() // ends the mux's connection too
 	_, err := Dial(testContext(t), cfg)
@@ -316,8 +320,9 @@ func TestMuxNameFollowsTheExecutable(t *testing.T) {
 // A socket no mux listens on any more is passed over.
 func TestStopMuxStopsEveryBuildsMux(t *testing.T) {
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
-	firstRun(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
+	cfg := muxConfig(t, srv)
+	m := cfg.Mux
+	firstRun(t, srv, cfg)
 
 	// Another build's mux, as its name and protocol make it.
 	sock := filepath.Join(m.Dir, "mux-0ther000.sock")
@@ -408,8 +413,9 @@ func TestPeerUID(t *testing.T) {
 func TestMuxKeepsNoSecretsFromTheEnvironment(t *testing.T) {
 	t.Setenv("GUEST_PASSWORD", "hunter2-in-the-env")
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
-	firstRun(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
+	cfg := muxConfig(t, srv)
+	m := cfg.Mux
+	firstRun(t, srv, cfg)
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", muxPID(t, m.Dir)))
 	if err != nil {
 		t.Fatal(err)
@@ -422,9 +428,9 @@ func TestMuxKeepsNoSecretsFromTheEnvironment(t *testing.T) {
 func TestMuxKilledMidRunMeansADirectConnection(t *testing.T) {
 	t.Parallel()
 	srv := sshd.Start(t, sshd.Options{})
-	m := testMux(t)
-	h := borrow(t, srv, testConfig(t, srv, func(c *Config) { c.Mux = m }))
-	if err := syscall.Kill(muxPID(t, m.Dir), syscall.SIGKILL); err != nil {
+	cfg := muxConfig(t, srv)
+	h := borrow(t, srv, cfg)
+	if err := syscall.Kill(muxPID(t, cfg.Mux.Dir), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	echo(t, h, "still here", "after the mux died")
