@@ -56,8 +56,10 @@ $XDG_RUNTIME_DIR/vzfleet/ssh, else vzfleet/ssh in your cache directory), a
 directory only you can enter, serves only your user, verifies host keys
 strictly, and logs to mux.log there.
 
-A connection, once open, is not checked against known_hosts again: after
-changing known_hosts or a host's key, run fleetctl ssh-mux stop.`,
+Each time it lends a connection, the mux checks the key the host (and any
+jump host) presented against known_hosts as the files are then: once you
+remove or replace that key there, the mux closes the connection, and the run
+connects directly and reports the host's key as it would without the mux.`,
 		Example: `  fleetctl ssh-mux status          # the connections kept, and whether a run uses them
   fleetctl ssh-mux status -o json
   fleetctl ssh-mux stop            # close them all now`,

@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -299,10 +300,12 @@ func Dial(ctx context.Context, cfg Config) (*SSH, error) {
 	return s, nil
 }
 
-// dialChain dials the jumps in order and then the target through them.
-func (s *SSH) dialChain(ctx context.Context) (*ssh.Client, []*ssh.Client, error) {
+// dialChain dials the jumps in order and then the target through them. It
+// returns, besides the connections, the host key each hop presented.
+func (s *SSH) dialChain(ctx context.Context) (*ssh.Client, []*ssh.Client, []presentedKey, error) {
 	var via *ssh.Client
 	var chain []*ssh.Client
+	var keys []presentedKey
 	closeAll := func() {
 		for i := len(chain) - 1; i >= 0; i-- {
 			chain[i].Close()
@@ -310,25 +313,46 @@ func (s *SSH) dialChain(ctx context.Context) (*ssh.Client, []*ssh.Client, error)
 	}
 	for i, j := range s.jumps {
 		name := fmt.Sprintf("%s (jump host %d of %d for %s)", j.alias, i+1, len(s.jumps), s.cfg.Name)
-		c, err := s.dialHop(ctx, via, j, name)
+		c, key, err := s.dialHop(ctx, via, j, name)
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		chain = append(chain, c)
+		chain, keys = append(chain, c), append(keys, key)
 		via = c
 	}
-	c, err := s.dialHop(ctx, via, s.target, s.cfg.Name)
+	c, key, err := s.dialHop(ctx, via, s.target, s.cfg.Name)
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return c, chain, nil
+	return c, chain, append(keys, key), nil
+}
+
+// presentedKey is the host key a hop presented when it was dialled, kept so
+// that a connection held open can be checked against known_hosts again.
+type presentedKey struct {
+	name    string // fleetctl's name for the hop
+	address string // host:port as dialled
+	remote  net.Addr
+	key     ssh.PublicKey
+	files   []string // the hop's known_hosts files
+}
+
+// verify checks the key against the hop's known_hosts files as they are
+// now; a key no longer there, replaced or revoked fails as it would when
+// dialling.
+func (p presentedKey) verify() error {
+	check, err := (&hostKeys{host: p.name, files: p.files}).callback()
+	if err != nil {
+		return fmt.Errorf("host %s: %w", p.name, err)
+	}
+	return check(p.address, p.remote, p.key)
 }
 
 // dialHop connects to one endpoint, directly or through via, retrying
-// transient network errors with backoff.
-func (s *SSH) dialHop(ctx context.Context, via *ssh.Client, h hop, name string) (*ssh.Client, error) {
+// transient network errors with backoff, and returns the key it presented.
+func (s *SSH) dialHop(ctx context.Context, via *ssh.Client, h hop, name string) (*ssh.Client, presentedKey, error) {
 	log := s.cfg.Logger.With("host", name, "addr", h.addr())
 	keys := &hostKeys{host: name, files: h.knownHosts, acceptNew: s.cfg.AcceptNewHostKeys,
 		onAccept: func(file, line string) {
@@ -336,30 +360,37 @@ func (s *SSH) dialHop(ctx context.Context, via *ssh.Client, h hop, name string) 
 		}}
 	known, err := keys.known(h.addr())
 	if err != nil {
-		return nil, fmt.Errorf("host %s: %w", name, err)
+		return nil, presentedKey{}, fmt.Errorf("host %s: %w", name, err)
 	}
 	check, err := keys.callback()
 	if err != nil {
-		return nil, fmt.Errorf("host %s: %w", name, err)
+		return nil, presentedKey{}, fmt.Errorf("host %s: %w", name, err)
+	}
+	// The callback runs again at each re-keying, in the connection's
+	// own goroutine: the latest key is kept atomically.
+	var presented atomic.Pointer[presentedKey]
+	record := func(address string, remote net.Addr, key ssh.PublicKey) error {
+		presented.Store(&presentedKey{name: name, address: address, remote: remote, key: key, files: h.knownHosts})
+		return check(address, remote, key)
 	}
 	backoff := s.cfg.RetryBackoff
 	for attempt := 1; ; attempt++ {
-		c, err := s.handshake(ctx, via, h, name, check, algorithms(known))
+		c, err := s.handshake(ctx, via, h, name, record, algorithms(known))
 		if err == nil {
 			log.Debug("connected", "user", h.user, "attempt", attempt)
-			return c, nil
+			return c, *presented.Load(), nil
 		}
 		if changed := noCommonHostKey(err, keys, h.addr(), known); changed != nil {
-			return nil, changed
+			return nil, presentedKey{}, changed
 		}
 		if !transient(err) || attempt >= s.cfg.DialAttempts || ctx.Err() != nil {
-			return nil, err
+			return nil, presentedKey{}, err
 		}
 		log.Debug("dial attempt failed, retrying", "attempt", attempt, "err", err, "backoff", backoff)
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("host %s: %w (after %v)", name, ctx.Err(), err)
+			return nil, presentedKey{}, fmt.Errorf("host %s: %w (after %v)", name, ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, 5*time.Second)

@@ -38,8 +38,11 @@ import (
 // its owner can enter; it serves only processes of its own user (checked
 // with the socket's peer credentials). fleetctl reaches it over SSH too,
 // with a host key the mux writes into Dir. A connection is lent to one
-// fleetctl at a time; another run meanwhile connects directly. Whatever
-// goes wrong with the mux, fleetctl connects directly, as without it.
+// fleetctl at a time; another run meanwhile connects directly. Before it
+// lends a connection, the mux checks the keys its hops presented against
+// their known_hosts files as they are then, and closes it if they no
+// longer pass. Whatever goes wrong with the mux, fleetctl connects
+// directly, as without it.
 type Mux struct {
 	// Dir holds the socket, the mux's public host key, its lock and its
 	// log. DefaultMuxDir gives the usual place.
@@ -444,8 +447,7 @@ func askMux(nc net.Conn, keyFile string, ask func(*ssh.Client) error) error {
 }
 
 // StopMux asks every mux serving dir, this build's and any other's, to
-// close its connections and exit: after a host is re-keyed, no mux may
-// keep a connection to it. It is no error when none runs.
+// close its connections and exit. It is no error when none runs.
 func StopMux(ctx context.Context, dir string) error {
 	socks, err := filepath.Glob(filepath.Join(dir, "mux-*.sock"))
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 	"github.com/vzfleet/vzfleet/test/harness/sshd"
@@ -120,8 +121,11 @@ func borrow(t *testing.T, srv *sshd.Server, cfg Config) *SSH {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	if _, ok := h.client.RemoteAddr().(*net.UnixAddr); !ok {
-		t.Fatalf("connected to %v, not through the mux", h.client.RemoteAddr())
+	h.mu.Lock() // the connection's end may clear h.client meanwhile
+	addr := h.client.RemoteAddr()
+	h.mu.Unlock()
+	if _, ok := addr.(*net.UnixAddr); !ok {
+		t.Fatalf("connected to %v, not through the mux", addr)
 	}
 	return h
 }
@@ -233,6 +237,61 @@ func TestMuxLeavesAChangedHostKeyToTheClient(t *testing.T) {
 	_, err := Dial(testContext(t), cfg)
 	if !errors.Is(err, ErrHostKeyChanged) {
 		t.Fatalf("want the changed key reported, got %v", err)
+	}
+}
+
+// knownHostsLineWithNewKey is a known_hosts line for srv with a key it
+// does not have.
+func knownHostsLineWithNewKey(t *testing.T, srv *sshd.Server) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return knownhosts.Line([]string{knownhosts.Normalize(srv.Addr)}, key)
+}
+
+func writeKnownHosts(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantNoMuxConnection fails the test unless the mux in dir holds nothing.
+func wantNoMuxConnection(t *testing.T, dir, why string) {
+	t.Helper()
+	if conns, err := MuxConnections(testContext(t), dir); err != nil || len(conns) != 0 {
+		t.Fatalf("the mux still holds %+v (%v); want none: %s", conns, err, why)
+	}
+}
+
+func TestMuxChecksAHeldConnectionAgainstKnownHosts(t *testing.T) {
+	t.Parallel()
+	srv := sshd.Start(t, sshd.Options{})
+	cfg := muxConfig(t, srv)
+	known := cfg.KnownHostsFiles[0]
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  error
+	}{
+		{"another key recorded", []string{knownHostsLineWithNewKey(t, srv)}, ErrHostKeyChanged},
+		{"the key removed", nil, ErrHostKeyUnknown},
+	} {
+		// The mux connects anew each time (firstRun counts the logins):
+		// the previous case's connection was closed.
+		writeKnownHosts(t, known, srv.KnownHostsLine())
+		firstRun(t, srv, cfg)
+		writeKnownHosts(t, known, tc.lines...)
+		if _, err := Dial(testContext(t), cfg); !errors.Is(err, tc.want) {
+			t.Fatalf("%s: want %v from the host, not a borrowed connection; got %v", tc.name, tc.want, err)
+		}
+		wantNoMuxConnection(t, cfg.Mux.Dir, tc.name)
 	}
 }
 
@@ -475,7 +534,8 @@ func TestMuxDialsThroughJumpHosts(t *testing.T) {
 		IdentityFiles: []string{target.ClientKeyFile, jump.ClientKeyFile}, NoAgent: true, KnownHostsFiles: []string{kh},
 		ProxyJump: fmt.Sprintf("%s@%s:%d", jump.User, jump.Host, jump.Port), SSHConfigFile: "none", KeepAlive: -1,
 		Mux: testMux(t)}
-	echo(t, borrow(t, target, cfg), "via the mux and the bastion", "run")
+	h := borrow(t, target, cfg)
+	echo(t, h, "via the mux and the bastion", "run")
 	if n := logins(jump); n != 2 {
 		t.Fatalf("the bastion saw %d logins, want 2 (the first run's, the mux's)", n)
 	}
@@ -483,4 +543,11 @@ func TestMuxDialsThroughJumpHosts(t *testing.T) {
 	if err != nil || len(conns) != 1 || len(conns[0].Jumps) != 1 || conns[0].Jumps[0] != jump.User+"@"+jump.Addr {
 		t.Fatalf("the mux lists %+v, %v", conns, err)
 	}
+	h.Close()
+	// The bastion's key is checked again too.
+	writeKnownHosts(t, kh, knownHostsLineWithNewKey(t, jump), target.KnownHostsLine())
+	if _, err := Dial(testContext(t), cfg); !errors.Is(err, ErrHostKeyChanged) || !strings.Contains(err.Error(), "jump host") {
+		t.Fatalf("want the bastion's changed key reported, got %v", err)
+	}
+	wantNoMuxConnection(t, cfg.Mux.Dir, "known_hosts no longer accepts the bastion")
 }

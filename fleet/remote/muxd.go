@@ -362,7 +362,14 @@ func (d *muxd) lease(ctx context.Context, payload []byte) (up *upstream, c *ssh.
 	d.mu.Unlock()
 
 	// Waits for a dial under way; redials (once) a connection that ended.
+	// A connection known_hosts no longer vouches for is closed: the client
+	// then dials the host itself and reports the key as usual.
 	c, done, err = up.ssh.connect(ctx)
+	if err == nil {
+		if err = up.ssh.checkHostKeys(); err != nil {
+			d.log.Warn("closing a connection whose host key known_hosts no longer accepts", "host", spec.Name, "err", err)
+		}
+	}
 	if err != nil {
 		d.mu.Lock()
 		if d.ups[key] == up {

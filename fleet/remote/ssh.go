@@ -34,6 +34,7 @@ type SSH struct {
 	client *ssh.Client
 	done   <-chan struct{} // closed when client's connection has ended
 	chain  []*ssh.Client
+	keys   []presentedKey // what the hops presented: the target last
 	sftp   *sftpConn
 	closed bool
 	// ending: Close has begun and waits for kills, the kills of cancelled
@@ -105,12 +106,12 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 			return s.client, s.done, nil
 		}
 	}
-	c, chain, err := s.dial(ctx)
+	c, chain, keys, err := s.dial(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	done := sshsession.Ended(c)
-	s.client, s.done, s.chain = c, done, chain
+	s.client, s.done, s.chain, s.keys = c, done, chain, keys
 	go func() {
 		<-done
 		s.drop(c)
@@ -122,23 +123,39 @@ func (s *SSH) connect(ctx context.Context) (*ssh.Client, <-chan struct{}, error)
 }
 
 // dial borrows the connection from the mux when it holds one, else
-// connects directly (and asks the mux to hold one on Close). s.mu is held.
-func (s *SSH) dial(ctx context.Context) (*ssh.Client, []*ssh.Client, error) {
+// connects directly (and asks the mux to hold one on Close), returning
+// the keys the hops presented. s.mu is held.
+func (s *SSH) dial(ctx context.Context) (*ssh.Client, []*ssh.Client, []presentedKey, error) {
 	if s.cfg.Mux != nil {
 		c, err := s.dialMux(ctx)
 		if err == nil {
-			return c, nil, nil
+			return c, nil, nil, nil // the mux checked the keys
 		}
 		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("host %s: %w", s.cfg.Name, ctx.Err())
+			return nil, nil, nil, fmt.Errorf("host %s: %w", s.cfg.Name, ctx.Err())
 		}
 		s.cfg.Logger.Debug("no connection from the SSH mux; connecting directly", "host", s.cfg.Name, "err", err)
 	}
-	c, chain, err := s.dialChain(ctx)
+	c, chain, keys, err := s.dialChain(ctx)
 	if err == nil && s.cfg.Mux != nil {
 		s.hold = true
 	}
-	return c, chain, err
+	return c, chain, keys, err
+}
+
+// checkHostKeys checks the keys the connection's hops presented against
+// their known_hosts files as they are now, so a connection the mux has
+// held for a while is lent only while known_hosts still vouches for it.
+func (s *SSH) checkHostKeys() error {
+	s.mu.Lock()
+	keys := s.keys
+	s.mu.Unlock()
+	for _, k := range keys {
+		if err := k.verify(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // live tells whether s has a connection that has not ended; not while it
@@ -179,7 +196,7 @@ func (s *SSH) drop(c *ssh.Client) {
 // the host hangs. s.mu is held.
 func (s *SSH) detachLocked() (closeAll func() error) {
 	c, chain, sc, root := s.client, s.chain, s.sftp, s.root
-	s.client, s.done, s.chain, s.sftp, s.root = nil, nil, nil, nil, nil
+	s.client, s.done, s.chain, s.keys, s.sftp, s.root = nil, nil, nil, nil, nil, nil
 	return func() error {
 		var err error
 		if c != nil {
