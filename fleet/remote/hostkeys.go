@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -96,22 +97,64 @@ type hostKeys struct {
 var appendMu sync.Mutex
 
 func (h *hostKeys) db() (ssh.HostKeyCallback, error) {
-	var existing []string
+	var existing, versions []string
+	settled := true
 	for _, f := range h.files {
-		if _, err := os.Stat(f); err == nil {
-			existing = append(existing, f)
-		} else if !errors.Is(err, os.ErrNotExist) {
+		fi, err := os.Stat(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
 			return nil, fmt.Errorf("known_hosts %s: %w", f, err)
 		}
+		existing, versions = append(existing, f), append(versions, fileVersion(fi))
+		settled = settled && time.Since(fi.ModTime()) > racyWindow
 	}
 	if len(existing) == 0 {
 		return func(string, net.Addr, ssh.PublicKey) error { return &knownhosts.KeyError{} }, nil
 	}
-	cb, err := knownhosts.New(existing...)
+	return parseKnownHosts(existing, strings.Join(versions, "\n"), settled)
+}
+
+// knownHostsCache holds parsed known_hosts files by their paths, with the
+// files' versions (fileVersion) when parsed: the hosts of a run, which
+// usually share one file, parse it once, and the mux, which checks every
+// connection it lends, re-reads a file only when it has changed.
+var knownHostsCache = struct {
+	sync.Mutex
+	m map[string]parsedKnownHosts
+}{m: map[string]parsedKnownHosts{}}
+
+type parsedKnownHosts struct {
+	versions string
+	check    ssh.HostKeyCallback
+}
+
+// racyWindow: a file modified this recently is parsed anew each time, as
+// a rewrite to the same size could still leave its version unchanged (file
+// times are only as fine as the kernel's clock tick).
+const racyWindow = time.Second
+
+// parseKnownHosts parses files, or returns them parsed from the cache
+// when their versions are those cached. Only settled files are cached.
+func parseKnownHosts(files []string, versions string, settled bool) (ssh.HostKeyCallback, error) {
+	key := strings.Join(files, "\x00")
+	c := &knownHostsCache
+	c.Lock() // hosts dialled at once parse the file once between them
+	defer c.Unlock()
+	if p, ok := c.m[key]; ok && p.versions == versions {
+		return p.check, nil
+	}
+	check, err := knownhosts.New(files...)
 	if err != nil {
 		return nil, fmt.Errorf("reading known_hosts: %w", err)
 	}
-	return cb, nil
+	if settled {
+		c.m[key] = parsedKnownHosts{versions: versions, check: check}
+	} else {
+		delete(c.m, key)
+	}
+	return check, nil
 }
 
 // known returns the keys known_hosts records for address (host:port).

@@ -50,6 +50,14 @@ func fileOwner(fi fs.FileInfo) (uid, gid uint32) {
 	return 0, 0
 }
 
+// deviceInode is the file's device and inode number.
+func deviceInode(fi fs.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino
+	}
+	return 0, 0
+}
+
 // detach starts c in a session of its own, so it outlives this process's
 // terminal and is not sent its signals.
 func detach(c *exec.Cmd) { c.SysProcAttr = &syscall.SysProcAttr{Setsid: true} }

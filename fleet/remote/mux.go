@@ -84,14 +84,21 @@ func muxNameFor(version, exe string) string {
 }
 
 // fileID identifies a file's content cheaply, as a rebuild or an upgrade
-// in place changes it: path, size and modification time ("" when it
-// cannot be read).
+// in place changes it: its path and version ("" when it cannot be read).
 func fileID(path string) string {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%s %d %d", path, fi.Size(), fi.ModTime().UnixNano())
+	return path + " " + fileVersion(fi)
+}
+
+// fileVersion is what a stat says of a file's content: device, inode,
+// size and modification time. Any write changes it, except a rewrite in
+// place to the same size within the file system's timestamp granularity.
+func fileVersion(fi os.FileInfo) string {
+	dev, ino := deviceInode(fi)
+	return fmt.Sprintf("%d:%d %d %d", dev, ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
 func muxSocket(dir string) string  { return filepath.Join(dir, muxName()+".sock") }
