@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vzfleet/vzfleet/fleet/remote"
 	"github.com/vzfleet/vzfleet/inventory"
@@ -332,17 +331,6 @@ func (r *runner) dialSSH(ctx context.Context, h inventory.Host) (remote.Host, er
 		}
 	}
 	return remote.Dial(ctx, cfg)
-}
-
-func defaultKube(kubeconfig string) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("operator kubeconfig: %w", err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	return kubernetes.NewForConfig(rc)
 }
 
 func (r *runner) kubeFor(h inventory.Host) (kubernetes.Interface, error) {
