@@ -11,16 +11,17 @@ import (
 )
 
 func defaultKube(kubeconfig string) (kubernetes.Interface, error) {
-	rc, err := operatorConfig(kubeconfig)
+	rc, err := OperatorConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	return kubernetes.NewForConfig(rc)
 }
 
-// operatorConfig is the client config of the operator kubeconfig, for a
-// run whose hosts all ask the API server at once.
-func operatorConfig(kubeconfig string) (*rest.Config, error) {
+// OperatorConfig is the client config of the operator kubeconfig (client-go's
+// default rules when it is ""), for a run whose hosts all ask the API
+// server at once.
+func OperatorConfig(kubeconfig string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()

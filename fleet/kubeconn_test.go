@@ -22,7 +22,7 @@ import (
 func TestOperatorClientSharesOneConnection(t *testing.T) {
 	harness.RequireRoot(t)
 	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{})
-	rc, err := operatorConfig(cp.AdminKubeconfig)
+	rc, err := OperatorConfig(cp.AdminKubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vzfleet/vzfleet/fleet"
 	"github.com/vzfleet/vzfleet/fleet/remote"
 	"github.com/vzfleet/vzfleet/fleet/status"
 	"github.com/vzfleet/vzfleet/fleet/tui"
@@ -229,11 +229,9 @@ func kubeClient(explicit string, hosts []inventory.Host) (kubernetes.Interface, 
 	if path == "" && len(hosts) > 0 {
 		path = hosts[0].Cluster.OperatorKubeconfig
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = path
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	rc, err := fleet.OperatorConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("operator kubeconfig: %w", err)
+		return nil, err
 	}
 	rc.QPS, rc.Burst = 20, 40
 	return kubernetes.NewForConfig(rc)

@@ -244,15 +244,7 @@ func TestMuxLeavesAChangedHostKeyToTheClient(t *testing.T) {
 // does not have.
 func knownHostsLineWithNewKey(t *testing.T, srv *sshd.Server) string {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return knownhosts.Line([]string{knownhosts.Normalize(srv.Addr)}, key)
+	return knownhosts.Line([]string{knownhosts.Normalize(srv.Addr)}, newPublicKey(t))
 }
 
 func writeKnownHosts(t *testing.T, path string, lines ...string) {
