@@ -43,11 +43,6 @@ const benchVersion = "v0.1.0-bench"
 func buildBinaries(b *testing.B) binaries {
 	b.Helper()
 	binOnce.Do(func() {
-		root, err := harness.RepoRoot()
-		if err != nil {
-			binErr = err
-			return
-		}
 		dir, err := os.MkdirTemp("", "vzfleet-bench-apply-bin-")
 		if err != nil {
 			binErr = err
@@ -55,13 +50,9 @@ func buildBinaries(b *testing.B) binaries {
 		}
 		build := func(name, pkg string) string {
 			out := filepath.Join(dir, name)
-			cmd := exec.Command("go", "build", "-trimpath", "-o", out, "-ldflags",
-				"-s -w -X github.com/vzfleet/vzfleet/internal/version.Version="+benchVersion, pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if o, err := cmd.CombinedOutput(); err != nil {
-				binErr = errors.Join(binErr, fmt.Errorf("building %s: %v\n%s", pkg, err, o))
-			}
+			err := harness.GoBuild(context.Background(), out, pkg, "-trimpath", "-ldflags",
+				"-s -w -X github.com/vzfleet/vzfleet/internal/version.Version="+benchVersion)
+			binErr = errors.Join(binErr, err)
 			return out
 		}
 		bins = binaries{fleetctl: build("fleetctl", "./cmd/fleetctl"), vzNode: build("vz-node", "./cmd/vz-node")}

@@ -115,16 +115,9 @@ func startFleetLab(t *testing.T) *fleetLab {
 
 func (fl *fleetLab) build(name, pkg, version string) string {
 	fl.t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		fl.t.Fatal(err)
-	}
 	out := filepath.Join(fl.dir, name)
-	cmd := exec.Command("go", "build", "-o", out, "-ldflags", "-X github.com/vzfleet/vzfleet/internal/version.Version="+version, pkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fl.t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	if err := harness.GoBuild(fl.t.Context(), out, pkg, "-ldflags", "-X github.com/vzfleet/vzfleet/internal/version.Version="+version); err != nil {
+		fl.t.Fatal(err)
 	}
 	return out
 }

@@ -315,16 +315,9 @@ func (w *watchProc) waitLine(t *testing.T, what, sub string) {
 
 func buildFleetctlForStatus(t *testing.T, dir string) string {
 	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "fleetctl")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/fleetctl")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building fleetctl: %v\n%s", err, b)
+	if err := harness.GoBuild(t.Context(), out, "./cmd/fleetctl"); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -55,11 +54,8 @@ func buildMacsim(ctx context.Context) (string, error) {
 	// Parallel test binaries may build at once: each writes its own file and
 	// renames it into place.
 	tmp := out + ".tmp" + strconv.Itoa(os.Getpid())
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./hack/macsim")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("machost: go build ./hack/macsim: %w\n%s", err, b)
+	if err := harness.GoBuild(ctx, tmp, "./hack/macsim"); err != nil {
+		return "", fmt.Errorf("machost: %w", err)
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		return "", err

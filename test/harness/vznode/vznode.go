@@ -7,10 +7,10 @@
 package vznode
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -31,22 +31,13 @@ var (
 // Build builds cmd/vz-node once per process and returns the binary.
 func Build() (string, error) {
 	buildOnce.Do(func() {
-		root, err := harness.RepoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
 		dir, err := os.MkdirTemp("", "vz-node-build-")
 		if err != nil {
 			buildErr = err
 			return
 		}
 		builtBin = filepath.Join(dir, "vz-node")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/vz-node")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/vz-node: %w\n%s", err, out)
-		}
+		buildErr = harness.GoBuild(context.Background(), builtBin, "./cmd/vz-node")
 	})
 	return builtBin, buildErr
 }
