@@ -234,18 +234,9 @@ func usableNodeKubeconfig(data []byte, server string, caPEM []byte, node string,
 
 // operatorCluster reads the server URL and CA of the operator kubeconfig.
 func operatorCluster(kubeconfigPath string) (server string, caPEM []byte, err error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfigPath != "" {
-		rules.ExplicitPath = kubeconfigPath
-	}
-	raw, err := rules.Load()
+	rc, err := OperatorConfig(kubeconfigPath)
 	if err != nil {
-		return "", nil, fmt.Errorf("operator kubeconfig: %w", err)
-	}
-	cc := clientcmd.NewDefaultClientConfig(*raw, nil)
-	rc, err := cc.ClientConfig()
-	if err != nil {
-		return "", nil, fmt.Errorf("operator kubeconfig: %w", err)
+		return "", nil, err
 	}
 	if err := loadCA(rc.TLSClientConfig.CAFile, &rc.TLSClientConfig.CAData); err != nil {
 		return "", nil, err
