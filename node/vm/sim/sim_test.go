@@ -370,7 +370,8 @@ func TestExec(t *testing.T) {
 		code    int
 		cmdline string
 	}{
-		{name: "ls -la /tmp", argv: []string{"sh", "-c", `ls -la /tmp >/dev/null && printf "%s|" "$@"`, "sh", "-la", "/tmp"}, stdout: "-la|/tmp|"},
+		// Not /tmp: parallel tests remove directories there while ls runs.
+		{name: "ls -la /", argv: []string{"sh", "-c", `ls -la / >/dev/null && printf "%s|" "$@"`, "sh", "-la", "/"}, stdout: "-la|/|"},
 		{name: "spaces and quotes", argv: []string{"printf", "[%s]", "a b", "it's", `"dq"`, "$HOME", "*", "", "back\\slash", "new\nline"},
 			stdout: "[a b][it's][\"dq\"][$HOME][*][][back\\slash][new\nline]"},
 		{name: "stdin", argv: []string{"cat"}, stdin: "hello\nworld\n", stdout: "hello\nworld\n"},
