@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the lab run as real components:
 # the OCI registry, OpenSSH (the simulated Mac hosts), the Docker engine
-# (sidecars), iproute2/iptables (host network namespaces) and tmux (the
-# status UI test). Only what is missing is installed.
+# (sidecars) and a static busybox for its test images, iproute2/iptables
+# (host network namespaces) and tmux (the status UI test). Only what is
+# missing is installed.
 set -euo pipefail
 
 declare -A want=(
@@ -13,6 +14,7 @@ declare -A want=(
   [ip]=iproute2
   [iptables]=iptables
   [tmux]=tmux
+  [busybox]=busybox-static
   [sudo]=sudo
 )
 missing=()

@@ -4,65 +4,15 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/vzfleet/vzfleet/test/harness"
 )
 
-// startAuthRegistry runs docker-registry with htpasswd authentication
-// (the harness's registry is anonymous).
-func startAuthRegistry(t *testing.T, user, pass string) string {
-	t.Helper()
-	bin, err := exec.LookPath(harness.RegistryBinary)
-	if err != nil {
-		t.Fatalf("%v (apt-get install docker-registry)", err)
-	}
-	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"))
-	port, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nauth:\n  htpasswd:\n    realm: vzfleet-test\n    path: %s\n",
-		filepath.Join(dir, "storage"), addr, filepath.Join(dir, "htpasswd"))
-	writeFile(t, filepath.Join(dir, "config.yml"), []byte(cfg))
-	p, err := harness.StartProcess("registry-auth", filepath.Join(dir, "registry.log"), bin, []string{"serve", filepath.Join(dir, "config.yml")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry with auth did not start: %v\n%s", err, p.Tail(20))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func TestPullWithCredentials(t *testing.T) {
-	addr := startAuthRegistry(t, "alice", "s3cret")
+	addr := harness.AuthRegistryT(t, "alice", "s3cret").Addr
 	ref := addr + "/private/vm:1"
 	src := filepath.Join(t.TempDir(), "vm")
 	makeVMDir(t, src, 8*mib, []region{{off: mib, size: mib, kind: "random", seed: 1}})

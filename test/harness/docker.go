@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -60,6 +62,47 @@ func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// BusyboxImage makes the local image ref: Debian's static busybox with
+// links for its common applets, imported as a one-layer rootfs (the lab has
+// no registry to pull from). Re-importing replaces the tag.
+func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
+	bin, err := exec.LookPath("busybox")
+	if err != nil {
+		return fmt.Errorf("busybox is not installed: %w (install busybox-static, or run `make deps`)", err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, dir := range []string{"bin/", "tmp/", "proc/", "sys/", "dev/", "etc/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			return err
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return err
+	}
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "trap", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname"} {
+		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "docker", "--host", d.Host, "import", "--change", "ENV PATH=/bin", "-", ref)
+	cmd.Stdin = &buf
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker import %s: %v\n%s", ref, err, out)
+	}
+	return nil
 }
 
 // Stop stops dockerd if the harness started it.

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Registry is a real OCI registry (CNCF distribution, Debian's
@@ -26,6 +28,16 @@ const RegistryBinary = "docker-registry"
 
 // StartRegistry starts a registry with its storage and config in dir.
 func StartRegistry(ctx context.Context, dir string) (*Registry, error) {
+	return startRegistry(ctx, dir, "", "")
+}
+
+// StartAuthRegistry starts a registry that asks every client for user and
+// password (htpasswd, bcrypt).
+func StartAuthRegistry(ctx context.Context, dir, user, password string) (*Registry, error) {
+	return startRegistry(ctx, dir, user, password)
+}
+
+func startRegistry(ctx context.Context, dir, user, password string) (*Registry, error) {
 	bin, err := exec.LookPath(RegistryBinary)
 	if err != nil {
 		return nil, fmt.Errorf("OCI registry: %w (install it with `apt-get install docker-registry`, or run `make deps`)", err)
@@ -51,6 +63,29 @@ http:
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	ready := func() error { return httpOK(http.DefaultClient, "http://"+r.Addr+"/v2/") }
+	if user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			return nil, err
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: vzfleet-test\n    path: %s\n", htpasswd)
+		ready = func() error {
+			resp, err := http.Get("http://" + r.Addr + "/v2/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				return fmt.Errorf("GET /v2/ anonymously: %s, want 401", resp.Status)
+			}
+			return nil
+		}
+	}
 	cfgPath := filepath.Join(dir, "registry.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -61,7 +96,7 @@ http:
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := r.proc.waitFor(ctx, "registry answering /v2/", func() error { return httpOK(http.DefaultClient, "http://"+r.Addr+"/v2/") }); err != nil {
+	if err := r.proc.waitFor(ctx, "registry answering /v2/", ready); err != nil {
 		r.Stop()
 		return nil, err
 	}

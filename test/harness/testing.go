@@ -44,6 +44,18 @@ func RegistryT(t testing.TB) *Registry {
 	return r
 }
 
+// AuthRegistryT starts a registry that requires user and password for a
+// test.
+func AuthRegistryT(t testing.TB, user, password string) *Registry {
+	t.Helper()
+	r, err := StartAuthRegistry(context.Background(), t.TempDir(), user, password)
+	if err != nil {
+		t.Fatalf("registry with auth: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
 // DockerT returns a Docker engine for a test (starting one if needed).
 func DockerT(t testing.TB) *Docker {
 	t.Helper()

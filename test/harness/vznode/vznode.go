@@ -54,6 +54,8 @@ type Options struct {
 	BootDelay time.Duration
 	// Args are extra vz-node flags, after the defaults (so they win).
 	Args []string
+	// Env are extra NAME=value variables for vz-node (e.g. DOCKER_HOST).
+	Env []string
 }
 
 // Node is one vz-node process registered with a control plane.
@@ -128,6 +130,7 @@ func Start(cp *harness.ControlPlane, dir string, opts Options) (*Node, error) {
 		"VZ_SSH_USER=admin",
 		"VZ_SSH_PASSWORD_FILE=" + passwordFile,
 	}
+	n.env = append(n.env, opts.Env...)
 	if err := n.AddImage(TestImage); err != nil {
 		return nil, err
 	}
