@@ -54,6 +54,7 @@ func desiredFiles(h inventory.Host, binarySum string, binarySize int64, s secret
 		ReserveCPU:      h.Node.Reserve.CPU.String(),
 		ReserveMemory:   h.Node.Reserve.Memory.String(),
 		BridgeInterface: h.Node.BridgeInterface,
+		DockerHost:      h.Node.DockerHost,
 		CacheDir:        p.CacheDir,
 		StateDir:        p.StateDir,
 		Kubeconfig:      p.Kubeconfig(),

@@ -71,6 +71,7 @@ func convertHost(name string, s *v1alpha1.HostSpec) Host {
 				Memory: s.Node.Reserve.Memory.Quantity,
 			},
 			BridgeInterface: deref(s.Node.BridgeInterface),
+			DockerHost:      deref(s.Node.DockerHost),
 			Driver:          Driver(*s.Node.Driver),
 			LogLevel:        LogLevel(*s.Node.LogLevel),
 		},

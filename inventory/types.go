@@ -111,6 +111,7 @@ type Node struct {
 	MaxVMs          int
 	Reserve         Reserve
 	BridgeInterface string // empty: NAT
+	DockerHost      string // empty: no sidecars
 	Driver          Driver
 	LogLevel        LogLevel
 }

@@ -282,6 +282,11 @@ func validateNode(l *errorList, h *Host) {
 	if n.BridgeInterface != "" && !interfaceRE.MatchString(n.BridgeInterface) {
 		l.host(h, "node.bridgeInterface", "%q is not a network interface name; use a name like en0 (ifconfig -l lists them), or leave it empty for NAT", clip(n.BridgeInterface))
 	}
+	if n.DockerHost != "" {
+		if err := checkDockerHost(n.DockerHost); err != "" {
+			l.host(h, "node.dockerHost", "%q %s; use unix:///var/run/docker.sock (or your engine's socket) or tcp://host:port", clip(n.DockerHost), err)
+		}
+	}
 	switch n.Driver {
 	case DriverVZ, DriverSim:
 	default:
@@ -292,6 +297,24 @@ func validateNode(l *errorList, h *Host) {
 	default:
 		l.host(h, "node.logLevel", "%q is not a log level; use debug, info, warn or error", clip(string(n.LogLevel)))
 	}
+}
+
+// checkDockerHost says what is wrong with a DOCKER_HOST value, if anything.
+func checkDockerHost(v string) string {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return "is not a URL"
+	case u.Scheme == "unix" && u.Path != "" && u.Host == "":
+		return ""
+	case u.Scheme == "tcp" && u.Host != "" && (u.Path == "" || u.Path == "/"):
+		return ""
+	case u.Scheme == "unix":
+		return "names no socket path (write three slashes: unix:///path)"
+	case u.Scheme == "tcp":
+		return "names no host:port"
+	}
+	return "is neither a unix:// socket nor a tcp:// address"
 }
 
 func validateCluster(l *errorList, h *Host, partial bool) {

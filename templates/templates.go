@@ -95,6 +95,7 @@ type NodeConfig struct {
 	ReserveCPU      string
 	ReserveMemory   string
 	BridgeInterface string
+	DockerHost      string
 	InternalIP      string
 	CacheDir        string
 	StateDir        string

@@ -74,6 +74,7 @@ type Node struct {
 	MaxVMs          *int              `yaml:"maxVMs" default:"2" minimum:"1" maximum:"2" doc:"How many macOS VMs (pods) the node runs at once. Virtualization.framework allows at most 2."`
 	Reserve         *Reserve          `yaml:"reserve" doc:"Host resources held back from pods for macOS and vz-node itself."`
 	BridgeInterface *string           `yaml:"bridgeInterface" doc:"Host network interface (e.g. en0) for bridged VM networking. Empty means NAT."`
+	DockerHost      *string           `yaml:"dockerHost" doc:"Docker engine that runs pods' sidecar containers (every container after the VM), as a DOCKER_HOST value: unix:///path/to/docker.sock (Docker Desktop, colima) or tcp://host:port. Empty means pods with sidecars fail on this node."`
 	Driver          *string           `yaml:"driver" default:"vz" enum:"vz,sim" doc:"VM driver: vz (Apple Virtualization.framework) or sim (the simulator used for tests and the lab)."`
 	LogLevel        *string           `yaml:"logLevel" default:"info" enum:"debug,info,warn,error" doc:"vz-node log level."`
 }
