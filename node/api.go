@@ -13,7 +13,10 @@ import (
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
 )
 
 // The guest's log, as macOS's log(1) prints it in syslog style: `log show`
@@ -49,9 +52,48 @@ func (p *PodProvider) running(ns, name, container string) (*podWorker, GuestTarg
 	return w, p.target(w.uid, w.dir, view.PodIP), nil
 }
 
-// RunInContainer runs cmd in the guest over SSH (kubectl exec). The
-// command's exit code is passed back to kubectl.
+// sidecarContainer returns the Docker name of container when it is one of
+// the pod's sidecars.
+func (p *PodProvider) sidecarContainer(ns, name, container string) (string, corev1.Container, bool) {
+	w := p.worker(ns, name)
+	if w == nil || p.cfg.Docker == nil {
+		return "", corev1.Container{}, false
+	}
+	pod, _ := w.snapshot()
+	for _, c := range sidecarsOf(pod) {
+		if c.Name == container {
+			return sidecar.Name(pod, c.Name), c, true
+		}
+	}
+	return "", corev1.Container{}, false
+}
+
+func sidecarIO(attach api.AttachIO) sidecar.IO {
+	s := sidecar.IO{Stdin: attach.Stdin(), Stdout: io.Discard, Stderr: io.Discard, TTY: attach.TTY(), Resize: attach.Resize()}
+	if out := attach.Stdout(); out != nil {
+		s.Stdout = out
+	}
+	if e := attach.Stderr(); e != nil {
+		s.Stderr = e
+	}
+	return s
+}
+
+// RunInContainer runs cmd in the guest over SSH, or in a sidecar through
+// Docker (kubectl exec). The command's exit code is passed back to kubectl.
 func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container string, cmd []string, attach api.AttachIO) error {
+	if id, _, ok := p.sidecarContainer(ns, name, container); ok {
+		if len(cmd) == 0 {
+			return errdefs.InvalidInput("exec needs a command")
+		}
+		s := sidecarIO(attach)
+		defer closeOutputs(attach)
+		code, err := p.cfg.Docker.Exec(ctx, id, cmd, s)
+		if err != nil {
+			return fmt.Errorf("exec in sidecar %s of pod %s/%s: %w", container, ns, name, err)
+		}
+		return exitError(code)
+	}
 	_, t, err := p.running(ns, name, container)
 	if err != nil {
 		return err
@@ -62,9 +104,16 @@ func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container st
 	return p.exec(ctx, t, cmd, attach)
 }
 
-// AttachToContainer opens the guest user's login shell (a VM has no single
-// main process to attach to).
+// AttachToContainer attaches to a sidecar's main process, or opens the
+// guest user's login shell (a VM has no single main process to attach to).
 func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container string, attach api.AttachIO) error {
+	if id, _, ok := p.sidecarContainer(ns, name, container); ok {
+		defer closeOutputs(attach)
+		if err := p.cfg.Docker.Attach(ctx, id, sidecarIO(attach)); err != nil {
+			return fmt.Errorf("attach to sidecar %s of pod %s/%s: %w", container, ns, name, err)
+		}
+		return nil
+	}
 	_, t, err := p.running(ns, name, container)
 	if err != nil {
 		return err
@@ -89,14 +138,57 @@ func (p *PodProvider) exec(ctx context.Context, t GuestTarget, argv []string, at
 	if err != nil {
 		return fmt.Errorf("exec in guest %s: %w", t.Addr, err)
 	}
+	return exitError(code)
+}
+
+// exitError passes a command's exit code to kubectl.
+func exitError(code int) error {
 	if code != 0 {
 		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
 	}
 	return nil
 }
 
-// GetContainerLogs streams the guest's log (kubectl logs).
+func closeOutputs(attach api.AttachIO) {
+	if out := attach.Stdout(); out != nil {
+		out.Close()
+	}
+	if e := attach.Stderr(); e != nil {
+		e.Close()
+	}
+}
+
+// sidecarLogs returns a sidecar's output as Docker keeps it.
+func (p *PodProvider) sidecarLogs(ctx context.Context, id string, c corev1.Container, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	if opts.Previous {
+		return nil, errdefs.InvalidInput("Docker restarts a sidecar in place, so its log already spans its previous runs; drop --previous")
+	}
+	o := sidecar.LogOptions{Follow: opts.Follow, Tail: opts.Tail, Timestamps: opts.Timestamps, TTY: c.TTY}
+	switch {
+	case opts.SinceSeconds > 0:
+		o.Since = p.cfg.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
+	case !opts.SinceTime.IsZero():
+		o.Since = opts.SinceTime
+	}
+	rc, err := p.cfg.Docker.Logs(context.WithoutCancel(ctx), id, o)
+	if err != nil {
+		return nil, fmt.Errorf("logs of sidecar %s: %w", c.Name, err)
+	}
+	if opts.LimitBytes > 0 {
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(rc, int64(opts.LimitBytes)), rc}, nil
+	}
+	return rc, nil
+}
+
+// GetContainerLogs streams a sidecar's output, or the guest's log
+// (kubectl logs).
 func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	if id, c, ok := p.sidecarContainer(ns, name, container); ok {
+		return p.sidecarLogs(ctx, id, c, opts)
+	}
 	_, t, err := p.running(ns, name, container)
 	if err != nil {
 		return nil, err

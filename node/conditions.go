@@ -3,9 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -13,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
 )
 
 // Node condition types vz-node adds to the kubelet's.
@@ -176,47 +175,14 @@ func slotLeakCheck(state func() (int, int, []string)) conditionCheck {
 	}
 }
 
-// dockerCheck pings the Docker daemon sidecars use.
-func dockerCheck(host string) conditionCheck {
+// dockerCheck pings the Docker engine sidecars use.
+func dockerCheck(d *sidecar.Client) conditionCheck {
 	return func(ctx context.Context) corev1.NodeCondition {
-		if err := pingDocker(ctx, host); err != nil {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := d.Ping(ctx); err != nil {
 			return condition(ConditionDockerReachable, false, "DockerUnreachable", err.Error())
 		}
-		return condition(ConditionDockerReachable, true, "DockerReachable", "the Docker daemon at "+host+" answers")
+		return condition(ConditionDockerReachable, true, "DockerReachable", "the Docker daemon at "+d.Host()+" answers")
 	}
-}
-
-func pingDocker(ctx context.Context, host string) error {
-	u, err := url.Parse(host)
-	if err != nil {
-		return fmt.Errorf("DOCKER_HOST %q: %w", host, err)
-	}
-	tr := &http.Transport{}
-	base := "http://docker"
-	switch u.Scheme {
-	case "unix":
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", u.Path)
-		}
-	case "tcp", "http":
-		base = "http://" + u.Host
-	default:
-		return fmt.Errorf("DOCKER_HOST %q: want unix:// or tcp://", host)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_ping", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return fmt.Errorf("ping Docker at %s: %w", host, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ping Docker at %s: %s", host, resp.Status)
-	}
-	return nil
 }

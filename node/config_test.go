@@ -32,14 +32,14 @@ func TestParseDuration(t *testing.T) {
 func TestConfigFileEnvAndValidation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "vz-node.yaml")
-	if err := os.WriteFile(path, []byte("nodeName: mac-7\nmaxVMs: 1\nstartupTimeout: 45\nreserveMemory: 1Gi\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("nodeName: mac-7\nmaxVMs: 1\nstartupTimeout: 45\nreserveMemory: 1Gi\ndockerHost: unix:///var/run/docker.sock\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := LoadConfigFile(path, DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NodeName != "mac-7" || cfg.MaxVMs != 1 || cfg.StartupTimeout.D() != 45*time.Second || cfg.ReserveMemory.Value() != 1<<30 {
+	if cfg.NodeName != "mac-7" || cfg.MaxVMs != 1 || cfg.StartupTimeout.D() != 45*time.Second || cfg.ReserveMemory.Value() != 1<<30 || cfg.DockerHost != "unix:///var/run/docker.sock" {
 		t.Fatalf("config file not applied: %+v", cfg)
 	}
 	env := map[string]string{

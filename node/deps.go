@@ -6,6 +6,9 @@ import (
 	"net"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // The provider's collaborators, as small interfaces so the pod logic is
@@ -21,6 +24,20 @@ type Guest interface {
 	Exec(ctx context.Context, t GuestTarget, req ExecRequest) (int, error)
 	// Shutdown asks the guest OS to power off (`shutdown -h now`).
 	Shutdown(ctx context.Context, t GuestTarget) error
+}
+
+// kubeObjects reads the Secrets and ConfigMaps a pod references, one GET
+// each: the Node authorizer lets a node get what its pods reference but
+// never list or watch them, so informers' listers stay empty under node
+// credentials.
+type kubeObjects struct{ c kubernetes.Interface }
+
+func (k kubeObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+	return k.c.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (k kubeObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	return k.c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 }
 
 // GuestTarget identifies one guest for Guest.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 
+	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -135,9 +136,12 @@ type fixture struct {
 	statuses map[string][]corev1.PodStatus
 	deleted  map[string]bool
 	events   *record.FakeRecorder
+	docker   *sidecar.Client
 }
 
-func newFixture(t *testing.T, maxVMs int) *fixture {
+// newFixture builds a provider over fakes; opts adjust the fixture before
+// the provider starts.
+func newFixture(t *testing.T, maxVMs int, opts ...func(*fixture)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{
@@ -153,6 +157,9 @@ func newFixture(t *testing.T, maxVMs int) *fixture {
 	}
 	if err := os.WriteFile(filepath.Join(img, ImageDiskFile), []byte("base"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(f)
 	}
 	f.p = f.newProvider(maxVMs)
 	return f
@@ -171,7 +178,8 @@ func (f *fixture) newProvider(maxVMs int) *PodProvider {
 			f.mu.Unlock()
 			return nil
 		},
-		Log: discardLog(),
+		Docker: f.docker,
+		Log:    discardLog(),
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -230,10 +238,20 @@ func mustQ(s string) resource.Quantity { return resource.MustParse(s) }
 
 func sleepMS(n int) { time.Sleep(time.Duration(n) * time.Millisecond) }
 
-type testIO struct{}
+// testIO is kubectl's side of an exec; stdout, when set, collects output.
+type testIO struct{ stdout io.Writer }
 
-func (testIO) Stdin() io.Reader            { return nil }
-func (testIO) Stdout() io.WriteCloser      { return nil }
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (testIO) Stdin() io.Reader { return nil }
+func (t testIO) Stdout() io.WriteCloser {
+	if t.stdout == nil {
+		return nil
+	}
+	return nopCloser{t.stdout}
+}
 func (testIO) Stderr() io.WriteCloser      { return nil }
 func (testIO) TTY() bool                   { return false }
 func (testIO) Resize() <-chan api.TermSize { return nil }

@@ -1,11 +1,14 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
 
@@ -18,10 +21,12 @@ const (
 
 // Reasons an invalid pod fails with (pod status reason and Event reason).
 const (
-	ReasonNoVMImage           = "NoVMImage"
-	ReasonSidecarsUnsupported = "SidecarsUnsupported"
-	ReasonRequestsExceedHost  = "RequestsExceedHost"
-	ReasonInvalidResources    = "InvalidResources"
+	ReasonNoVMImage          = "NoVMImage"
+	ReasonInitContainers     = "InitContainersUnsupported"
+	ReasonInvalidSidecar     = "InvalidSidecar"
+	ReasonDockerUnavailable  = "DockerUnavailable"
+	ReasonRequestsExceedHost = "RequestsExceedHost"
+	ReasonInvalidResources   = "InvalidResources"
 )
 
 // invalidPodError is a pod that can never run here; it fails with Reason.
@@ -65,15 +70,8 @@ func parseVMRequest(pod *corev1.Pod, host vm.HostInfo, alloc allocatable) (vmReq
 	if c.Image == "" {
 		return vmRequest{}, invalid(ReasonNoVMImage, "container %q (the VM) has no image; set it to an OCI VM image reference", c.Name)
 	}
-	if len(cs) > 1 {
-		names := make([]string, 0, len(cs)-1)
-		for _, s := range cs[1:] {
-			names = append(names, s.Name)
-		}
-		return vmRequest{}, invalid(ReasonSidecarsUnsupported, "containers %v after the VM would run as Docker sidecars, which this vz-node does not support yet; run the VM alone", names)
-	}
 	if len(pod.Spec.InitContainers) > 0 {
-		return vmRequest{}, invalid(ReasonSidecarsUnsupported, "init containers are not supported for macOS VM pods")
+		return vmRequest{}, invalid(ReasonInitContainers, "init containers are not supported for macOS VM pods; run setup steps in a postStart hook of the VM container")
 	}
 	req := vmRequest{Container: c.Name, Image: c.Image, PullPolicy: c.ImagePullPolicy, CPUs: defaultVMCPUs, MemoryBytes: defaultVMMemory}
 
@@ -93,6 +91,30 @@ func parseVMRequest(pod *corev1.Pod, host vm.HostInfo, alloc allocatable) (vmReq
 		req.memSet = true
 	}
 	return req, checkFits(req, host, alloc)
+}
+
+// checkSidecars validates the pod's containers after the VM, which run as
+// Docker sidecars. Errors are *invalidPodError.
+func checkSidecars(pod *corev1.Pod, docker bool) error {
+	cs := sidecarsOf(pod)
+	if len(cs) == 0 {
+		return nil
+	}
+	if !docker {
+		names := make([]string, len(cs))
+		for i, c := range cs {
+			names[i] = c.Name
+		}
+		return invalid(ReasonDockerUnavailable, "containers %v after the VM run as Docker sidecars, and this node has no Docker engine configured (set DOCKER_HOST or dockerHost in vz-node's config); or run the VM alone", names)
+	}
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, sidecar.Validate(c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return invalid(ReasonInvalidSidecar, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return nil
 }
 
 // withImageDefaults fills what the pod left open from the image's config.

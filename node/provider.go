@@ -18,9 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vzfleet/vzfleet/node/podenv"
+	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -48,7 +49,14 @@ type PodProviderConfig struct {
 	Addresses AddressFinder
 	Guest     Guest
 	Recorder  record.EventRecorder
-	Secrets   corev1listers.SecretLister
+	// Objects reads the Secrets and ConfigMaps pods reference (pull
+	// secrets, sidecar env); nil means pods cannot reference any.
+	Objects podenv.Getter
+	// Docker runs the pods' sidecars; nil means pods with sidecars fail.
+	Docker *sidecar.Client
+	// SidecarNetwork is the Docker network mode of sidecars ("" is the
+	// engine's default).
+	SidecarNetwork string
 	// Launch starts the supervisor of VM id (supervisor.Launch with the
 	// vz-node binary).
 	Launch func(stateDir, id string) (int, error)
@@ -107,6 +115,10 @@ func NewPodProvider(cfg PodProviderConfig) (*PodProvider, error) {
 	if err := p.recover(); err != nil {
 		cancel()
 		return nil, err
+	}
+	if cfg.Docker != nil {
+		go p.watchSidecars()
+		go p.collectSidecarOrphans()
 	}
 	return p, nil
 }
@@ -243,9 +255,12 @@ func (p *PodProvider) worker(ns, name string) *podWorker {
 	return p.workers[key(ns, name)]
 }
 
-// CreatePod implements node.PodLifecycleHandler. The work happens in the
-// pod's worker; errors show in the pod's status, never here.
-func (p *PodProvider) CreatePod(_ context.Context, pod *corev1.Pod) error {
+// CreatePod implements node.PodLifecycleHandler. It resolves the
+// containers' environment first: a missing mandatory ConfigMap or Secret is
+// an error, and virtual-kubelet retries the pod later, as the kubelet
+// waits. Everything else happens in the pod's worker; its errors show in
+// the pod's status, never here.
+func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if w := p.worker(pod.Namespace, pod.Name); w != nil {
 		if w.uid == string(pod.UID) {
 			w.post(event{kind: evUpdate, pod: pod})
@@ -253,6 +268,11 @@ func (p *PodProvider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		}
 		// A new pod with the name of one still being removed.
 		w.post(event{kind: evDelete})
+	}
+	pod = pod.DeepCopy()
+	report := func(reason, msg string) { p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, msg) }
+	if err := podenv.Resolve(ctx, pod, p.cfg.Objects, p.cfg.HostIP, report); err != nil {
+		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	w := p.newWorker(pod)
 	w.setView(func(v *podView) {
@@ -395,14 +415,15 @@ func (p *PodProvider) waitAddress(ctx context.Context, mac net.HardwareAddr) (ne
 }
 
 // pullAuth reads the pod's imagePullSecrets (dockerconfigjson).
-func (p *PodProvider) pullAuth(pod *corev1.Pod) []RegistryAuth {
-	if p.cfg.Secrets == nil {
+func (p *PodProvider) pullAuth(ctx context.Context, pod *corev1.Pod) []RegistryAuth {
+	if p.cfg.Objects == nil {
 		return nil
 	}
 	var out []RegistryAuth
 	for _, ref := range pod.Spec.ImagePullSecrets {
-		s, err := p.cfg.Secrets.Secrets(pod.Namespace).Get(ref.Name)
+		s, err := p.cfg.Objects.Secret(ctx, pod.Namespace, ref.Name)
 		if err != nil {
+			p.log.Warn("read an image pull secret", "pod", key(pod.Namespace, pod.Name), "secret", ref.Name, "err", err)
 			continue
 		}
 		out = append(out, parseDockerConfig(s)...)

@@ -100,9 +100,12 @@ func TestInvalidPodsFail(t *testing.T) {
 		reason string
 	}{
 		{"no-image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "" }, ReasonNoVMImage},
-		{"sidecar", func(p *corev1.Pod) {
+		{"sidecar-without-docker", func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "side", Image: "busybox"})
-		}, ReasonSidecarsUnsupported},
+		}, ReasonDockerUnavailable},
+		{"init-container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox"}}
+		}, ReasonInitContainers},
 		{"too-many-cpus", func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = mustQ("7100m")
 		}, ReasonRequestsExceedHost},

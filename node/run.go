@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -155,6 +156,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if cfg.BridgeInterface != "" {
 		mode = vm.Bridged
 	}
+	var docker *sidecar.Client
+	if cfg.DockerHost != "" {
+		if docker, err = sidecar.New(cfg.DockerHost); err != nil {
+			return err
+		}
+	}
 	var provider *PodProvider
 	mux := http.NewServeMux()
 	newProvider := func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
@@ -165,7 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			MaxVMs: cfg.MaxVMs, NetworkMode: mode, BridgeInterface: cfg.BridgeInterface, GuestSSHPort: cfg.GuestSSHPort,
 			Images: deps.images, Overlays: overlayMaker{},
 			Addresses: leaseFinder{path: cfg.LeasesPath}, Guest: guest, Recorder: recorder,
-			Secrets: pc.Secrets, Log: log,
+			Objects: kubeObjects{client}, Docker: docker, Log: log,
 			Launch: func(_, id string) (int, error) { return launcher.Launch(id) },
 			DeletePod: func(ctx context.Context, pod *corev1.Pod) error {
 				return forceDelete(ctx, client, pod)
@@ -182,8 +189,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			networkCheck,
 			slotLeakCheck(provider.SlotState),
 		}
-		if cfg.DockerHost != "" {
-			checks = append(checks, dockerCheck(cfg.DockerHost))
+		if docker != nil {
+			checks = append(checks, dockerCheck(docker))
 		}
 		lister, _ := deps.images.(ImageLister)
 		return provider, newNodeStatus(pc.Node, cfg.ConditionCheckInterval.D(), checks, lister), nil
@@ -200,6 +207,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			c.StreamIdleTimeout = cfg.StreamIdleTimeout.D()
 			c.StreamCreationTimeout = cfg.StreamCreationTimeout.D()
 			c.EventRecorder = recorder
+			// vz-node resolves env references itself, with GETs the Node
+			// authorizer allows: virtual-kubelet's resolver reads listers
+			// that node credentials cannot fill.
+			c.SkipDownwardAPIResolution = true
 			c.Handler = nodeutil.WithAuth(auth, mux)
 			c.NodeStatusUpdateErrorHandler = recreateNode(client, nodeObj)
 			return nil

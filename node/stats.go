@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,14 +22,14 @@ type procSample struct {
 	At         time.Time
 }
 
-// procStats remembers the previous sample per process so CPU usage can be
-// reported as a rate (nanocores) as well as a counter.
+// procStats remembers the previous CPU reading per process or container so
+// CPU usage can be reported as a rate (nanocores) as well as a counter.
 type procStats struct {
 	mu   sync.Mutex
-	last map[int]procSample
+	last map[string]procSample
 }
 
-func newProcStats() *procStats { return &procStats{last: map[int]procSample{}} }
+func newProcStats() *procStats { return &procStats{last: map[string]procSample{}} }
 
 // sample reads pid and returns it with its CPU rate since the last reading.
 func (s *procStats) sample(pid int) (procSample, uint64, bool) {
@@ -34,55 +37,92 @@ func (s *procStats) sample(pid int) (procSample, uint64, bool) {
 	if err != nil {
 		return procSample{}, 0, false
 	}
+	return cur, s.rate("pid:"+strconv.Itoa(pid), cur), true
+}
+
+// rate records cur for key and returns the CPU rate since key's last one.
+func (s *procStats) rate(key string, cur procSample) uint64 {
 	s.mu.Lock()
-	prev, ok := s.last[pid]
-	s.last[pid] = cur
+	prev, ok := s.last[key]
+	s.last[key] = cur
 	s.mu.Unlock()
-	var nano uint64
 	if ok && cur.At.After(prev.At) && cur.CPUSeconds >= prev.CPUSeconds {
-		nano = uint64((cur.CPUSeconds - prev.CPUSeconds) / cur.At.Sub(prev.At).Seconds() * 1e9)
+		return uint64((cur.CPUSeconds - prev.CPUSeconds) / cur.At.Sub(prev.At).Seconds() * 1e9)
 	}
-	return cur, nano, true
+	return 0
 }
 
-// vmUsage is one running VM's resource use.
-type vmUsage struct {
-	Namespace, Pod, UID, Container string
-	StartedAt                      time.Time
-	Sample                         procSample
-	NanoCores                      uint64
+// containerUsage is one running container's resource use: the VM's
+// supervisor process tree, or a sidecar as Docker counts it.
+type containerUsage struct {
+	Name      string
+	StartedAt time.Time
+	Sample    procSample
+	NanoCores uint64
 }
 
-// usage samples every running VM's supervisor: on macOS it hosts the
-// Virtualization.framework VM, under the sim the guest's processes.
-func (p *PodProvider) usage() []vmUsage {
+// podUsage is a pod's running containers' resource use.
+type podUsage struct {
+	Namespace, Pod, UID string
+	StartedAt           time.Time
+	Containers          []containerUsage
+}
+
+// total sums the pod's containers.
+func (u podUsage) total() (cpuSeconds float64, nanoCores, rss uint64) {
+	for _, c := range u.Containers {
+		cpuSeconds += c.Sample.CPUSeconds
+		nanoCores += c.NanoCores
+		rss += c.Sample.RSSBytes
+	}
+	return cpuSeconds, nanoCores, rss
+}
+
+// usage samples every running VM's supervisor (on macOS it hosts the
+// Virtualization.framework VM, under the sim the guest's processes) and
+// every running sidecar.
+func (p *PodProvider) usage(ctx context.Context) []podUsage {
 	p.mu.Lock()
 	ws := make([]*podWorker, 0, len(p.workers))
 	for _, w := range p.workers {
 		ws = append(ws, w)
 	}
 	p.mu.Unlock()
-	var out []vmUsage
+	sort.Slice(ws, func(i, j int) bool { return ws[i].key < ws[j].key })
+	var out []podUsage
 	for _, w := range ws {
 		pod, view := w.snapshot()
-		if view.Stage != stageRunning {
-			continue
+		u := podUsage{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), StartedAt: view.Accepted.Time}
+		if view.Stage == stageRunning {
+			if st, err := supervisor.ReadState(w.dir); err == nil && !st.Terminal() {
+				if s, nano, ok := p.stats.sample(st.PID); ok {
+					u.Containers = append(u.Containers, containerUsage{Name: view.Container, StartedAt: view.StartedAt.Time, Sample: s, NanoCores: nano})
+				}
+			}
 		}
-		st, err := supervisor.ReadState(w.dir)
-		if err != nil || st.Terminal() {
-			continue
+		for _, sc := range view.Sidecars {
+			if sc.State.Running == nil || p.cfg.Docker == nil {
+				continue
+			}
+			id := strings.TrimPrefix(sc.ContainerID, "docker://")
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			d, err := p.cfg.Docker.Stats(ctx, id)
+			cancel()
+			if err != nil {
+				continue
+			}
+			s := procSample{CPUSeconds: float64(d.CPUNanoseconds) / 1e9, RSSBytes: d.MemoryBytes, At: d.Time}
+			u.Containers = append(u.Containers, containerUsage{Name: sc.Name, StartedAt: sc.State.Running.StartedAt.Time, Sample: s, NanoCores: p.stats.rate("docker:"+id, s)})
 		}
-		s, nano, ok := p.stats.sample(st.PID)
-		if !ok {
-			continue
+		if len(u.Containers) > 0 {
+			out = append(out, u)
 		}
-		out = append(out, vmUsage{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), Container: view.Container, StartedAt: view.StartedAt.Time, Sample: s, NanoCores: nano})
 	}
 	return out
 }
 
 // GetStatsSummary implements the kubelet's /stats/summary.
-func (p *PodProvider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {
+func (p *PodProvider) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	now := metav1.NewTime(p.cfg.Now())
 	host := readHostUsage()
 	sum := &statsv1alpha1.Summary{
@@ -93,18 +133,22 @@ func (p *PodProvider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, 
 			Memory:    &statsv1alpha1.MemoryStats{Time: now, WorkingSetBytes: u64(host.MemoryUsedBytes), AvailableBytes: u64(host.MemoryAvailableBytes)},
 		},
 	}
-	for _, u := range p.usage() {
-		cpu := &statsv1alpha1.CPUStats{Time: now, UsageNanoCores: u64(u.NanoCores), UsageCoreNanoSeconds: u64(uint64(u.Sample.CPUSeconds * 1e9))}
-		mem := &statsv1alpha1.MemoryStats{Time: now, WorkingSetBytes: u64(u.Sample.RSSBytes), RSSBytes: u64(u.Sample.RSSBytes), UsageBytes: u64(u.Sample.RSSBytes)}
-		sum.Pods = append(sum.Pods, statsv1alpha1.PodStats{
+	for _, u := range p.usage(ctx) {
+		cpuSeconds, nano, rss := u.total()
+		ps := statsv1alpha1.PodStats{
 			PodRef:    statsv1alpha1.PodReference{Name: u.Pod, Namespace: u.Namespace, UID: u.UID},
 			StartTime: metav1.NewTime(u.StartedAt),
-			CPU:       cpu,
-			Memory:    mem,
-			Containers: []statsv1alpha1.ContainerStats{{
-				Name: u.Container, StartTime: metav1.NewTime(u.StartedAt), CPU: cpu, Memory: mem,
-			}},
-		})
+			CPU:       &statsv1alpha1.CPUStats{Time: now, UsageNanoCores: u64(nano), UsageCoreNanoSeconds: u64(uint64(cpuSeconds * 1e9))},
+			Memory:    &statsv1alpha1.MemoryStats{Time: now, WorkingSetBytes: u64(rss), RSSBytes: u64(rss), UsageBytes: u64(rss)},
+		}
+		for _, c := range u.Containers {
+			ps.Containers = append(ps.Containers, statsv1alpha1.ContainerStats{
+				Name: c.Name, StartTime: metav1.NewTime(c.StartedAt),
+				CPU:    &statsv1alpha1.CPUStats{Time: now, UsageNanoCores: u64(c.NanoCores), UsageCoreNanoSeconds: u64(uint64(c.Sample.CPUSeconds * 1e9))},
+				Memory: &statsv1alpha1.MemoryStats{Time: now, WorkingSetBytes: u64(c.Sample.RSSBytes), RSSBytes: u64(c.Sample.RSSBytes), UsageBytes: u64(c.Sample.RSSBytes)},
+			})
+		}
+		sum.Pods = append(sum.Pods, ps)
 	}
 	return sum, nil
 }
@@ -113,7 +157,7 @@ func u64(v uint64) *uint64 { return &v }
 
 // GetMetricsResource implements the kubelet's /metrics/resource, the
 // endpoint metrics-server scrapes for `kubectl top`.
-func (p *PodProvider) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
+func (p *PodProvider) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
 	ts := p.cfg.Now().UnixMilli()
 	host := readHostUsage()
 	gauge := dto.MetricType_GAUGE
@@ -146,14 +190,17 @@ func (p *PodProvider) GetMetricsResource(context.Context) ([]*dto.MetricFamily, 
 	cCPU := fam("container_cpu_usage_seconds_total", "Cumulative cpu time consumed by the container in core-seconds", counter)
 	cMem := fam("container_memory_working_set_bytes", "Current working set of the container in bytes", gauge)
 	cStart := fam("container_start_time_seconds", "Start time of the container since unix epoch in seconds", gauge)
-	for _, u := range p.usage() {
+	for _, u := range p.usage(ctx) {
 		pl := lbl("namespace", u.Namespace, "pod", u.Pod)
-		cl := lbl("container", u.Container, "namespace", u.Namespace, "pod", u.Pod)
-		add(podCPU, u.Sample.CPUSeconds, pl)
-		add(podMem, float64(u.Sample.RSSBytes), pl)
-		add(cCPU, u.Sample.CPUSeconds, cl)
-		add(cMem, float64(u.Sample.RSSBytes), cl)
-		add(cStart, float64(u.StartedAt.Unix()), cl)
+		cpuSeconds, _, rss := u.total()
+		add(podCPU, cpuSeconds, pl)
+		add(podMem, float64(rss), pl)
+		for _, c := range u.Containers {
+			cl := lbl("container", c.Name, "namespace", u.Namespace, "pod", u.Pod)
+			add(cCPU, c.Sample.CPUSeconds, cl)
+			add(cMem, float64(c.Sample.RSSBytes), cl)
+			add(cStart, float64(c.StartedAt.Unix()), cl)
+		}
 	}
 	scrape := fam("scrape_error", "1 if there was an error while getting container metrics, 0 otherwise", gauge)
 	zero := 0.0

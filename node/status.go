@@ -47,6 +47,10 @@ type podView struct {
 	Started        bool // startup probe passed (or none)
 	Ready          bool
 
+	// Sidecars are the statuses of the Docker containers after the VM, in
+	// the pod's order.
+	Sidecars []corev1.ContainerStatus `json:",omitempty"`
+
 	// Final is set once the pod will not run again: Succeeded or Failed.
 	Final   corev1.PodPhase
 	Reason  string // pod-level reason for Failed pods (e.g. NoVMImage)
@@ -97,7 +101,11 @@ func renderStatus(v podView) corev1.PodStatus {
 		cs.LastTerminationState.Terminated = v.LastTerminated
 	}
 	if v.Container != "" {
-		st.ContainerStatuses = []corev1.ContainerStatus{cs}
+		st.ContainerStatuses = append([]corev1.ContainerStatus{cs}, v.Sidecars...)
+	}
+	allReady := cs.Ready
+	for _, s := range v.Sidecars {
+		allReady = allReady && s.Ready
 	}
 
 	switch {
@@ -110,12 +118,9 @@ func renderStatus(v podView) corev1.PodStatus {
 	}
 
 	ready := corev1.ConditionFalse
-	if cs.Ready {
-		ready = corev1.ConditionTrue
-	}
-	readyReason := ""
-	if !cs.Ready {
-		readyReason = "ContainersNotReady"
+	readyReason := "ContainersNotReady"
+	if allReady {
+		ready, readyReason = corev1.ConditionTrue, ""
 	}
 	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus, since metav1.Time, reason string) corev1.PodCondition {
 		return corev1.PodCondition{Type: t, Status: s, LastTransitionTime: since, Reason: reason}

@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -55,6 +57,27 @@ func TestRenderStatusGolden(t *testing.T) {
 			v.Terminated = &corev1.ContainerStateTerminated{ExitCode: 128, Reason: ReasonNoVMImage, Message: v.Message, FinishedAt: t0}
 		}),
 	}
+	side := corev1.Container{Name: "cache", Image: "registry.local/cache:1"}
+	ct := sidecar.Container{ID: "c0ffee", Image: "sha256:def", RestartCount: 1}
+	ct.State = sidecar.State{Status: "running", Running: true, StartedAt: t2.Time, FinishedAt: t1.Time}
+	exit := 2
+	runningSide := sidecar.Status(side, ct, corev1.ContainerStatus{State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: t0}}}, &exit)
+	ct.RestartCount, ct.State = 2, sidecar.State{Status: "restarting", Restarting: true, ExitCode: 1, StartedAt: t2.Time, FinishedAt: t2.Time}
+	restartingSide := sidecar.Status(side, ct, runningSide, nil)
+	cases["running-ready-with-sidecar"] = with(func(v *podView) {
+		v.ImageID, v.ContainerID, v.PodIP = "sha256:abc", "vz://uid-1", "192.168.64.7"
+		v.Stage, v.StartedAt, v.Started, v.Ready, v.ReadySince = stageRunning, t1, true, true, t1
+		v.Sidecars = []corev1.ContainerStatus{runningSide}
+	})
+	cases["running-sidecar-restarting"] = with(func(v *podView) {
+		v.ImageID, v.ContainerID, v.PodIP = "sha256:abc", "vz://uid-1", "192.168.64.7"
+		v.Stage, v.StartedAt, v.Started, v.Ready, v.ReadySince = stageRunning, t1, true, true, t1
+		v.Sidecars = []corev1.ContainerStatus{restartingSide}
+	})
+	cases["pending-sidecar-image-pull"] = with(func(v *podView) {
+		v.Stage, v.WaitingReason, v.WaitingMessage = stageWaiting, ReasonDownloading, "getting VM image "+v.Image
+		v.Sidecars = []corev1.ContainerStatus{sidecar.Waiting(side, ReasonErrImagePull, "docker pull registry.local/cache:1: manifest unknown (HTTP 404)")}
+	})
 	for name, v := range cases {
 		t.Run(name, func(t *testing.T) {
 			got, err := json.MarshalIndent(renderStatus(v), "", "  ")

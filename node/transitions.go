@@ -26,6 +26,8 @@ package node
 //	stopping       graceExpired     hardStop           stopping
 //	any but stopping/gone: delete   beginDelete        stopping | gone
 //	any            update           update             (unchanged)
+//	any but gone   sidecar          sidecarChanged     (unchanged)
+//	any but gone   sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
 type stage int
 
 const (
@@ -63,9 +65,11 @@ const (
 	evProbe
 	evUnhealthy
 	evGraceExpired
+	evSidecar
+	evSidecarGone
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -116,6 +120,10 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).update
 	case k == evDelete && s != stStopping && s != stGone:
 		return (*podWorker).beginDelete
+	case k == evSidecar && s != stGone:
+		return (*podWorker).sidecarChanged
+	case k == evSidecarGone && s != stGone && s != stStopping && s != stTerminated:
+		return (*podWorker).sidecarGone
 	}
 	return transitions[s][k]
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 )
@@ -29,6 +30,12 @@ type event struct {
 	vm    supervisor.State
 	ip    net.IP
 	ready bool
+	// Sidecar events: the container's state as Docker reports it (with
+	// the exit code of its last run), or a waiting status.
+	name   string
+	ct     *sidecar.Container
+	exit   *int
+	status *corev1.ContainerStatus
 }
 
 // podRecord is the worker's state on disk (pod.json in the VM directory), so
@@ -68,6 +75,7 @@ type podWorker struct {
 	killed      bool // the VM was stopped by vz-node (liveness, hook, grace)
 	stopDone    chan struct{}
 	lastStatus  *corev1.PodStatus
+	sidecars    *sidecarRun
 
 	mu   sync.Mutex // guards pod, view, mac for readers outside the loop
 	pod  *corev1.Pod
@@ -194,6 +202,8 @@ func (w *podWorker) waiting(reason, msg string) {
 // fail ends the pod for good.
 func (w *podWorker) fail(reason, msg string) stage {
 	w.event(corev1.EventTypeWarning, reason, "%s", msg)
+	pod, _ := w.snapshot()
+	w.stopSidecars(gracePeriod(pod))
 	now := w.now()
 	w.setView(func(v *podView) {
 		v.Final, v.Reason, v.Message = corev1.PodFailed, reason, msg
@@ -215,13 +225,18 @@ func (w *podWorker) accept(event) stage {
 		}
 		return w.fail("InvalidPod", err.Error())
 	}
+	if err := checkSidecars(pod, w.p.cfg.Docker != nil); err != nil {
+		var inv *invalidPodError
+		errors.As(err, &inv)
+		return w.fail(inv.Reason, inv.Message)
+	}
 	w.req = req
+	w.startSidecars()
 	w.waiting(ReasonDownloading, "getting VM image "+req.Image)
 	w.event(corev1.EventTypeNormal, "Pulling", "Pulling VM image %q", req.Image)
 	ctx := w.newActivity()
-	auth := w.p.pullAuth(pod)
 	go func() {
-		img, err := w.p.cfg.Images.Ensure(ctx, req.Image, req.PullPolicy, auth)
+		img, err := w.p.cfg.Images.Ensure(ctx, req.Image, req.PullPolicy, w.p.pullAuth(ctx, pod))
 		if ctx.Err() != nil {
 			return
 		}
@@ -530,6 +545,7 @@ func (w *podWorker) exited(st supervisor.State) stage {
 	restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways || pod.Spec.RestartPolicy == "" ||
 		pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure && term.ExitCode != 0
 	if !restart {
+		w.stopSidecars(gracePeriod(pod))
 		phase := corev1.PodSucceeded
 		if term.ExitCode != 0 {
 			phase = corev1.PodFailed
@@ -589,11 +605,14 @@ func (w *podWorker) after(d time.Duration, ev event) {
 	}()
 }
 
+// update takes the pod's new metadata. Its spec stays as accepted: a
+// running VM or sidecar cannot change, and the accepted spec holds the
+// resolved environment.
 func (w *podWorker) update(ev event) stage {
 	w.mu.Lock()
-	st := w.pod.Status
+	st, spec := w.pod.Status, w.pod.Spec
 	w.pod = ev.pod.DeepCopy()
-	w.pod.Status = st
+	w.pod.Status, w.pod.Spec = st, spec
 	w.mu.Unlock()
 	return w.stage
 }
@@ -608,14 +627,15 @@ func (w *podWorker) beginDelete(ev event) stage {
 		w.mu.Unlock()
 	}
 	w.cancelActivity()
+	pod, view := w.snapshot()
+	grace := gracePeriod(pod)
+	w.stopSidecars(grace)
 	switch w.stage {
 	case stBooting, stConnecting, stRunning:
 	default:
 		// No VM runs: nothing to stop.
 		return w.finishDeleted(true)
 	}
-	pod, view := w.snapshot()
-	grace := gracePeriod(pod)
 	w.event(corev1.EventTypeNormal, "Killing", "Stopping VM (grace period %s)", grace)
 	w.stopDone = make(chan struct{})
 	done := w.stopDone
@@ -691,6 +711,7 @@ func (w *podWorker) finishDeleted(neverRan bool) stage {
 		w.vmWatch()
 	}
 	w.p.slots.release(w.uid)
+	w.removeSidecars()
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.log.Warn("remove VM state", "dir", w.dir, "err", err)
 	}
@@ -773,6 +794,7 @@ func (w *podWorker) adopt(ev event) stage {
 	if err == nil {
 		w.req = req
 	}
+	w.startSidecars()
 	w.watchVM(w.run)
 	return stBooting
 }

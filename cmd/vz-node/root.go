@@ -15,7 +15,7 @@ func newRootCommand() *cobra.Command {
 		Short: "Virtual Kubelet provider that runs pods as macOS virtual machines",
 		Long: `vz-node registers this Mac as a Kubernetes node. Each pod's first container
 is a macOS VM started from an OCI VM image on a copy-on-write overlay; further
-containers run as Docker sidecars.
+containers run as Docker sidecars in the engine DOCKER_HOST names.
 
 Configuration comes from defaults, then --config (YAML), then the environment
 (KUBECONFIG, APISERVER_CERT_LOCATION, APISERVER_KEY_LOCATION,

@@ -14,18 +14,16 @@ import (
 // vkSuiteSkips are the tests of virtual-kubelet's own e2e suite that cannot
 // apply to vz-node, and why. Everything else in the suite runs.
 var vkSuiteSkips = map[string]string{
-	// Both create a pod of three containers named "foo", "bar" and "baz":
-	// for vz-node the first is the VM and the others are Docker sidecars,
-	// which vz-node does not run yet (such pods fail with
-	// SidecarsUnsupported). They also reach the kubelet API through the
-	// pods/proxy subresource of a pod named like the node, which assumes
-	// the agent itself runs as a pod in the cluster; vz-node runs under
-	// launchd on the Mac. The apiserver's pod proxy presents no client
-	// certificate, and vz-node refuses anonymous callers by design.
-	// /stats/summary and /metrics/resource are covered by TestVZNode
-	// (kubectl top through metrics-server) and TestVZNodeKubeletAPIAuth.
-	"TestGetStatsSummary":    "sidecar containers and an in-cluster agent pod",
-	"TestGetMetricsResource": "sidecar containers and an in-cluster agent pod",
+	// Both reach the kubelet API through the pods/proxy subresource of a
+	// pod named like the node, which assumes the agent itself runs as a pod
+	// in the cluster; vz-node runs under launchd on the Mac. The
+	// apiserver's pod proxy presents no client certificate, and vz-node
+	// refuses anonymous callers by design. /stats/summary and
+	// /metrics/resource are covered by TestVZNode (kubectl top through
+	// metrics-server), TestVZNodeKubeletAPIAuth, and, for sidecars,
+	// TestSidecarsRunBesideTheVM.
+	"TestGetStatsSummary":    "the kubelet API through an in-cluster agent pod's proxy",
+	"TestGetMetricsResource": "the kubelet API through an in-cluster agent pod's proxy",
 }
 
 // TestVirtualKubeletSuite runs virtual-kubelet v1.13.0's importable e2e

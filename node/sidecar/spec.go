@@ -1,0 +1,181 @@
+package sidecar
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/node/podenv"
+)
+
+// Labels on every sidecar container. The node and pod UID labels find a
+// pod's containers again after vz-node restarts; the io.kubernetes ones are
+// the names `docker ps` users know from the kubelet's dockershim.
+const (
+	LabelNode      = "dev.vzfleet.node"
+	LabelPodUID    = "dev.vzfleet.pod-uid"
+	LabelContainer = "dev.vzfleet.container"
+
+	labelPodName       = "io.kubernetes.pod.name"
+	labelPodNamespace  = "io.kubernetes.pod.namespace"
+	labelContainerName = "io.kubernetes.container.name"
+)
+
+// Name is the Docker name of a pod's sidecar: unique per pod UID, and
+// readable in `docker ps` as the dockershim's names were.
+func Name(pod *corev1.Pod, container string) string {
+	return fmt.Sprintf("k8s_%s_%s_%s_%s", container, pod.Name, pod.Namespace, pod.UID)
+}
+
+// Validate reports what of a sidecar container vz-node cannot honour, once
+// podenv has resolved its env. Each message names the container and the
+// field.
+func Validate(c corev1.Container) error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.Image == "" {
+		bad("image is empty; name a Docker image")
+	}
+	if len(c.VolumeMounts) > 0 || len(c.VolumeDevices) > 0 {
+		bad("volumeMounts are not supported (pod volumes are not shared with sidecars yet)")
+	}
+	if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
+		bad("probes are not supported on sidecars (a running sidecar counts as ready)")
+	}
+	if c.Lifecycle != nil {
+		bad("lifecycle hooks are not supported on sidecars")
+	}
+	for _, p := range c.Ports {
+		if p.HostPort != 0 {
+			bad("ports[%s].hostPort is not supported", p.Name)
+		}
+	}
+	for _, e := range c.Env {
+		f := e.ValueFrom
+		switch {
+		case f == nil:
+		case f.FieldRef != nil && (f.FieldRef.FieldPath == "status.podIP" || f.FieldRef.FieldPath == "status.podIPs"):
+			bad("env %s: fieldRef %q is not supported: the pod IP is the VM's, which it gets after the sidecars start", e.Name, f.FieldRef.FieldPath)
+		case f.FieldRef != nil:
+			bad("env %s: fieldRef %q is not supported (supported: %s, metadata.labels['KEY'], metadata.annotations['KEY'])", e.Name, f.FieldRef.FieldPath, strings.Join(podenv.Fields, ", "))
+		case f.ResourceFieldRef != nil:
+			bad("env %s: resourceFieldRef is not supported", e.Name)
+		default:
+			bad("env %s: valueFrom names no source vz-node supports", e.Name)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("container %q: %s", c.Name, strings.Join(errs, "; "))
+}
+
+// Spec is the Docker container for a pod's sidecar c, whose env podenv
+// resolved.
+func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string) ContainerSpec {
+	var env []string
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	s := ContainerSpec{
+		Name:       Name(pod, c.Name),
+		Image:      c.Image,
+		Entrypoint: c.Command,
+		Cmd:        c.Args,
+		Env:        env,
+		WorkingDir: c.WorkingDir,
+		TTY:        c.TTY,
+		OpenStdin:  c.Stdin,
+		Labels: map[string]string{
+			LabelNode: node, LabelPodUID: string(pod.UID), LabelContainer: c.Name,
+			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name,
+		},
+		NetworkMode: networkMode,
+	}
+	switch pod.Spec.RestartPolicy {
+	case corev1.RestartPolicyNever:
+		s.RestartPolicy = "no"
+	case corev1.RestartPolicyOnFailure:
+		s.RestartPolicy = "on-failure"
+	default:
+		// Not "always": a sidecar vz-node stopped stays stopped when the
+		// engine restarts.
+		s.RestartPolicy = "unless-stopped"
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		s.MemoryBytes = q.Value()
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		s.NanoCPUs = q.MilliValue() * 1e6
+	}
+	return s
+}
+
+// Waiting is the status of a sidecar that has no running container yet.
+func Waiting(c corev1.Container, reason, message string) corev1.ContainerStatus {
+	f := false
+	return corev1.ContainerStatus{
+		Name: c.Name, Image: c.Image, Started: &f,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}},
+	}
+}
+
+// Status renders a sidecar's Docker container as its container status.
+// prev is the status reported before; lastExit is the exit code of the
+// container's last run when Docker reported it (its "die" event), so a
+// container Docker restarted keeps its last termination.
+func Status(c corev1.Container, ct Container, prev corev1.ContainerStatus, lastExit *int) corev1.ContainerStatus {
+	st := corev1.ContainerStatus{
+		Name:                 c.Name,
+		Image:                c.Image,
+		ImageID:              "docker://" + ct.Image,
+		ContainerID:          "docker://" + ct.ID,
+		RestartCount:         int32(ct.RestartCount),
+		LastTerminationState: prev.LastTerminationState,
+	}
+	s := ct.State
+	ended := func(code int) *corev1.ContainerStateTerminated {
+		t := &corev1.ContainerStateTerminated{
+			ExitCode: int32(code), Message: s.Error, ContainerID: st.ContainerID,
+			StartedAt: metav1.NewTime(s.StartedAt.UTC().Truncate(time.Second)), FinishedAt: metav1.NewTime(s.FinishedAt.UTC().Truncate(time.Second)),
+		}
+		switch {
+		case s.OOMKilled:
+			t.Reason = "OOMKilled"
+		case code == 0:
+			t.Reason = "Completed"
+		default:
+			t.Reason = "Error"
+		}
+		return t
+	}
+	if ct.RestartCount > int(prev.RestartCount) && lastExit != nil {
+		t := ended(*lastExit)
+		t.StartedAt = metav1.Time{}
+		if prev.State.Running != nil {
+			t.StartedAt = prev.State.Running.StartedAt
+		}
+		st.LastTerminationState = corev1.ContainerState{Terminated: t}
+	}
+	started := false
+	switch {
+	case s.Running && !s.Restarting:
+		started = true
+		st.Ready = true
+		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(s.StartedAt.UTC().Truncate(time.Second))}
+	case s.Restarting:
+		st.LastTerminationState = corev1.ContainerState{Terminated: ended(s.ExitCode)}
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: fmt.Sprintf("Docker is restarting the container after it exited with code %d", s.ExitCode)}
+	case s.Status == "created":
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+	default:
+		st.State.Terminated = ended(s.ExitCode)
+	}
+	st.Started = &started
+	return st
+}

@@ -1,0 +1,151 @@
+package sidecar
+
+import (
+	"bytes"
+	"encoding/binary"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	// Validate sees the env podenv resolved: plain values, and what it
+	// left as written.
+	ok := corev1.Container{Name: "side", Image: "busybox", Env: []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "x"}}}
+	if err := Validate(ok); err != nil {
+		t.Fatalf("valid sidecar refused: %v", err)
+	}
+	cases := map[string]struct {
+		mutate func(*corev1.Container)
+		want   string
+	}{
+		"no image":     {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
+		"volume mount": {func(c *corev1.Container) { c.VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}} }, "volumeMounts"},
+		"pod IP":       {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
+		"probe":        {func(c *corev1.Container) { c.ReadinessProbe = &corev1.Probe{} }, "probes"},
+		"hook":         {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
+		"host port":    {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
+		"resource env": {func(c *corev1.Container) {
+			c.Env[0].ValueFrom = &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}
+		}, "env A: resourceFieldRef"},
+		"unknown field": {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.phase") }, `fieldRef "status.phase"`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := ok
+			c.Env = slices.Clone(ok.Env)
+			tc.mutate(&c)
+			err := Validate(c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `container "side"`) {
+				t.Fatalf("Validate: %v, want an error naming the container and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func fieldRef(path string) *corev1.EnvVarSource {
+	return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+}
+
+func TestSpec(t *testing.T) {
+	t.Parallel()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ci-1", Namespace: "builds", UID: "u-1"}}
+	c := corev1.Container{
+		Name: "cache", Image: "registry.local/cache:1", Command: []string{"/bin/cache"}, Args: []string{"--port", "80"},
+		WorkingDir: "/srv", TTY: true, Stdin: true,
+		Env:       []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}}},
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}},
+	}
+	for policy, want := range map[corev1.RestartPolicy]string{"": "unless-stopped", corev1.RestartPolicyAlways: "unless-stopped", corev1.RestartPolicyOnFailure: "on-failure", corev1.RestartPolicyNever: "no"} {
+		pod.Spec.RestartPolicy = policy
+		s := Spec(pod, c, "mac-01", "bridge")
+		if s.RestartPolicy != want {
+			t.Errorf("restart policy %q: docker %q, want %q", policy, s.RestartPolicy, want)
+		}
+		if s.Name != "k8s_cache_ci-1_builds_u-1" || s.NanoCPUs != 1_500_000_000 || s.MemoryBytes != 256<<20 ||
+			!reflect.DeepEqual(s.Entrypoint, c.Command) || !reflect.DeepEqual(s.Cmd, c.Args) || !s.TTY || !s.OpenStdin ||
+			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || s.NetworkMode != "bridge" || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
+			t.Fatalf("spec %+v", s)
+		}
+	}
+}
+
+// frame is one frame of Docker's multiplexed stream.
+func frame(stream byte, payload string) []byte {
+	h := make([]byte, 8, 8+len(payload))
+	h[0] = stream
+	binary.BigEndian.PutUint32(h[4:], uint32(len(payload)))
+	return append(h, payload...)
+}
+
+func TestDemux(t *testing.T) {
+	t.Parallel()
+	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	cases := []struct {
+		name            string
+		in              []byte
+		stdout, stderr  string
+		wantErrContains string
+	}{
+		{"empty", nil, "", "", ""},
+		{"interleaved", join(frame(1, "a\n"), frame(2, "b\n"), frame(1, "c\n"), frame(1, "")), "a\nc\n", "b\n", ""},
+		{"stdin echo counts as output", frame(0, "x"), "x", "", ""},
+		{"engine error", join(frame(1, "a"), frame(3, "exec failed\n")), "a", "", "the engine reports: exec failed"},
+		{"truncated header", frame(1, "abc")[:5], "", "", "truncated frame header"},
+		{"truncated payload", frame(2, "abcdef")[:10], "", "ab", "cut short"},
+		{"tty stream", []byte("hello world\n"), "", "", "names stream 104"},
+		{"bad padding", []byte{1, 0, 1, 0, 0, 0, 0, 1, 'x'}, "", "", "malformed frame header"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := Demux(bytes.NewReader(tc.in), &out, &errOut)
+			if tc.wantErrContains == "" && err != nil || tc.wantErrContains != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErrContains)) {
+				t.Fatalf("error %v, want %q", err, tc.wantErrContains)
+			}
+			if out.String() != tc.stdout || errOut.String() != tc.stderr {
+				t.Fatalf("stdout %q stderr %q, want %q %q", out.String(), errOut.String(), tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// The stream comes from the engine; whatever it holds, Demux never panics,
+// never writes more than it read, and consumes valid framing exactly.
+func FuzzDemux(f *testing.F) {
+	f.Add(frame(1, "hello"))
+	f.Add(append(frame(2, "e"), frame(3, "boom")...))
+	f.Add([]byte{1, 0, 0, 0, 255, 255, 255, 255})
+	f.Add([]byte("plain tty output"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out, errOut bytes.Buffer
+		err := Demux(bytes.NewReader(in), &out, &errOut)
+		if out.Len()+errOut.Len() > len(in) {
+			t.Fatalf("wrote %d bytes from %d", out.Len()+errOut.Len(), len(in))
+		}
+		if err != nil {
+			return
+		}
+		// Accepted input is whole frames, and every payload byte came out.
+		frames := 0
+		for rest := in; len(rest) > 0; frames++ {
+			if len(rest) < 8 {
+				t.Fatalf("accepted a stream ending in a %d-byte header", len(rest))
+			}
+			n := int(binary.BigEndian.Uint32(rest[4:8]))
+			if rest[0] > 2 || len(rest) < 8+n {
+				t.Fatalf("accepted a bad frame % x", rest[:8])
+			}
+			rest = rest[8+n:]
+		}
+		if out.Len()+errOut.Len() != len(in)-8*frames {
+			t.Fatalf("wrote %d payload bytes of %d", out.Len()+errOut.Len(), len(in)-8*frames)
+		}
+	})
+}

@@ -1,0 +1,416 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
+)
+
+// A pod's containers after the first run as Docker sidecars beside its VM.
+// Docker owns their lifecycle once they are created: its restart policy
+// follows the pod's, and vz-node follows Docker's event stream to push
+// their status. They start as soon as the pod is accepted (they need not
+// wait for the VM image), keep running while the VM restarts, are stopped
+// when the VM ends for good, and are removed with the pod.
+
+// Waiting reasons of a sidecar, as the kubelet names them.
+const (
+	reasonContainerCreating    = "ContainerCreating"
+	reasonErrImageNeverPull    = "ErrImageNeverPull"
+	reasonCreateContainerError = "CreateContainerError"
+	reasonRunContainerError    = "RunContainerError"
+)
+
+// sidecarError is a failure to bring a sidecar up, with the waiting reason
+// it shows as.
+type sidecarError struct {
+	reason string
+	err    error
+}
+
+func (e *sidecarError) Error() string { return e.err.Error() }
+
+// sidecarRun is a worker's sidecar work: the loops that create them, and
+// once asked, their graceful stop.
+type sidecarRun struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	stopped chan struct{} // closed when a stop has ended; nil before one
+}
+
+// sidecarsOf returns a pod's sidecar containers.
+func sidecarsOf(pod *corev1.Pod) []corev1.Container {
+	if len(pod.Spec.Containers) < 2 {
+		return nil
+	}
+	return pod.Spec.Containers[1:]
+}
+
+// startSidecars brings up the pod's sidecars, once per worker.
+func (w *podWorker) startSidecars() {
+	pod, _ := w.snapshot()
+	cs := sidecarsOf(pod)
+	if len(cs) == 0 || w.sidecars != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	w.sidecars = &sidecarRun{ctx: ctx, cancel: cancel}
+	w.setView(func(v *podView) {
+		if len(v.Sidecars) != len(cs) {
+			v.Sidecars = make([]corev1.ContainerStatus, len(cs))
+			for i, c := range cs {
+				v.Sidecars[i] = sidecar.Waiting(c, reasonContainerCreating, "")
+			}
+		}
+	})
+	for _, c := range cs {
+		w.ensureSidecar(c)
+	}
+}
+
+// ensureSidecar creates and starts sidecar c unless its container exists,
+// retrying with back-off; its status follows as events.
+func (w *podWorker) ensureSidecar(c corev1.Container) {
+	run := w.sidecars
+	if run == nil || run.ctx.Err() != nil {
+		return
+	}
+	pod, _ := w.snapshot()
+	run.wg.Add(1)
+	go func() {
+		defer run.wg.Done()
+		var backoff time.Duration
+		for {
+			ct, err := w.p.ensureSidecar(run.ctx, w, pod, c)
+			if run.ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				w.post(event{kind: evSidecar, name: c.Name, ct: &ct})
+				return
+			}
+			reason := reasonCreateContainerError
+			var se *sidecarError
+			if errors.As(err, &se) {
+				reason = se.reason
+			}
+			backoff = nextBackoff(backoff, 5*time.Second, 5*time.Minute)
+			st := sidecar.Waiting(c, reason, err.Error())
+			w.post(event{kind: evSidecar, name: c.Name, status: &st})
+			w.event(corev1.EventTypeWarning, "Failed", "Sidecar %q: %v (retrying in %s)", c.Name, err, backoff)
+			select {
+			case <-run.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}()
+}
+
+// ensureSidecar returns sidecar c's container, creating and starting it
+// when it does not exist. An existing container is left as Docker keeps it:
+// one that exited stays exited (its restart policy decided that).
+func (p *PodProvider) ensureSidecar(ctx context.Context, w *podWorker, pod *corev1.Pod, c corev1.Container) (sidecar.Container, error) {
+	d := p.cfg.Docker
+	name := sidecar.Name(pod, c.Name)
+	ct, err := d.Inspect(ctx, name)
+	switch {
+	case err == nil && ct.State.Status != "created":
+		return ct, nil
+	case err == nil:
+		// Created but never started (vz-node stopped in between).
+	case !sidecar.IsNotFound(err):
+		return ct, &sidecarError{reasonCreateContainerError, err}
+	default:
+		if err := p.sidecarImage(ctx, w, pod, c); err != nil {
+			return ct, err
+		}
+		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, p.cfg.SidecarNetwork))
+		if err != nil && !sidecar.IsConflict(err) {
+			return ct, &sidecarError{reasonCreateContainerError, err}
+		}
+		if err == nil {
+			w.event(corev1.EventTypeNormal, "Created", "Created sidecar container %s", c.Name)
+			name = id
+		}
+	}
+	if err := d.Start(ctx, name); err != nil {
+		return ct, &sidecarError{reasonRunContainerError, err}
+	}
+	w.event(corev1.EventTypeNormal, "Started", "Started sidecar container %s", c.Name)
+	ct, err = d.Inspect(ctx, name)
+	if err != nil {
+		return ct, &sidecarError{reasonCreateContainerError, err}
+	}
+	return ct, nil
+}
+
+// sidecarImage makes sure the engine has c's image, as its pull policy
+// says, with the pod's pull secrets.
+func (p *PodProvider) sidecarImage(ctx context.Context, w *podWorker, pod *corev1.Pod, c corev1.Container) error {
+	d := p.cfg.Docker
+	if c.ImagePullPolicy != corev1.PullAlways {
+		_, err := d.ImageID(ctx, c.Image)
+		if err == nil {
+			return nil
+		}
+		if !sidecar.IsNotFound(err) {
+			return &sidecarError{ReasonErrImagePull, err}
+		}
+		if c.ImagePullPolicy == corev1.PullNever {
+			return &sidecarError{reasonErrImageNeverPull, fmt.Errorf("image %q is not present on the node and the pull policy is Never", c.Image)}
+		}
+	}
+	w.event(corev1.EventTypeNormal, "Pulling", "Pulling image %q for sidecar %s", c.Image, c.Name)
+	start := time.Now()
+	if err := d.Pull(ctx, c.Image, dockerAuth(c.Image, p.pullAuth(ctx, pod))); err != nil {
+		return &sidecarError{ReasonErrImagePull, err}
+	}
+	w.event(corev1.EventTypeNormal, "Pulled", "Pulled image %q for sidecar %s in %s", c.Image, c.Name, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// dockerAuth picks the pull secret for ref's registry.
+func dockerAuth(ref string, auths []RegistryAuth) *sidecar.Auth {
+	host := dockerRegistry(ref)
+	for _, a := range auths {
+		h := registryHost(a.Registry)
+		if h == host || host == "docker.io" && (h == "https://index.docker.io/v1/" || h == "index.docker.io") {
+			return &sidecar.Auth{Username: a.Username, Password: a.Password, IdentityToken: a.Token, ServerAddress: a.Registry}
+		}
+	}
+	return nil
+}
+
+// dockerRegistry is the registry host of a Docker image reference, as
+// Docker reads it: the first path element when it looks like a host.
+func dockerRegistry(ref string) string {
+	first, _, ok := strings.Cut(ref, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first
+	}
+	return "docker.io"
+}
+
+// sidecarChanged records a sidecar's new status.
+func (w *podWorker) sidecarChanged(ev event) stage {
+	pod, _ := w.snapshot()
+	cs := sidecarsOf(pod)
+	w.setView(func(v *podView) {
+		// Readers hold copies of the view that share the slice: replace it.
+		v.Sidecars = slices.Clone(v.Sidecars)
+		for i, c := range cs {
+			if c.Name != ev.name || i >= len(v.Sidecars) {
+				continue
+			}
+			switch {
+			case ev.ct != nil:
+				v.Sidecars[i] = sidecar.Status(c, *ev.ct, v.Sidecars[i], ev.exit)
+			case ev.status != nil:
+				st := *ev.status
+				st.RestartCount = v.Sidecars[i].RestartCount
+				v.Sidecars[i] = st
+			}
+		}
+	})
+	return w.stage
+}
+
+// sidecarGone recreates a sidecar whose container was removed behind
+// vz-node's back, while the pod still runs.
+func (w *podWorker) sidecarGone(ev event) stage {
+	pod, _ := w.snapshot()
+	for _, c := range sidecarsOf(pod) {
+		if c.Name == ev.name {
+			st := sidecar.Waiting(c, reasonContainerCreating, "the container was removed; creating it again")
+			w.sidecarChanged(event{name: c.Name, status: &st})
+			w.ensureSidecar(c)
+		}
+	}
+	return w.stage
+}
+
+// stopSidecars stops the pod's sidecars within grace, after the loops
+// that create them have ended. Docker calls never run on the worker's loop.
+func (w *podWorker) stopSidecars(grace time.Duration) {
+	run := w.sidecars
+	if run == nil || run.stopped != nil {
+		return
+	}
+	run.cancel()
+	run.stopped = make(chan struct{})
+	pod, _ := w.snapshot()
+	go func() {
+		defer close(run.stopped)
+		run.wg.Wait()
+		// The worker may finish meanwhile; the stop still gets its grace.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+15*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, c := range sidecarsOf(pod) {
+			wg.Go(func() {
+				if err := w.p.cfg.Docker.Stop(ctx, sidecar.Name(pod, c.Name), grace); err != nil && !sidecar.IsNotFound(err) {
+					w.log.Warn("stop sidecar", "container", c.Name, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// removeSidecars removes every container of the pod once their graceful
+// stop (if one was asked) has ended. It runs in the background: the pod is
+// finished meanwhile, and containers a vz-node restart interrupts removing
+// are collected as orphans when it starts again.
+func (w *podWorker) removeSidecars() {
+	pod, _ := w.snapshot()
+	if len(sidecarsOf(pod)) == 0 || w.p.cfg.Docker == nil {
+		return
+	}
+	run := w.sidecars
+	go func() {
+		if run != nil {
+			run.cancel()
+			run.wg.Wait()
+			if run.stopped != nil {
+				<-run.stopped
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 30*time.Second)
+		defer cancel()
+		d := w.p.cfg.Docker
+		cts, err := d.List(ctx, map[string]string{sidecar.LabelNode: w.p.cfg.NodeName, sidecar.LabelPodUID: w.uid})
+		if err != nil {
+			w.log.Warn("list sidecars to remove", "err", err)
+			return
+		}
+		for _, ct := range cts {
+			if err := d.Remove(ctx, ct.ID); err != nil {
+				w.log.Warn("remove sidecar", "container", ct.Labels[sidecar.LabelContainer], "err", err)
+			}
+		}
+	}()
+}
+
+// watchSidecars follows Docker's events for this node's sidecars and
+// pushes each change to its pod's worker. After the stream (re)connects,
+// every sidecar is read again so no change in between is lost.
+func (p *PodProvider) watchSidecars() {
+	labels := map[string]string{sidecar.LabelNode: p.cfg.NodeName}
+	delay := time.Second
+	for p.ctx.Err() == nil {
+		connected := time.Now()
+		err := p.cfg.Docker.Events(p.ctx, labels, p.refreshSidecars, p.sidecarEvent)
+		if p.ctx.Err() != nil {
+			return
+		}
+		if time.Since(connected) > time.Minute {
+			delay = time.Second
+		}
+		p.log.Warn("Docker event stream ended; reconnecting", "err", err, "in", delay)
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// sidecarEvent turns one Docker event into a status update.
+func (p *PodProvider) sidecarEvent(ev sidecar.Event) {
+	w := p.workerByUID(ev.Attributes[sidecar.LabelPodUID])
+	name := ev.Attributes[sidecar.LabelContainer]
+	if w == nil || name == "" {
+		return
+	}
+	var exit *int
+	switch ev.Action {
+	case "destroy":
+		w.post(event{kind: evSidecarGone, name: name})
+		return
+	case "die":
+		if code, err := strconv.Atoi(ev.Attributes["exitCode"]); err == nil {
+			exit = &code
+		}
+	case "create", "start", "restart", "stop", "kill", "oom", "pause", "unpause":
+	default:
+		return
+	}
+	ct, err := p.cfg.Docker.Inspect(p.ctx, ev.ID)
+	if err != nil {
+		return
+	}
+	w.post(event{kind: evSidecar, name: name, ct: &ct, exit: exit})
+}
+
+// refreshSidecars reads every started sidecar's container again.
+func (p *PodProvider) refreshSidecars() {
+	p.mu.Lock()
+	ws := make([]*podWorker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+	for _, w := range ws {
+		pod, view := w.snapshot()
+		if len(view.Sidecars) == 0 {
+			continue
+		}
+		for _, c := range sidecarsOf(pod) {
+			ct, err := p.cfg.Docker.Inspect(p.ctx, sidecar.Name(pod, c.Name))
+			if err == nil {
+				w.post(event{kind: evSidecar, name: c.Name, ct: &ct})
+			}
+		}
+	}
+}
+
+func (p *PodProvider) workerByUID(uid string) *podWorker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.workers {
+		if w.uid == uid {
+			return w
+		}
+	}
+	return nil
+}
+
+// collectSidecarOrphans removes this node's containers whose pod vz-node
+// no longer has.
+func (p *PodProvider) collectSidecarOrphans() {
+	ctx, cancel := context.WithTimeout(p.ctx, time.Minute)
+	defer cancel()
+	cts, err := p.cfg.Docker.List(ctx, map[string]string{sidecar.LabelNode: p.cfg.NodeName})
+	if err != nil {
+		p.log.Warn("list sidecars to collect orphans", "err", err)
+		return
+	}
+	for _, ct := range cts {
+		if p.workerByUID(ct.Labels[sidecar.LabelPodUID]) != nil {
+			continue
+		}
+		p.log.Info("removing orphan sidecar of a pod that is gone", "container", strings.TrimPrefix(firstName(ct.Names), "/"))
+		if err := p.cfg.Docker.Remove(ctx, ct.ID); err != nil {
+			p.log.Warn("remove orphan sidecar", "err", err)
+		}
+	}
+}
+
+func firstName(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}

@@ -1,0 +1,276 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+
+	"github.com/vzfleet/vzfleet/node/podenv"
+	"github.com/vzfleet/vzfleet/node/sidecar"
+	"github.com/vzfleet/vzfleet/test/harness"
+)
+
+const sidecarImage = "vzfleet-test/busybox:1"
+
+// withDocker gives the fixture a real Docker engine with the busybox image.
+func withDocker(t *testing.T) func(*fixture) {
+	harness.RequireRoot(t)
+	d := harness.DockerT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.BusyboxImage(ctx, sidecarImage); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sidecar.New(d.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(f *fixture) { f.docker = c }
+}
+
+func withSidecars(cs ...corev1.Container) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		for i := range cs {
+			if cs[i].Image == "" {
+				cs[i].Image = sidecarImage
+			}
+			if cs[i].ImagePullPolicy == "" {
+				cs[i].ImagePullPolicy = corev1.PullIfNotPresent
+			}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, cs...)
+	}
+}
+
+func containerStatus(s corev1.PodStatus, name string) (corev1.ContainerStatus, bool) {
+	for _, c := range s.ContainerStatuses {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return corev1.ContainerStatus{}, false
+}
+
+func sidecarRunning(name string) func(corev1.PodStatus) bool {
+	return func(s corev1.PodStatus) bool {
+		c, ok := containerStatus(s, name)
+		return ok && c.State.Running != nil && c.Ready
+	}
+}
+
+func (f *fixture) podContainers(uid string) []sidecar.Summary {
+	f.t.Helper()
+	cts, err := f.docker.List(context.Background(), map[string]string{sidecar.LabelPodUID: uid})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return cts
+}
+
+// A pod's containers after the VM run in Docker beside it: their status is
+// pushed from Docker's events, Docker restarts them under the pod's policy,
+// exec and logs reach them, vz-node re-adopts them after a restart and
+// recreates one removed behind its back, and deleting the pod removes them.
+func TestSidecarsRunBesideTheVM(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	pod := testPod("hybrid", withSidecars(
+		corev1.Container{Name: "agent", Command: []string{"sh", "-c", `echo "agent of $POD on $NODE"; trap 'echo bye; exit 0' TERM; while true; do sleep 1; done`},
+			Env: []corev1.EnvVar{
+				{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+				{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			}},
+		corev1.Container{Name: "flaky", Command: []string{"sh", "-c", "sleep 0.3; exit 4"}},
+	))
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("hybrid", "the VM and the agent sidecar running", func(s corev1.PodStatus) bool {
+		vm, _ := containerStatus(s, "macos")
+		return vm.Ready && sidecarRunning("agent")(s)
+	})
+	if len(st.ContainerStatuses) != 3 || st.ContainerStatuses[1].Name != "agent" || st.ContainerStatuses[2].Name != "flaky" {
+		t.Fatalf("container statuses %+v, want macos, agent, flaky in order", st.ContainerStatuses)
+	}
+	agent, _ := containerStatus(st, "agent")
+	if !strings.HasPrefix(agent.ContainerID, "docker://") {
+		t.Fatalf("agent container ID %q", agent.ContainerID)
+	}
+
+	// Docker restarts the failing sidecar; its exits reach the status
+	// through the event stream, with the exit code of the last run.
+	f.waitFor("hybrid", "flaky restarted with its exit code kept", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "flaky")
+		last := c.LastTerminationState.Terminated
+		return c.RestartCount >= 2 && last != nil && last.ExitCode == 4
+	})
+	notReady := f.waitFor("hybrid", "not ready while flaky is down", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "flaky")
+		return !c.Ready
+	})
+	for _, c := range notReady.Conditions {
+		if c.Type == corev1.ContainersReady && c.Status != corev1.ConditionFalse {
+			t.Fatalf("ContainersReady %s while a sidecar is down", c.Status)
+		}
+	}
+
+	// Logs and exec go to Docker.
+	var logs string
+	for range 100 {
+		rc, err := f.p.GetContainerLogs(ctx, "default", "hybrid", "agent", api.ContainerLogOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if logs = string(b); logs != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if logs != "agent of hybrid on mac-1\n" {
+		t.Fatalf("agent logs %q", logs)
+	}
+	var out strings.Builder
+	err := f.p.RunInContainer(ctx, "default", "hybrid", "agent", []string{"sh", "-c", "echo in-agent; exit 3"}, &testIO{stdout: &out})
+	var code interface{ ExitStatus() int }
+	if !asExit(err, &code) || code.ExitStatus() != 3 || !strings.Contains(out.String(), "in-agent") {
+		t.Fatalf("exec in the sidecar: err %v, output %q", err, out.String())
+	}
+
+	// Stats count the sidecar beside the VM, as Docker measures it.
+	sum, err := f.p.GetStatsSummary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ps := range sum.Pods {
+		for _, c := range ps.Containers {
+			names = append(names, c.Name)
+			if c.Name == "agent" && (c.Memory == nil || c.Memory.WorkingSetBytes == nil || *c.Memory.WorkingSetBytes == 0 || c.CPU.UsageCoreNanoSeconds == nil || *c.CPU.UsageCoreNanoSeconds == 0) {
+				t.Fatalf("agent stats %+v %+v", c.CPU, c.Memory)
+			}
+		}
+	}
+	if !slices.Contains(names, "agent") || !slices.Contains(names, "macos") {
+		t.Fatalf("stats for containers %v, want macos and agent", names)
+	}
+
+	// vz-node restarts: the sidecar keeps running and is followed again.
+	f.p.Close()
+	f.p = f.newProvider(2)
+	after := f.waitFor("hybrid", "re-adopted with the agent running", sidecarRunning("agent"))
+	if a, _ := containerStatus(after, "agent"); a.ContainerID != agent.ContainerID || a.RestartCount != 0 {
+		t.Fatalf("agent after vz-node's restart %+v, want the same container %s not restarted", a, agent.ContainerID)
+	}
+
+	// A sidecar removed behind vz-node's back is created again.
+	if out, err := exec.Command("docker", "--host", f.docker.Host(), "rm", "-f", sidecar.Name(pod, "agent")).CombinedOutput(); err != nil {
+		t.Fatalf("docker rm: %v\n%s", err, out)
+	}
+	f.waitFor("hybrid", "the agent recreated", func(s corev1.PodStatus) bool {
+		a, _ := containerStatus(s, "agent")
+		return a.Ready && a.ContainerID != agent.ContainerID
+	})
+
+	// Delete: every container of the pod goes.
+	now := metav1.Now()
+	grace := int64(5)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
+	if err := f.p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, f, "hybrid")
+	deadline := time.Now().Add(20 * time.Second)
+	for left := f.podContainers("uid-hybrid"); len(left) != 0; left = f.podContainers("uid-hybrid") {
+		if time.Now().After(deadline) {
+			t.Fatalf("containers left after the pod was deleted: %+v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Sidecars that cannot start show why in their status while the VM runs;
+// containers of pods vz-node does not know are collected at start.
+func TestSidecarFailuresAndOrphans(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+
+	pod := testPod("noimage", withSidecars(corev1.Container{Name: "tool", Image: "vzfleet-test/absent:1", ImagePullPolicy: corev1.PullNever}))
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("noimage", "the VM ready and the sidecar waiting", func(s corev1.PodStatus) bool {
+		vm, _ := containerStatus(s, "macos")
+		c, _ := containerStatus(s, "tool")
+		return vm.Ready && c.State.Waiting != nil && c.State.Waiting.Reason == reasonErrImageNeverPull
+	})
+	if c, _ := containerStatus(st, "tool"); !strings.Contains(c.State.Waiting.Message, "vzfleet-test/absent:1") {
+		t.Fatalf("waiting message %q does not name the image", c.State.Waiting.Message)
+	}
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady && c.Status != corev1.ConditionFalse {
+			t.Fatalf("pod Ready %s with a sidecar that never started", c.Status)
+		}
+	}
+
+	// A mandatory Secret that cannot be read keeps the pod out until it
+	// can: virtual-kubelet retries it.
+	bad := testPod("badenv", withSidecars(corev1.Container{Name: "tool", Env: []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{
+		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Key: "k"}}}}}))
+	err := f.p.CreatePod(ctx, bad)
+	var missing *podenv.MissingError
+	if !errors.As(err, &missing) || missing.Reason != podenv.ReasonFailedToReadMandatorySecret || !strings.Contains(err.Error(), `env X of container "tool"`) {
+		t.Fatalf("CreatePod with an unreadable mandatory secret: %v", err)
+	}
+	if _, err := f.p.GetPod(ctx, "default", "badenv"); err == nil {
+		t.Fatal("a pod whose env cannot be resolved was accepted")
+	}
+
+	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", ReadinessProbe: &corev1.Probe{}}))
+	if err := f.p.CreatePod(ctx, invalid); err != nil {
+		t.Fatal(err)
+	}
+	st = f.waitFor("probe", "Failed", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
+	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": probes`) {
+		t.Fatalf("invalid sidecar: reason %q message %q", st.Reason, st.Message)
+	}
+
+	// An orphan: a container of this node whose pod vz-node does not have.
+	orphan := testPod("gone")
+	id, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "x", Image: sidecarImage, Command: []string{"sleep", "300"}}, "mac-1", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "y", Image: sidecarImage, Command: []string{"sleep", "300"}}, "another-node", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.docker.Remove(context.Background(), other) })
+	f.p.Close()
+	f.p = f.newProvider(2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := f.docker.Inspect(ctx, id)
+		if sidecar.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphan container still there: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := f.docker.Inspect(ctx, other); err != nil {
+		t.Fatalf("another node's container was touched: %v", err)
+	}
+}

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
+	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/vznode"
+)
+
+// A pod whose containers after the VM are Docker sidecars, driven with
+// plain kubectl against a real apiserver, a real Docker engine and a real
+// registry: the sidecar's image is pulled from a registry that wants the
+// pod's imagePullSecret, its env comes from the downward API, a ConfigMap
+// and a Secret (read with the node's own credentials), kubectl logs and
+// exec reach it, and deleting the pod removes its containers.
+func TestVZNodeSidecars(t *testing.T) {
+	harness.RequireRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	docker := harness.DockerT(t)
+	reg := harness.AuthRegistryT(t, "ci", "pa55word")
+	image := reg.Addr + "/tools/busybox:1"
+	if err := docker.BusyboxImage(ctx, "vzfleet-test/busybox:1"); err != nil {
+		t.Fatal(err)
+	}
+	cliConfig := t.TempDir()
+	for _, args := range [][]string{{"login", "-u", "ci", "--password-stdin", reg.Addr}, {"tag", "vzfleet-test/busybox:1", image}, {"push", image}, {"rmi", image}, {"logout", reg.Addr}} {
+		cmd := exec.Command("docker", append([]string{"--config", cliConfig, "--host", docker.Host}, args...)...)
+		cmd.Stdin = strings.NewReader("pa55word")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker %v: %v\n%s", args, err, out)
+		}
+	}
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{})
+	const node = "mac-sidecars"
+	vznode.StartT(t, cp, vznode.Options{Name: node, Env: []string{"DOCKER_HOST=" + docker.Host}})
+
+	eventually(t, 90*time.Second, "node Ready with Docker reachable", func() error {
+		n, err := cp.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds := map[corev1.NodeConditionType]corev1.ConditionStatus{}
+		for _, c := range n.Status.Conditions {
+			conds[c.Type] = c.Status
+		}
+		if conds[corev1.NodeReady] != corev1.ConditionTrue || conds["DockerReachable"] != corev1.ConditionTrue {
+			return fmt.Errorf("conditions %v", conds)
+		}
+		return nil
+	})
+
+	nodeKubectl(t, cp, "create", "secret", "docker-registry", "regcred", "--docker-server="+reg.Addr, "--docker-username=ci", "--docker-password=pa55word")
+	nodeKubectl(t, cp, "create", "secret", "generic", "agent-token", "--from-literal=token=t0ken")
+	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage).Replace(`apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: agent-settings
+  namespace: default
+data:
+  level: debug
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hybrid
+  namespace: default
+spec:
+  nodeName: NODE
+  tolerations:
+  - key: virtual-kubelet.io/provider
+    operator: Exists
+  terminationGracePeriodSeconds: 5
+  imagePullSecrets:
+  - name: regcred
+  containers:
+  - name: macos
+    image: VM
+  - name: agent
+    image: IMAGE
+    imagePullPolicy: Always
+    command: ["sh", "-c", "echo agent of $POD_NAME level=$LEVEL token=$TOKEN; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: LEVEL
+      valueFrom:
+        configMapKeyRef:
+          name: agent-settings
+          key: level
+    - name: TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: agent-token
+          key: token
+`)
+	if out, err := cp.Apply(ctx, manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+
+	var pod *corev1.Pod
+	eventually(t, 90*time.Second, "both containers Ready", func() error {
+		p, err := nodeGetPod(t, cp, "default", "hybrid")
+		if err != nil {
+			return err
+		}
+		pod = p
+		var ready []string
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Ready {
+				ready = append(ready, c.Name)
+			}
+		}
+		if p.Status.Phase != corev1.PodRunning || strings.Join(ready, ",") != "macos,agent" {
+			return fmt.Errorf("phase %s, ready containers %v", p.Status.Phase, ready)
+		}
+		return nil
+	})
+	agent := pod.Status.ContainerStatuses[1]
+	if !strings.HasPrefix(agent.ContainerID, "docker://") || !strings.HasPrefix(agent.ImageID, "docker://sha256:") {
+		t.Fatalf("agent status %+v", agent)
+	}
+
+	eventually(t, 30*time.Second, "the agent's log", func() error {
+		if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "agent"); out != "agent of hybrid level=debug token=t0ken\n" {
+			return fmt.Errorf("kubectl logs -c agent: %q", out)
+		}
+		return nil
+	})
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "sh", "-c", "echo in $POD_NAME; exit 3"); code != 3 || out != "in hybrid\n" {
+		t.Fatalf("kubectl exec -c agent: exit %d, output %q", code, out)
+	}
+	if out, code := nodeKubectlCode(t, cp, "through stdin", "exec", "-i", "hybrid", "-c", "agent", "--", "cat"); code != 0 || out != "through stdin" {
+		t.Fatalf("kubectl exec -i -c agent -- cat: exit %d, output %q", code, out)
+	}
+	events := nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
+	if !strings.Contains(events, "Pulled image \""+image+"\" for sidecar agent") || !strings.Contains(events, "Started sidecar container agent") {
+		t.Fatalf("pod events lack the sidecar's pull and start:\n%s", events)
+	}
+
+	nodeKubectl(t, cp, "delete", "pod", "hybrid", "--wait=true", "--timeout=60s")
+	d, err := sidecar.New(docker.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the pod's containers removed", func() error {
+		left, err := d.List(ctx, map[string]string{sidecar.LabelPodUID: string(pod.UID)})
+		if err != nil || len(left) > 0 {
+			return fmt.Errorf("containers left: %+v (err %v)", left, err)
+		}
+		return nil
+	})
+}
