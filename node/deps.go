@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"net"
+	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -38,6 +40,23 @@ func (k kubeObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secre
 
 func (k kubeObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
 	return k.c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+// Token asks the TokenRequest API for a token bound to the pod, which the
+// Node authorizer allows for pods on this node.
+func (k kubeObjects) Token(ctx context.Context, pod *corev1.Pod, serviceAccount, audience string, seconds int64) (string, time.Time, error) {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: &seconds,
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	if audience != "" {
+		req.Spec.Audiences = []string{audience}
+	}
+	tr, err := k.c.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
 }
 
 // GuestTarget identifies one guest for Guest.

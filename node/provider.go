@@ -24,6 +24,7 @@ import (
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
+	"github.com/vzfleet/vzfleet/node/volume"
 )
 
 // PodProviderConfig wires a PodProvider.
@@ -51,7 +52,7 @@ type PodProviderConfig struct {
 	Recorder  record.EventRecorder
 	// Objects reads the Secrets and ConfigMaps pods reference (pull
 	// secrets, sidecar env); nil means pods cannot reference any.
-	Objects podenv.Getter
+	Objects volume.Source
 	// Docker runs the pods' sidecars; nil means pods with sidecars fail.
 	Docker *sidecar.Client
 	// SidecarNetwork is the Docker network mode of sidecars ("" is the
@@ -145,6 +146,8 @@ func (p *PodProvider) recover() error {
 		}
 		w := p.newWorker(rec.Pod)
 		w.view, w.run = rec.View, rec.Run
+		// Tokens may have expired while vz-node was down.
+		w.renewVolumes = time.Now()
 		w.mac, _ = net.ParseMAC(rec.MAC)
 		st, serr := supervisor.ReadState(dir)
 		switch {
@@ -230,6 +233,9 @@ func (p *PodProvider) start(w *podWorker, first event) {
 	p.mu.Unlock()
 	w.events <- first
 	go w.loop()
+	if pod, _ := w.snapshot(); len(pod.Spec.Volumes) > 0 {
+		go w.keepVolumes(w.renewVolumes)
+	}
 }
 
 // finished forgets w and removes its pod from the API.
@@ -274,7 +280,13 @@ func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if err := podenv.Resolve(ctx, pod, p.cfg.Objects, p.cfg.HostIP, report); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
+	renew, err := p.writeVolumes(ctx, pod)
+	if err != nil {
+		report("FailedMount", err.Error())
+		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
 	w := p.newWorker(pod)
+	w.renewVolumes = renew
 	w.setView(func(v *podView) {
 		v.HostIP = p.cfg.HostIP
 		v.Accepted = metav1.NewTime(p.cfg.Now().UTC().Truncate(time.Second))

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,12 +27,7 @@ const sidecarImage = "vzfleet-test/busybox:1"
 // withDocker gives the fixture a real Docker engine with the busybox image.
 func withDocker(t *testing.T) func(*fixture) {
 	harness.RequireRoot(t)
-	d := harness.DockerT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := d.BusyboxImage(ctx, sidecarImage); err != nil {
-		t.Fatal(err)
-	}
+	d := harness.DockerWithImageT(t, sidecarImage)
 	c, err := sidecar.New(d.Host)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +88,10 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 				{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 			}},
 		corev1.Container{Name: "flaky", Command: []string{"sh", "-c", "sleep 0.3; exit 4"}},
-	))
+	), func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+	})
 	if err := f.p.CreatePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +146,13 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 	var code interface{ ExitStatus() int }
 	if !asExit(err, &code) || code.ExitStatus() != 3 || !strings.Contains(out.String(), "in-agent") {
 		t.Fatalf("exec in the sidecar: err %v, output %q", err, out.String())
+	}
+	// The emptyDir is a directory of the pod's on the host.
+	if err := f.p.RunInContainer(ctx, "default", "hybrid", "agent", []string{"sh", "-c", "echo shared > /scratch/f"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(f.p.volumeDir(pod.UID), "scratch", "f")); err != nil || string(b) != "shared\n" {
+		t.Fatalf("file written in the sidecar's emptyDir, on the host: %q %v", b, err)
 	}
 
 	// Stats count the sidecar beside the VM, as Docker measures it.
@@ -248,11 +255,11 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 
 	// An orphan: a container of this node whose pod vz-node does not have.
 	orphan := testPod("gone")
-	id, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "x", Image: sidecarImage, Command: []string{"sleep", "300"}}, "mac-1", ""))
+	id, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "x", Image: sidecarImage, Command: []string{"sleep", "300"}}, "mac-1", "", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "y", Image: sidecarImage, Command: []string{"sleep", "300"}}, "another-node", ""))
+	other, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "y", Image: sidecarImage, Command: []string{"sleep", "300"}}, "another-node", "", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

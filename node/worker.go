@@ -76,6 +76,11 @@ type podWorker struct {
 	stopDone    chan struct{}
 	lastStatus  *corev1.PodStatus
 	sidecars    *sidecarRun
+	// renewVolumes is when the pod's volumes first need writing again (a
+	// token nears its expiry); zero means at the next sync.
+	renewVolumes time.Time
+	volMu        sync.Mutex // orders volume writes before the pod's files go
+	volumesGone  bool
 
 	mu   sync.Mutex // guards pod, view, mac for readers outside the loop
 	pod  *corev1.Pod
@@ -225,6 +230,11 @@ func (w *podWorker) accept(event) stage {
 		}
 		return w.fail("InvalidPod", err.Error())
 	}
+	if err := checkVolumes(pod); err != nil {
+		var inv *invalidPodError
+		errors.As(err, &inv)
+		return w.fail(inv.Reason, inv.Message)
+	}
 	if err := checkSidecars(pod, w.p.cfg.Docker != nil); err != nil {
 		var inv *invalidPodError
 		errors.As(err, &inv)
@@ -299,6 +309,7 @@ func (w *podWorker) launch(event) stage {
 	w.run++
 	run := w.run
 	w.waiting(ReasonStarting, "starting the VM")
+	pod, _ := w.snapshot()
 	ov, err := w.p.cfg.Overlays.Create(w.ctx, w.img, w.dir)
 	if err != nil {
 		return w.startFailed(fmt.Errorf("create the VM's disk overlay: %w", err))
@@ -320,6 +331,7 @@ func (w *podWorker) launch(event) stage {
 			MachineIdentifier: ov.MachineID,
 			Network:           vm.Network{Mode: w.p.cfg.NetworkMode, Interface: w.p.cfg.BridgeInterface, MAC: ov.MAC},
 			ConsoleLogPath:    filepath.Join(w.dir, "console.log"),
+			Shares:            w.p.vmShares(pod),
 		},
 	}
 	if err := supervisor.WriteSpec(w.dir, spec); err != nil {
@@ -712,9 +724,12 @@ func (w *podWorker) finishDeleted(neverRan bool) stage {
 	}
 	w.p.slots.release(w.uid)
 	w.removeSidecars()
+	w.volMu.Lock()
+	w.volumesGone = true
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.log.Warn("remove VM state", "dir", w.dir, "err", err)
 	}
+	w.volMu.Unlock()
 	if sock := supervisor.SocketPath(w.dir); filepath.Dir(sock) != w.dir {
 		_ = os.Remove(sock)
 	}

@@ -258,6 +258,7 @@ type ContainerSpec struct {
 	MemoryBytes   int64
 	NanoCPUs      int64
 	NetworkMode   string
+	Binds         []string // host:container[:ro]
 }
 
 // Create creates a container and returns its ID. A name in use gives an
@@ -268,9 +269,10 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 	}
 	type hostConfig struct {
 		RestartPolicy restart
-		Memory        int64  `json:",omitempty"`
-		NanoCpus      int64  `json:",omitempty"`
-		NetworkMode   string `json:",omitempty"`
+		Memory        int64    `json:",omitempty"`
+		NanoCpus      int64    `json:",omitempty"`
+		NetworkMode   string   `json:",omitempty"`
+		Binds         []string `json:",omitempty"`
 	}
 	body := struct {
 		Image        string
@@ -288,7 +290,7 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 	}{
 		Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
 		Labels: s.Labels, Tty: s.TTY, OpenStdin: s.OpenStdin,
-		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, NetworkMode: s.NetworkMode},
+		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, NetworkMode: s.NetworkMode, Binds: s.Binds},
 	}
 	var out struct {
 		ID string `json:"Id"`

@@ -39,8 +39,8 @@ func Validate(c corev1.Container) error {
 	if c.Image == "" {
 		bad("image is empty; name a Docker image")
 	}
-	if len(c.VolumeMounts) > 0 || len(c.VolumeDevices) > 0 {
-		bad("volumeMounts are not supported (pod volumes are not shared with sidecars yet)")
+	if len(c.VolumeDevices) > 0 {
+		bad("volumeDevices are not supported")
 	}
 	if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
 		bad("probes are not supported on sidecars (a running sidecar counts as ready)")
@@ -74,8 +74,8 @@ func Validate(c corev1.Container) error {
 }
 
 // Spec is the Docker container for a pod's sidecar c, whose env podenv
-// resolved.
-func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string) ContainerSpec {
+// resolved, with its volume mounts as binds (host:container[:ro]).
+func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string, binds []string) ContainerSpec {
 	var env []string
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
@@ -96,6 +96,7 @@ func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string) Contain
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name,
 		},
 		NetworkMode: networkMode,
+		Binds:       binds,
 	}
 	switch pod.Spec.RestartPolicy {
 	case corev1.RestartPolicyNever:

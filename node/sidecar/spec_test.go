@@ -25,12 +25,12 @@ func TestValidate(t *testing.T) {
 		mutate func(*corev1.Container)
 		want   string
 	}{
-		"no image":     {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
-		"volume mount": {func(c *corev1.Container) { c.VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}} }, "volumeMounts"},
-		"pod IP":       {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
-		"probe":        {func(c *corev1.Container) { c.ReadinessProbe = &corev1.Probe{} }, "probes"},
-		"hook":         {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
-		"host port":    {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
+		"no image":      {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
+		"volume device": {func(c *corev1.Container) { c.VolumeDevices = []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/v"}} }, "volumeDevices"},
+		"pod IP":        {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
+		"probe":         {func(c *corev1.Container) { c.ReadinessProbe = &corev1.Probe{} }, "probes"},
+		"hook":          {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
+		"host port":     {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
 		"resource env": {func(c *corev1.Container) {
 			c.Env[0].ValueFrom = &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}
 		}, "env A: resourceFieldRef"},
@@ -64,13 +64,13 @@ func TestSpec(t *testing.T) {
 	}
 	for policy, want := range map[corev1.RestartPolicy]string{"": "unless-stopped", corev1.RestartPolicyAlways: "unless-stopped", corev1.RestartPolicyOnFailure: "on-failure", corev1.RestartPolicyNever: "no"} {
 		pod.Spec.RestartPolicy = policy
-		s := Spec(pod, c, "mac-01", "bridge")
+		s := Spec(pod, c, "mac-01", "bridge", []string{"/v/cache:/cache:ro"})
 		if s.RestartPolicy != want {
 			t.Errorf("restart policy %q: docker %q, want %q", policy, s.RestartPolicy, want)
 		}
 		if s.Name != "k8s_cache_ci-1_builds_u-1" || s.NanoCPUs != 1_500_000_000 || s.MemoryBytes != 256<<20 ||
 			!reflect.DeepEqual(s.Entrypoint, c.Command) || !reflect.DeepEqual(s.Cmd, c.Args) || !s.TTY || !s.OpenStdin ||
-			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || s.NetworkMode != "bridge" || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
+			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || s.NetworkMode != "bridge" || !reflect.DeepEqual(s.Binds, []string{"/v/cache:/cache:ro"}) || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
 			t.Fatalf("spec %+v", s)
 		}
 	}

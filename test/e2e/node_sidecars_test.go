@@ -26,12 +26,9 @@ func TestVZNodeSidecars(t *testing.T) {
 	harness.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	docker := harness.DockerT(t)
+	docker := harness.DockerWithImageT(t, "vzfleet-test/busybox:1")
 	reg := harness.AuthRegistryT(t, "ci", "pa55word")
 	image := reg.Addr + "/tools/busybox:1"
-	if err := docker.BusyboxImage(ctx, "vzfleet-test/busybox:1"); err != nil {
-		t.Fatal(err)
-	}
 	cliConfig := t.TempDir()
 	for _, args := range [][]string{{"login", "-u", "ci", "--password-stdin", reg.Addr}, {"tag", "vzfleet-test/busybox:1", image}, {"push", image}, {"rmi", image}, {"logout", reg.Addr}} {
 		cmd := exec.Command("docker", append([]string{"--config", cliConfig, "--host", docker.Host}, args...)...)
@@ -40,7 +37,9 @@ func TestVZNodeSidecars(t *testing.T) {
 			t.Fatalf("docker %v: %v\n%s", args, err, out)
 		}
 	}
-	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{})
+	// As on a real cluster, every container gets a service account token
+	// volume.
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{ControllerManager: true, ServiceAccounts: true})
 	const node = "mac-sidecars"
 	vznode.StartT(t, cp, vznode.Options{Name: node, Env: []string{"DOCKER_HOST=" + docker.Host}})
 
@@ -59,6 +58,13 @@ func TestVZNodeSidecars(t *testing.T) {
 		return nil
 	})
 
+	eventually(t, 60*time.Second, "the default service account and kube-root-ca.crt", func() error {
+		if _, err := cp.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		_, err := cp.Client.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		return err
+	})
 	nodeKubectl(t, cp, "create", "secret", "docker-registry", "regcred", "--docker-server="+reg.Addr, "--docker-username=ci", "--docker-password=pa55word")
 	nodeKubectl(t, cp, "create", "secret", "generic", "agent-token", "--from-literal=token=t0ken")
 	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage).Replace(`apiVersion: v1
@@ -82,13 +88,23 @@ spec:
   terminationGracePeriodSeconds: 5
   imagePullSecrets:
   - name: regcred
+  volumes:
+  - name: settings
+    configMap:
+      name: agent-settings
   containers:
   - name: macos
     image: VM
+    volumeMounts:
+    - name: settings
+      mountPath: /Volumes/settings
   - name: agent
     image: IMAGE
     imagePullPolicy: Always
     command: ["sh", "-c", "echo agent of $POD_NAME level=$LEVEL token=$TOKEN; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts:
+    - name: settings
+      mountPath: /etc/agent
     env:
     - name: POD_NAME
       valueFrom:
@@ -144,6 +160,30 @@ spec:
 	if out, code := nodeKubectlCode(t, cp, "through stdin", "exec", "-i", "hybrid", "-c", "agent", "--", "cat"); code != 0 || out != "through stdin" {
 		t.Fatalf("kubectl exec -i -c agent -- cat: exit %d, output %q", code, out)
 	}
+	// Volumes: the ConfigMap in the sidecar and, as a virtio-fs share
+	// (macOS shows it under /Volumes/My Shared Files), in the VM; the
+	// admission-injected service account token works against the API.
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", "/etc/agent/level"); code != 0 || out != "debug" {
+		t.Fatalf("the ConfigMap volume in the sidecar: exit %d, %q", code, out)
+	}
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "macos", "--", "cat", "Volumes/My Shared Files/settings/level"); code != 0 || out != "debug" {
+		t.Fatalf("the ConfigMap volume in the VM: exit %d, %q", code, out)
+	}
+	const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	token, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", sa+"token")
+	if ns, _ := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", sa+"namespace"); code != 0 || token == "" || ns != "default" {
+		t.Fatalf("service account volume: token exit %d (%d bytes), namespace %q", code, len(token), ns)
+	}
+	kubectl, err := harness.Tool("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := exec.Command(kubectl, "--server="+cp.URL, "--certificate-authority="+cp.CA.CertPath, "--token="+token,
+		"auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	if err != nil || string(who) != "system:serviceaccount:default:default" {
+		t.Fatalf("kubectl auth whoami with the sidecar's token: %v %s", err, who)
+	}
+
 	events := nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
 	if !strings.Contains(events, "Pulled image \""+image+"\" for sidecar agent") || !strings.Contains(events, "Started sidecar container agent") {
 		t.Fatalf("pod events lack the sidecar's pull and start:\n%s", events)

@@ -27,6 +27,11 @@ type ControlPlaneOptions struct {
 	// MetricsServer serves metrics.k8s.io from the nodes' kubelet API
 	// (/metrics/resource), so `kubectl top` works.
 	MetricsServer bool
+	// ServiceAccounts enables the ServiceAccount admission plugin, which
+	// mounts a service account token volume into every pod, as real
+	// clusters do. It needs ControllerManager (default service accounts,
+	// kube-root-ca.crt).
+	ServiceAccounts bool
 	// Log receives progress lines (nil: silent).
 	Log func(format string, args ...any)
 }
@@ -79,7 +84,7 @@ func StartControlPlane(ctx context.Context, dir string, opts ControlPlaneOptions
 		return nil, err
 	}
 	logf("harness: starting kube-apiserver on %s", cp.URL)
-	if err := cp.startAPIServer(ctx, port, etcdURL); err != nil {
+	if err := cp.startAPIServer(ctx, port, etcdURL, opts.ServiceAccounts); err != nil {
 		return nil, err
 	}
 	if opts.Scheduler {
@@ -153,8 +158,14 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) (string, error) {
 	return clientURL, p.waitFor(ctx, "etcd healthy", func() error { return httpOK(http.DefaultClient, clientURL+"/health") })
 }
 
-func (cp *ControlPlane) startAPIServer(ctx context.Context, port int, etcdURL string) error {
+func (cp *ControlPlane) startAPIServer(ctx context.Context, port int, etcdURL string, serviceAccounts bool) error {
 	pki := filepath.Join(cp.Dir, "pki")
+	// Without the plugin, pods get no token volume and need no service
+	// account to exist.
+	admission := "--disable-admission-plugins=ServiceAccount"
+	if serviceAccounts {
+		admission = "--enable-admission-plugins=ServiceAccount"
+	}
 	serving, err := cp.CA.Issue(pki, "apiserver", CertRequest{
 		CommonName: "kube-apiserver",
 		DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
@@ -209,7 +220,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, port int, etcdURL st
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
-		"--disable-admission-plugins=ServiceAccount",
+		admission,
 		"--endpoint-reconciler-type=none",
 		"--kubelet-client-certificate=" + cp.KubeletClient.CertPath,
 		"--kubelet-client-key=" + cp.KubeletClient.KeyPath,

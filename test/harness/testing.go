@@ -56,6 +56,19 @@ func AuthRegistryT(t testing.TB, user, password string) *Registry {
 	return r
 }
 
+// DockerWithImageT returns a Docker engine for a test that has the busybox
+// image ref (see BusyboxImage).
+func DockerWithImageT(t testing.TB, ref string) *Docker {
+	t.Helper()
+	d := DockerT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.BusyboxImage(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // DockerT returns a Docker engine for a test (starting one if needed).
 func DockerT(t testing.TB) *Docker {
 	t.Helper()
