@@ -280,13 +280,14 @@ func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if err := podenv.Resolve(ctx, pod, p.cfg.Objects, p.cfg.HostIP, report); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	renew, err := p.writeVolumes(ctx, pod)
+	var volumes volume.Writer
+	renew, err := p.writeVolumes(ctx, &volumes, pod)
 	if err != nil {
 		report("FailedMount", err.Error())
 		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	w := p.newWorker(pod)
-	w.renewVolumes = renew
+	w.volumes, w.renewVolumes = volumes, renew
 	w.setView(func(v *podView) {
 		v.HostIP = p.cfg.HostIP
 		v.Accepted = metav1.NewTime(p.cfg.Now().UTC().Truncate(time.Second))

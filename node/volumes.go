@@ -33,13 +33,13 @@ func (p *PodProvider) volumeDir(uid types.UID) string {
 	return filepath.Join(supervisor.Dir(p.cfg.StateDir, string(uid)), "volumes")
 }
 
-// writeVolumes writes the pod's volumes and returns when a token in them
-// needs renewing.
-func (p *PodProvider) writeVolumes(ctx context.Context, pod *corev1.Pod) (time.Time, error) {
+// writeVolumes writes the pod's volumes with w and returns when a token
+// in them needs renewing.
+func (p *PodProvider) writeVolumes(ctx context.Context, w *volume.Writer, pod *corev1.Pod) (time.Time, error) {
 	if len(pod.Spec.Volumes) == 0 {
 		return time.Time{}, nil
 	}
-	return volume.Write(ctx, pod, p.volumeDir(pod.UID), p.cfg.Objects)
+	return w.Write(ctx, pod, p.volumeDir(pod.UID), p.cfg.Objects)
 }
 
 // checkVolumes refuses volume mounts vz-node cannot provide. Errors are
@@ -122,7 +122,7 @@ func (w *podWorker) keepVolumes(next time.Time) {
 			w.volMu.Unlock()
 			return
 		}
-		at, err := w.p.writeVolumes(w.ctx, pod)
+		at, err := w.p.writeVolumes(w.ctx, &w.volumes, pod)
 		w.volMu.Unlock()
 		next = at
 		if err != nil && w.ctx.Err() == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
+	"github.com/vzfleet/vzfleet/node/volume"
 )
 
 // event is one input to a pod worker.
@@ -79,7 +80,8 @@ type podWorker struct {
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time
-	volMu        sync.Mutex // orders volume writes before the pod's files go
+	volMu        sync.Mutex // guards volumes, and orders writes before the pod's files go
+	volumes      volume.Writer
 	volumesGone  bool
 
 	mu   sync.Mutex // guards pod, view, mac for readers outside the loop

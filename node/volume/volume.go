@@ -93,17 +93,32 @@ func ReadOnly(v corev1.Volume) bool {
 	return s.ConfigMap != nil || s.Secret != nil || s.DownwardAPI != nil || s.Projected != nil
 }
 
+// Writer writes one pod's volumes, keeping each token until it needs
+// renewing. Its methods are not safe for concurrent use.
+type Writer struct {
+	tokens map[string]token
+}
+
+// token is a token already written, and when to renew it.
+type token struct {
+	value string
+	renew time.Time
+}
+
 // Write materializes the pod's supported volumes under dir and returns
 // when the earliest token in them should be renewed (zero when none has
 // one): at 80% of its lifetime, as the kubelet does. A mandatory
 // ConfigMap, Secret or key that is missing is an error naming the volume.
-func Write(ctx context.Context, pod *corev1.Pod, dir string, src Source) (time.Time, error) {
+func (w *Writer) Write(ctx context.Context, pod *corev1.Pod, dir string, src Source) (time.Time, error) {
+	if w.tokens == nil {
+		w.tokens = map[string]token{}
+	}
 	var renew time.Time
 	for _, v := range pod.Spec.Volumes {
 		if Check(v) != nil {
 			continue
 		}
-		at, err := write(ctx, pod, dir, v, src)
+		at, err := w.write(ctx, pod, dir, v, src)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
@@ -114,7 +129,7 @@ func Write(ctx context.Context, pod *corev1.Pod, dir string, src Source) (time.T
 	return renew, nil
 }
 
-func write(ctx context.Context, pod *corev1.Pod, dir string, v corev1.Volume, src Source) (time.Time, error) {
+func (w *Writer) write(ctx context.Context, pod *corev1.Pod, dir string, v corev1.Volume, src Source) (time.Time, error) {
 	s := v.VolumeSource
 	if s.HostPath != nil {
 		return time.Time{}, hostPath(*s.HostPath)
@@ -156,7 +171,7 @@ func write(ctx context.Context, pod *corev1.Pod, dir string, v corev1.Volume, sr
 			case p.ServiceAccountToken != nil:
 				var at time.Time
 				var f map[string]file
-				f, at, err = tokenFile(ctx, pod, src, *p.ServiceAccountToken, mode(s.Projected.DefaultMode, defaultSecretMode))
+				f, at, err = w.tokenFile(ctx, pod, src, v.Name, *p.ServiceAccountToken, mode(s.Projected.DefaultMode, defaultSecretMode))
 				err = add(f, err)
 				if renew.IsZero() || at.Before(renew) {
 					renew = at
@@ -318,7 +333,13 @@ func mapFile(m map[string]string) string {
 	return b.String()
 }
 
-func tokenFile(ctx context.Context, pod *corev1.Pod, src Source, t corev1.ServiceAccountTokenProjection, m os.FileMode) (map[string]file, time.Time, error) {
+// tokenFile is the token of a projection, requested again only once the
+// one written before needs renewing.
+func (w *Writer) tokenFile(ctx context.Context, pod *corev1.Pod, src Source, volume string, t corev1.ServiceAccountTokenProjection, m os.FileMode) (map[string]file, time.Time, error) {
+	key := fmt.Sprintf("%s/%s/%s/%v", volume, t.Path, t.Audience, t.ExpirationSeconds)
+	if c, ok := w.tokens[key]; ok && time.Now().Before(c.renew) {
+		return map[string]file{t.Path: {[]byte(c.value), m}}, c.renew, nil
+	}
 	if src == nil {
 		return nil, time.Time{}, errors.New("this node has no API client to request service account tokens")
 	}
@@ -335,6 +356,7 @@ func tokenFile(ctx context.Context, pod *corev1.Pod, src Source, t corev1.Servic
 		return nil, time.Time{}, fmt.Errorf("token for service account %q: %w", sa, err)
 	}
 	renew := exp.Add(-time.Duration(float64(time.Until(exp)) * 0.2))
+	w.tokens[key] = token{tok, renew}
 	return map[string]file{t.Path: {[]byte(tok), m}}, renew, nil
 }
 

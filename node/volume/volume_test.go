@@ -87,7 +87,8 @@ func TestWrite(t *testing.T) {
 		}},
 	}
 	start := time.Now()
-	renew, err := Write(context.Background(), pod, dir, src)
+	var w Writer
+	renew, err := w.Write(context.Background(), pod, dir, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,14 +126,14 @@ func TestWrite(t *testing.T) {
 		t.Errorf("an unsupported volume was written: %v", err)
 	}
 
-	// Writing again renews the token, follows changed keys and removes
-	// keys that went away.
+	// Writing again keeps a token that is not due, follows changed keys
+	// and removes keys that went away.
 	src.configMaps["settings"] = map[string]string{"level": "info"}
-	if _, err := Write(context.Background(), pod, dir, src); err != nil {
+	if _, err := w.Write(context.Background(), pod, dir, src); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := read(t, filepath.Join(dir, "kube-api-access", "token")); data != "token/builder//u-1/2" {
-		t.Errorf("token after a rewrite: %q", data)
+	if data, _ := read(t, filepath.Join(dir, "kube-api-access", "token")); data != "token/builder//u-1/1" || src.tokens != 1 {
+		t.Errorf("token after a rewrite before it is due: %q (%d requests)", data, src.tokens)
 	}
 	if data, _ := read(t, filepath.Join(dir, "settings", "level")); data != "info" {
 		t.Errorf("changed key: %q", data)
@@ -142,6 +143,21 @@ func TestWrite(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*", ".tmp-*")); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
+	}
+
+	// A token past 80% of its lifetime is renewed.
+	src.ttl = time.Second
+	var short Writer
+	at, err := short.Write(context.Background(), pod, t.TempDir(), src)
+	if err != nil || time.Until(at) > time.Second {
+		t.Fatalf("renew of a 1s token at %s: %v", time.Until(at), err)
+	}
+	time.Sleep(time.Until(at))
+	if _, err := short.Write(context.Background(), pod, dir, src); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := read(t, filepath.Join(dir, "kube-api-access", "token")); data != "token/builder//u-1/3" {
+		t.Errorf("token once due: %q", data)
 	}
 }
 
@@ -162,7 +178,8 @@ func TestWriteFailures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{Volumes: []corev1.Volume{tc.v}}}
 			dir := t.TempDir()
-			if _, err := Write(context.Background(), pod, dir, src); err == nil || !strings.Contains(err.Error(), tc.want) {
+			var w Writer
+			if _, err := w.Write(context.Background(), pod, dir, src); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Write: %v, want %q", err, tc.want)
 			}
 			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "etc")); err == nil {
