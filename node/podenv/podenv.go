@@ -154,7 +154,7 @@ func (r *resolver) value(container string, v corev1.EnvVar, e *env) (corev1.EnvV
 	case f == nil:
 		return corev1.EnvVar{Name: v.Name, Value: expand(v.Value, e)}, true, nil
 	case f.FieldRef != nil:
-		if s, ok := field(r.pod, f.FieldRef.FieldPath, r.hostIP); ok {
+		if s, ok := Field(r.pod, f.FieldRef.FieldPath, r.hostIP); ok {
 			return corev1.EnvVar{Name: v.Name, Value: s}, true, nil
 		}
 		return v, true, nil
@@ -244,8 +244,10 @@ func (r *resolver) object(kind, name string) (map[string]string, error) {
 	return o.data, o.err
 }
 
-// field reads a downward-API field.
-func field(pod *corev1.Pod, path, hostIP string) (string, bool) {
+// Field reads a downward-API field of pod, one of Fields or
+// metadata.labels['KEY'] or metadata.annotations['KEY']; hostIP is the
+// node's address.
+func Field(pod *corev1.Pod, path, hostIP string) (string, bool) {
 	switch path {
 	case "metadata.name":
 		return pod.Name, true

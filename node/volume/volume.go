@@ -143,49 +143,51 @@ func (w *Writer) write(ctx context.Context, pod *corev1.Pod, dir string, v corev
 		}
 		return time.Time{}, os.Chmod(root, 0o777)
 	}
+	sources, defMode := projections(s)
 	files := map[string]file{}
 	var renew time.Time
-	add := func(fs map[string]file, err error) error {
-		for p, f := range fs {
-			files[p] = f
-		}
-		return err
-	}
-	var err error
-	switch {
-	case s.ConfigMap != nil:
-		err = add(configMapFiles(ctx, pod, src, s.ConfigMap.Name, s.ConfigMap.Items, s.ConfigMap.Optional, mode(s.ConfigMap.DefaultMode, defaultMode)))
-	case s.Secret != nil:
-		err = add(secretFiles(ctx, pod, src, s.Secret.SecretName, s.Secret.Items, s.Secret.Optional, mode(s.Secret.DefaultMode, defaultSecretMode)))
-	case s.DownwardAPI != nil:
-		err = add(fieldFiles(pod, s.DownwardAPI.Items, mode(s.DownwardAPI.DefaultMode, defaultMode)), nil)
-	case s.Projected != nil:
-		for _, p := range s.Projected.Sources {
-			switch {
-			case p.ConfigMap != nil:
-				err = add(configMapFiles(ctx, pod, src, p.ConfigMap.Name, p.ConfigMap.Items, p.ConfigMap.Optional, mode(s.Projected.DefaultMode, defaultMode)))
-			case p.Secret != nil:
-				err = add(secretFiles(ctx, pod, src, p.Secret.Name, p.Secret.Items, p.Secret.Optional, mode(s.Projected.DefaultMode, defaultSecretMode)))
-			case p.DownwardAPI != nil:
-				err = add(fieldFiles(pod, p.DownwardAPI.Items, mode(s.Projected.DefaultMode, defaultMode)), nil)
-			case p.ServiceAccountToken != nil:
-				var at time.Time
-				var f map[string]file
-				f, at, err = w.tokenFile(ctx, pod, src, v.Name, *p.ServiceAccountToken, mode(s.Projected.DefaultMode, defaultSecretMode))
-				err = add(f, err)
-				if renew.IsZero() || at.Before(renew) {
-					renew = at
-				}
-			}
-			if err != nil {
-				break
+	for _, p := range sources {
+		var f map[string]file
+		var err error
+		switch {
+		case p.ConfigMap != nil:
+			f, err = configMapFiles(ctx, pod, src, p.ConfigMap.Name, p.ConfigMap.Items, p.ConfigMap.Optional, mode(defMode, defaultMode))
+		case p.Secret != nil:
+			f, err = secretFiles(ctx, pod, src, p.Secret.Name, p.Secret.Items, p.Secret.Optional, mode(defMode, defaultSecretMode))
+		case p.DownwardAPI != nil:
+			f = fieldFiles(pod, p.DownwardAPI.Items, mode(defMode, defaultMode))
+		case p.ServiceAccountToken != nil:
+			var at time.Time
+			f, at, err = w.tokenFile(ctx, pod, src, v.Name, *p.ServiceAccountToken, mode(defMode, defaultSecretMode))
+			if renew.IsZero() || at.Before(renew) {
+				renew = at
 			}
 		}
-	}
-	if err != nil {
-		return time.Time{}, err
+		if err != nil {
+			return time.Time{}, err
+		}
+		for path, file := range f {
+			files[path] = file
+		}
 	}
 	return renew, sync(root, files)
+}
+
+// projections are the sources of a volume whose files come from the API,
+// with its default file mode: a configMap, secret or downwardAPI volume is
+// a projected volume of one source.
+func projections(s corev1.VolumeSource) ([]corev1.VolumeProjection, *int32) {
+	switch {
+	case s.ConfigMap != nil:
+		return []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: s.ConfigMap.LocalObjectReference, Items: s.ConfigMap.Items, Optional: s.ConfigMap.Optional}}}, s.ConfigMap.DefaultMode
+	case s.Secret != nil:
+		return []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: s.Secret.SecretName}, Items: s.Secret.Items, Optional: s.Secret.Optional}}}, s.Secret.DefaultMode
+	case s.DownwardAPI != nil:
+		return []corev1.VolumeProjection{{DownwardAPI: &corev1.DownwardAPIProjection{Items: s.DownwardAPI.Items}}}, s.DownwardAPI.DefaultMode
+	case s.Projected != nil:
+		return s.Projected.Sources, s.Projected.DefaultMode
+	}
+	return nil, nil
 }
 
 // file is one file of a volume.
@@ -295,26 +297,16 @@ func fieldFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, m os.File
 }
 
 // fieldFile renders a downward-API field as the kubelet writes it to a
-// file: labels and annotations as sorted key="value" lines.
+// file: all labels or annotations as sorted key="value" lines, any other
+// field as env reads it.
 func fieldFile(pod *corev1.Pod, p string) (string, bool) {
 	switch p {
-	case "metadata.name":
-		return pod.Name, true
-	case "metadata.namespace":
-		return pod.Namespace, true
-	case "metadata.uid":
-		return string(pod.UID), true
 	case "metadata.labels":
 		return mapFile(pod.Labels), true
 	case "metadata.annotations":
 		return mapFile(pod.Annotations), true
 	}
-	for prefix, m := range map[string]map[string]string{"metadata.labels": pod.Labels, "metadata.annotations": pod.Annotations} {
-		if rest, ok := strings.CutPrefix(p, prefix+"['"); ok && strings.HasSuffix(rest, "']") {
-			return m[strings.TrimSuffix(rest, "']")], true
-		}
-	}
-	return "", false
+	return podenv.Field(pod, p, "")
 }
 
 func mapFile(m map[string]string) string {
