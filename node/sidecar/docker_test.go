@@ -252,3 +252,89 @@ func TestUnreachableEngine(t *testing.T) {
 		}
 	}
 }
+
+// Following a log streams lines as they come; closing the reader ends it.
+// Attach reaches the main process's stdin and stdout.
+func TestFollowAndAttach(t *testing.T) {
+	d, _ := engine(t)
+	ctx := context.Background()
+	pod := testPod("follow")
+	ticker := create(t, d, pod, corev1.Container{Name: "ticker", Image: testImage, Command: []string{"sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"}})
+	rc, err := d.Logs(ctx, ticker, sidecar.LogOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		buf := make([]byte, 4096)
+		var got string
+		for {
+			n, err := rc.Read(buf)
+			got += string(buf[:n])
+			if strings.Count(got, "\n") >= 5 || err != nil {
+				lines <- got
+				return
+			}
+		}
+	}()
+	select {
+	case got := <-lines:
+		if !strings.HasPrefix(got, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n") {
+			t.Fatalf("followed log %q", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the followed log did not deliver 5 lines within 20s")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- rc.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing a followed log hung")
+	}
+
+	echo := create(t, d, pod, corev1.Container{Name: "echo", Image: testImage, Stdin: true, Command: []string{"cat"}})
+	waitState(t, d, echo, "running", func(ct sidecar.Container) bool { return ct.State.Running })
+	pr, pw := io.Pipe()
+	var out syncBuffer
+	attachCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Attach(attachCtx, echo, sidecar.IO{Stdin: pr, Stdout: &out, Stderr: &out}) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "hello from attach") {
+		if time.Now().After(deadline) {
+			t.Fatalf("attach output %q", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("attach ended early: %v (output %q)", err, out.String())
+		default:
+		}
+		fmt.Fprintln(pw, "hello from attach")
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil && err != context.Canceled {
+		t.Fatalf("attach ended with %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
