@@ -25,11 +25,11 @@ func (w *podWorker) startProbes() {
 	ctx := w.newActivity()
 	pod, view := w.snapshot()
 	c := vmContainer(pod)
-	ip := view.PodIP
-	t := w.p.target(w.uid, w.dir, ip)
+	t := w.p.target(w.uid, w.dir, view.PodIP)
+	env := probeEnv{c: c, ip: view.PodIP, exec: func(ctx context.Context, argv []string) error { return w.p.execSucceeds(ctx, t, argv) }}
 	go func() {
 		if c.StartupProbe != nil {
-			if err := w.p.probeUntil(ctx, c, ip, t, c.StartupProbe, true); err != nil {
+			if err := probeUntil(ctx, env, c.StartupProbe, true); err != nil {
 				if ctx.Err() == nil {
 					w.event(corev1.EventTypeWarning, "Unhealthy", "Startup probe failed: %v", err)
 					w.post(event{kind: evUnhealthy, err: err})
@@ -40,15 +40,28 @@ func (w *podWorker) startProbes() {
 		if c.ReadinessProbe == nil {
 			w.post(event{kind: evProbe, ready: true})
 		} else {
-			go w.p.readinessLoop(ctx, w, c, ip, t)
+			go readinessLoop(ctx, env, c.ReadinessProbe, func(ready bool, err error) {
+				if err != nil {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: %v", err)
+				}
+				w.post(event{kind: evProbe, ready: ready})
+			})
 		}
 		if c.LivenessProbe != nil {
-			if err := w.p.probeUntil(ctx, c, ip, t, c.LivenessProbe, false); err != nil && ctx.Err() == nil {
+			if err := probeUntil(ctx, env, c.LivenessProbe, false); err != nil && ctx.Err() == nil {
 				w.event(corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed: %v", err)
 				w.post(event{kind: evUnhealthy, err: err})
 			}
 		}
 	}()
+}
+
+// probeEnv is what probes run against: the container, the address its
+// network probes reach, and how a command runs in it.
+type probeEnv struct {
+	c    corev1.Container
+	ip   string
+	exec func(ctx context.Context, argv []string) error
 }
 
 type probeTiming struct {
@@ -94,14 +107,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // probeUntil runs probe until it succeeds (untilSuccess: the startup probe)
 // or until it fails failureThreshold times in a row (liveness). It returns
 // the last failure.
-func (p *PodProvider) probeUntil(ctx context.Context, c corev1.Container, ip string, t GuestTarget, probe *corev1.Probe, untilSuccess bool) error {
+func probeUntil(ctx context.Context, env probeEnv, probe *corev1.Probe, untilSuccess bool) error {
 	tm := timing(probe)
 	if !sleepCtx(ctx, tm.initial) {
 		return ctx.Err()
 	}
 	fails := 0
 	for {
-		err := p.probeOnce(ctx, c, ip, t, probe, tm.timeout)
+		err := probeOnce(ctx, env, probe, tm.timeout)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -119,15 +132,16 @@ func (p *PodProvider) probeUntil(ctx context.Context, c corev1.Container, ip str
 	}
 }
 
-func (p *PodProvider) readinessLoop(ctx context.Context, w *podWorker, c corev1.Container, ip string, t GuestTarget) {
-	probe := c.ReadinessProbe
+// readinessLoop runs a readiness probe until ctx ends and reports each
+// change of readiness, with the failure that ended a ready spell.
+func readinessLoop(ctx context.Context, env probeEnv, probe *corev1.Probe, report func(ready bool, err error)) {
 	tm := timing(probe)
 	if !sleepCtx(ctx, tm.initial) {
 		return
 	}
 	ready, succ, fails := false, 0, 0
 	for {
-		err := p.probeOnce(ctx, c, ip, t, probe, tm.timeout)
+		err := probeOnce(ctx, env, probe, tm.timeout)
 		if ctx.Err() != nil {
 			return
 		}
@@ -135,16 +149,17 @@ func (p *PodProvider) readinessLoop(ctx context.Context, w *podWorker, c corev1.
 			succ, fails = succ+1, 0
 			if !ready && succ >= tm.success {
 				ready = true
-				w.post(event{kind: evProbe, ready: true})
+				report(true, nil)
 			}
 		} else {
 			succ, fails = 0, fails+1
 			if ready && fails >= tm.failure || !ready && fails == 1 {
+				var lost error
 				if ready {
-					w.event(corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed: %v", err)
+					lost = err
 				}
 				ready = false
-				w.post(event{kind: evProbe, ready: false})
+				report(false, lost)
 			}
 		}
 		if !sleepCtx(ctx, tm.period) {
@@ -154,19 +169,19 @@ func (p *PodProvider) readinessLoop(ctx context.Context, w *podWorker, c corev1.
 }
 
 // probeOnce runs one probe with its timeout.
-func (p *PodProvider) probeOnce(ctx context.Context, c corev1.Container, ip string, t GuestTarget, probe *corev1.Probe, timeout time.Duration) error {
+func probeOnce(ctx context.Context, env probeEnv, probe *corev1.Probe, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	h := probe.ProbeHandler
 	switch {
 	case h.Exec != nil:
-		return p.execSucceeds(ctx, t, h.Exec.Command)
+		return env.exec(ctx, h.Exec.Command)
 	case h.TCPSocket != nil:
-		port, err := resolvePort(h.TCPSocket.Port, c)
+		port, err := resolvePort(h.TCPSocket.Port, env.c)
 		if err != nil {
 			return err
 		}
-		host := ip
+		host := env.ip
 		if h.TCPSocket.Host != "" {
 			host = h.TCPSocket.Host
 		}
@@ -177,7 +192,7 @@ func (p *PodProvider) probeOnce(ctx context.Context, c corev1.Container, ip stri
 		}
 		return conn.Close()
 	case h.HTTPGet != nil:
-		return httpGet(ctx, ip, c, h.HTTPGet)
+		return httpGet(ctx, env.ip, env.c, h.HTTPGet)
 	case h.GRPC != nil:
 		return fmt.Errorf("gRPC probes are not supported for macOS VMs; use exec, tcpSocket or httpGet")
 	}

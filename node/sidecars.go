@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -220,6 +221,99 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 				st := *ev.status
 				st.RestartCount = v.Sidecars[i].RestartCount
 				v.Sidecars[i] = st
+			}
+			w.followProbes(c, &v.Sidecars[i])
+		}
+	})
+	return w.stage
+}
+
+// sidecarProbe is the probing of one run of a sidecar. Loop-owned.
+type sidecarProbe struct {
+	run            string // container ID and start time; empty while not running
+	cancel         context.CancelFunc
+	started, ready bool
+}
+
+// followProbes starts a sidecar's startup and readiness probes afresh for
+// each run of its container, and makes st say what they found.
+func (w *podWorker) followProbes(c corev1.Container, st *corev1.ContainerStatus) {
+	if c.ReadinessProbe == nil && c.StartupProbe == nil || w.sidecars == nil {
+		return
+	}
+	if w.probes == nil {
+		w.probes = map[string]*sidecarProbe{}
+	}
+	run := ""
+	if st.State.Running != nil {
+		run = st.ContainerID + "@" + st.State.Running.StartedAt.UTC().String()
+	}
+	pr := w.probes[c.Name]
+	if pr == nil || pr.run != run {
+		if pr != nil {
+			pr.cancel()
+		}
+		pr = &sidecarProbe{run: run, started: c.StartupProbe == nil, cancel: func() {}}
+		w.probes[c.Name] = pr
+		if run != "" {
+			pr.cancel = w.probeSidecar(c, strings.TrimPrefix(st.ContainerID, "docker://"), run)
+		}
+	}
+	started := run != "" && pr.started
+	st.Started = &started
+	st.Ready = started && (c.ReadinessProbe == nil || pr.ready)
+}
+
+// probeSidecar runs a sidecar's exec probes in its container through
+// Docker and reports their results for run.
+func (w *podWorker) probeSidecar(c corev1.Container, id, run string) context.CancelFunc {
+	ctx, cancel := context.WithCancel(w.sidecars.ctx)
+	env := probeEnv{c: c, exec: func(ctx context.Context, argv []string) error {
+		var out bytes.Buffer
+		code, err := w.p.cfg.Docker.Exec(ctx, id, argv, sidecar.IO{Stdout: &out, Stderr: &out})
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("command %q exited with %d: %s", argv, code, truncate(out.String(), 200))
+		}
+		return nil
+	}}
+	go func() {
+		if c.StartupProbe != nil {
+			if err := probeUntil(ctx, env, c.StartupProbe, true); err != nil {
+				if ctx.Err() == nil {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Startup probe of sidecar %s failed: %v", c.Name, err)
+				}
+				return
+			}
+			w.post(event{kind: evSidecarProbe, name: c.Name, probeRun: run, started: true})
+		}
+		if c.ReadinessProbe != nil {
+			readinessLoop(ctx, env, c.ReadinessProbe, func(ready bool, err error) {
+				if err != nil {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Readiness probe of sidecar %s failed: %v", c.Name, err)
+				}
+				w.post(event{kind: evSidecarProbe, name: c.Name, probeRun: run, started: true, ready: ready})
+			})
+		}
+	}()
+	return cancel
+}
+
+// sidecarProbed records a probe result of the sidecar's current run.
+func (w *podWorker) sidecarProbed(ev event) stage {
+	pr := w.probes[ev.name]
+	if pr == nil || pr.run != ev.probeRun {
+		return w.stage
+	}
+	pr.started, pr.ready = ev.started, ev.ready
+	pod, _ := w.snapshot()
+	w.setView(func(v *podView) {
+		v.Sidecars = slices.Clone(v.Sidecars)
+		for i, c := range sidecarsOf(pod) {
+			if c.Name == ev.name && i < len(v.Sidecars) {
+				w.followProbes(c, &v.Sidecars[i])
 			}
 		}
 	})

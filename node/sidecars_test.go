@@ -91,14 +91,23 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 	), func(p *corev1.Pod) {
 		p.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 		p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+		p.Spec.Containers[1].ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/scratch/ready"}}}}
 	})
 	if err := f.p.CreatePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	st := f.waitFor("hybrid", "the VM and the agent sidecar running", func(s corev1.PodStatus) bool {
+	// The agent runs, but its readiness probe fails until /scratch/ready
+	// exists.
+	f.waitFor("hybrid", "the VM ready and the agent running, not ready", func(s corev1.PodStatus) bool {
 		vm, _ := containerStatus(s, "macos")
-		return vm.Ready && sidecarRunning("agent")(s)
+		a, _ := containerStatus(s, "agent")
+		return vm.Ready && a.State.Running != nil && !a.Ready
 	})
+	if err := f.p.RunInContainer(ctx, "default", "hybrid", "agent", []string{"sh", "-c", ": > /scratch/ready"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("hybrid", "the agent ready once its probe passes", sidecarRunning("agent"))
 	if len(st.ContainerStatuses) != 3 || st.ContainerStatuses[1].Name != "agent" || st.ContainerStatuses[2].Name != "flaky" {
 		t.Fatalf("container statuses %+v, want macos, agent, flaky in order", st.ContainerStatuses)
 	}
@@ -249,7 +258,7 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = f.waitFor("probe", "Failed", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
-	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": probes`) {
+	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": readinessProbe: only exec probes`) {
 		t.Fatalf("invalid sidecar: reason %q message %q", st.Reason, st.Message)
 	}
 

@@ -27,6 +27,7 @@ package node
 //	any but stopping/gone: delete   beginDelete        stopping | gone
 //	any            update           update             (unchanged)
 //	any but gone   sidecar          sidecarChanged     (unchanged)
+//	any but gone   sidecarProbe     sidecarProbed      (unchanged)
 //	any but gone   sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
 type stage int
 
@@ -67,9 +68,10 @@ const (
 	evGraceExpired
 	evSidecar
 	evSidecarGone
+	evSidecarProbe
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -122,6 +124,8 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).beginDelete
 	case k == evSidecar && s != stGone:
 		return (*podWorker).sidecarChanged
+	case k == evSidecarProbe && s != stGone:
+		return (*podWorker).sidecarProbed
 	case k == evSidecarGone && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).sidecarGone
 	}

@@ -37,6 +37,9 @@ type event struct {
 	ct     *sidecar.Container
 	exit   *int
 	status *corev1.ContainerStatus
+	// probeRun names the container run a sidecar probe result is for.
+	probeRun string
+	started  bool
 }
 
 // podRecord is the worker's state on disk (pod.json in the VM directory), so
@@ -77,6 +80,7 @@ type podWorker struct {
 	stopDone    chan struct{}
 	lastStatus  *corev1.PodStatus
 	sidecars    *sidecarRun
+	probes      map[string]*sidecarProbe // by sidecar name
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time

@@ -42,8 +42,13 @@ func Validate(c corev1.Container) error {
 	if len(c.VolumeDevices) > 0 {
 		bad("volumeDevices are not supported")
 	}
-	if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
-		bad("probes are not supported on sidecars (a running sidecar counts as ready)")
+	if c.LivenessProbe != nil {
+		bad("livenessProbe is not supported on sidecars (Docker's restart policy restarts a sidecar whose process exits); use a readinessProbe")
+	}
+	for name, p := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
+		if p != nil && p.Exec == nil {
+			bad("%s: only exec probes run in sidecars", name)
+		}
 	}
 	if c.Lifecycle != nil {
 		bad("lifecycle hooks are not supported on sidecars")

@@ -28,9 +28,12 @@ func TestValidate(t *testing.T) {
 		"no image":      {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
 		"volume device": {func(c *corev1.Container) { c.VolumeDevices = []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/v"}} }, "volumeDevices"},
 		"pod IP":        {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
-		"probe":         {func(c *corev1.Container) { c.ReadinessProbe = &corev1.Probe{} }, "probes"},
-		"hook":          {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
-		"host port":     {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
+		"liveness":      {func(c *corev1.Container) { c.LivenessProbe = &corev1.Probe{} }, "livenessProbe is not supported"},
+		"http probe": {func(c *corev1.Container) {
+			c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
+		}, "readinessProbe: only exec probes"},
+		"hook":      {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
+		"host port": {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
 		"resource env": {func(c *corev1.Container) {
 			c.Env[0].ValueFrom = &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}
 		}, "env A: resourceFieldRef"},

@@ -105,6 +105,10 @@ spec:
     volumeMounts:
     - name: settings
       mountPath: /etc/agent
+    readinessProbe:
+      exec:
+        command: ["test", "-s", "/etc/agent/level"]
+      periodSeconds: 1
     env:
     - name: POD_NAME
       valueFrom:

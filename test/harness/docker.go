@@ -89,7 +89,7 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	if _, err := tw.Write(data); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "trap", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname"} {
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
 			return err
 		}
