@@ -55,9 +55,6 @@ type PodProviderConfig struct {
 	Objects volume.Source
 	// Docker runs the pods' sidecars; nil means pods with sidecars fail.
 	Docker *sidecar.Client
-	// SidecarNetwork is the Docker network mode of sidecars ("" is the
-	// engine's default).
-	SidecarNetwork string
 	// Launch starts the supervisor of VM id (supervisor.Launch with the
 	// vz-node binary).
 	Launch func(stateDir, id string) (int, error)

@@ -136,7 +136,7 @@ func (p *PodProvider) ensureSidecar(ctx context.Context, w *podWorker, pod *core
 		if err := p.sidecarImage(ctx, w, pod, c); err != nil {
 			return ct, err
 		}
-		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, p.cfg.SidecarNetwork, p.sidecarBinds(pod, c)))
+		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, p.sidecarBinds(pod, c)))
 		if err != nil && !sidecar.IsConflict(err) {
 			return ct, &sidecarError{reasonCreateContainerError, err}
 		}

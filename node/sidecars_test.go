@@ -264,11 +264,11 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 
 	// An orphan: a container of this node whose pod vz-node does not have.
 	orphan := testPod("gone")
-	id, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "x", Image: sidecarImage, Command: []string{"sleep", "300"}}, "mac-1", "", nil))
+	id, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "x", Image: sidecarImage, Command: []string{"sleep", "300"}}, "mac-1", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "y", Image: sidecarImage, Command: []string{"sleep", "300"}}, "another-node", "", nil))
+	other, err := f.docker.Create(ctx, sidecar.Spec(orphan, corev1.Container{Name: "y", Image: sidecarImage, Command: []string{"sleep", "300"}}, "another-node", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -257,7 +257,6 @@ type ContainerSpec struct {
 	RestartPolicy string // "no", "unless-stopped", "on-failure", "always"
 	MemoryBytes   int64
 	NanoCPUs      int64
-	NetworkMode   string
 	Binds         []string // host:container[:ro]
 }
 
@@ -271,7 +270,6 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 		RestartPolicy restart
 		Memory        int64    `json:",omitempty"`
 		NanoCpus      int64    `json:",omitempty"`
-		NetworkMode   string   `json:",omitempty"`
 		Binds         []string `json:",omitempty"`
 	}
 	body := struct {
@@ -290,7 +288,7 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 	}{
 		Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
 		Labels: s.Labels, Tty: s.TTY, OpenStdin: s.OpenStdin,
-		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, NetworkMode: s.NetworkMode, Binds: s.Binds},
+		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, Binds: s.Binds},
 	}
 	var out struct {
 		ID string `json:"Id"`

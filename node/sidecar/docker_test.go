@@ -45,7 +45,7 @@ func testPod(name string, containers ...corev1.Container) *corev1.Pod {
 func create(t *testing.T, d *sidecar.Client, pod *corev1.Pod, c corev1.Container) string {
 	t.Helper()
 	ctx := context.Background()
-	id, err := d.Create(ctx, sidecar.Spec(pod, c, "node-a", "", nil))
+	id, err := d.Create(ctx, sidecar.Spec(pod, c, "node-a", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestContainerLifecycle(t *testing.T) {
 	if ct.Name != "/"+sidecar.Name(pod, "side") || ct.Config.Labels[sidecar.LabelPodUID] != "uid-life" || ct.Config.Labels[sidecar.LabelContainer] != "side" {
 		t.Fatalf("container %q labels %v", ct.Name, ct.Config.Labels)
 	}
-	if _, err := d.Create(ctx, sidecar.Spec(pod, c, "node-a", "", nil)); !sidecar.IsConflict(err) {
+	if _, err := d.Create(ctx, sidecar.Spec(pod, c, "node-a", nil)); !sidecar.IsConflict(err) {
 		t.Fatalf("second create with the same name: %v, want a conflict", err)
 	}
 

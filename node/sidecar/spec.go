@@ -80,7 +80,7 @@ func Validate(c corev1.Container) error {
 
 // Spec is the Docker container for a pod's sidecar c, whose env podenv
 // resolved, with its volume mounts as binds (host:container[:ro]).
-func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string, binds []string) ContainerSpec {
+func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) ContainerSpec {
 	var env []string
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
@@ -100,8 +100,7 @@ func Spec(pod *corev1.Pod, c corev1.Container, node, networkMode string, binds [
 			LabelNode: node, LabelPodUID: string(pod.UID), LabelContainer: c.Name,
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name,
 		},
-		NetworkMode: networkMode,
-		Binds:       binds,
+		Binds: binds,
 	}
 	switch pod.Spec.RestartPolicy {
 	case corev1.RestartPolicyNever:

@@ -67,13 +67,13 @@ func TestSpec(t *testing.T) {
 	}
 	for policy, want := range map[corev1.RestartPolicy]string{"": "unless-stopped", corev1.RestartPolicyAlways: "unless-stopped", corev1.RestartPolicyOnFailure: "on-failure", corev1.RestartPolicyNever: "no"} {
 		pod.Spec.RestartPolicy = policy
-		s := Spec(pod, c, "mac-01", "bridge", []string{"/v/cache:/cache:ro"})
+		s := Spec(pod, c, "mac-01", []string{"/v/cache:/cache:ro"})
 		if s.RestartPolicy != want {
 			t.Errorf("restart policy %q: docker %q, want %q", policy, s.RestartPolicy, want)
 		}
 		if s.Name != "k8s_cache_ci-1_builds_u-1" || s.NanoCPUs != 1_500_000_000 || s.MemoryBytes != 256<<20 ||
 			!reflect.DeepEqual(s.Entrypoint, c.Command) || !reflect.DeepEqual(s.Cmd, c.Args) || !s.TTY || !s.OpenStdin ||
-			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || s.NetworkMode != "bridge" || !reflect.DeepEqual(s.Binds, []string{"/v/cache:/cache:ro"}) || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
+			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || !reflect.DeepEqual(s.Binds, []string{"/v/cache:/cache:ro"}) || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
 			t.Fatalf("spec %+v", s)
 		}
 	}
