@@ -23,6 +23,11 @@ for cmd in "${!want[@]}"; do
     missing+=("${want[$cmd]}")
   fi
 done
+# Sidecar test images are a static busybox alone; Debian's busybox package
+# is linked dynamically and would not run in them.
+if bb=$(command -v busybox) && ldd "$bb" >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
 if ((${#missing[@]} == 0)); then
   echo "deps: all system packages present"
   exit 0

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"net"
 	"net/http"
@@ -72,6 +73,9 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return fmt.Errorf("busybox is not installed: %w (install busybox-static, or run `make deps`)", err)
 	}
+	if err := checkStatic(bin); err != nil {
+		return err
+	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		return err
@@ -101,6 +105,22 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	cmd.Stdin = &buf
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker import %s: %v\n%s", ref, err, out)
+	}
+	return nil
+}
+
+// checkStatic fails for a dynamically linked program, which would not run
+// in an image that holds nothing else.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("busybox at %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("busybox at %s is linked dynamically; install busybox-static (or run `make deps`)", path)
+		}
 	}
 	return nil
 }
