@@ -69,14 +69,21 @@ func (p *PodProvider) sidecarContainer(ns, name, container string) (string, core
 }
 
 func sidecarIO(attach api.AttachIO) sidecar.IO {
-	s := sidecar.IO{Stdin: attach.Stdin(), Stdout: io.Discard, Stderr: io.Discard, TTY: attach.TTY(), Resize: attach.Resize()}
+	stdout, stderr := outputs(attach)
+	return sidecar.IO{Stdin: attach.Stdin(), Stdout: stdout, Stderr: stderr, TTY: attach.TTY(), Resize: attach.Resize()}
+}
+
+// outputs are kubectl's stdout and stderr of an exec or attach, io.Discard
+// for a stream it did not ask for. closeOutputs ends them.
+func outputs(attach api.AttachIO) (stdout, stderr io.Writer) {
+	stdout, stderr = io.Discard, io.Discard
 	if out := attach.Stdout(); out != nil {
-		s.Stdout = out
+		stdout = out
 	}
 	if e := attach.Stderr(); e != nil {
-		s.Stderr = e
+		stderr = e
 	}
-	return s
+	return stdout, stderr
 }
 
 // RunInContainer runs cmd in the guest over SSH, or in a sidecar through
@@ -122,18 +129,9 @@ func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container
 }
 
 func (p *PodProvider) exec(ctx context.Context, t GuestTarget, argv []string, attach api.AttachIO) error {
-	req := ExecRequest{Argv: argv, TTY: attach.TTY(), Resize: attach.Resize(), Stdout: io.Discard, Stderr: io.Discard}
-	if in := attach.Stdin(); in != nil {
-		req.Stdin = in
-	}
-	if out := attach.Stdout(); out != nil {
-		req.Stdout = out
-		defer out.Close()
-	}
-	if e := attach.Stderr(); e != nil {
-		req.Stderr = e
-		defer e.Close()
-	}
+	stdout, stderr := outputs(attach)
+	defer closeOutputs(attach)
+	req := ExecRequest{Argv: argv, Stdin: attach.Stdin(), Stdout: stdout, Stderr: stderr, TTY: attach.TTY(), Resize: attach.Resize()}
 	code, err := p.cfg.Guest.Exec(ctx, t, req)
 	if err != nil {
 		return fmt.Errorf("exec in guest %s: %w", t.Addr, err)
@@ -174,13 +172,7 @@ func (p *PodProvider) sidecarLogs(ctx context.Context, id string, c corev1.Conta
 	if err != nil {
 		return nil, fmt.Errorf("logs of sidecar %s: %w", c.Name, err)
 	}
-	if opts.LimitBytes > 0 {
-		return struct {
-			io.Reader
-			io.Closer
-		}{io.LimitReader(rc, int64(opts.LimitBytes)), rc}, nil
-	}
-	return rc, nil
+	return limited(rc, opts.LimitBytes), nil
 }
 
 // GetContainerLogs streams a sidecar's output, or the guest's log
@@ -222,14 +214,19 @@ func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container 
 		}
 		pw.CloseWithError(err)
 	}()
-	var rc io.ReadCloser = &cancelReader{ReadCloser: pr, cancel: cancel}
-	if opts.LimitBytes > 0 {
-		rc = &cancelReader{ReadCloser: struct {
-			io.Reader
-			io.Closer
-		}{io.LimitReader(pr, int64(opts.LimitBytes)), pr}, cancel: cancel}
+	return &cancelReader{ReadCloser: limited(pr, opts.LimitBytes), cancel: cancel}, nil
+}
+
+// limited ends rc after n bytes (kubectl logs --limit-bytes); n <= 0 means
+// no limit.
+func limited(rc io.ReadCloser, n int) io.ReadCloser {
+	if n <= 0 {
+		return rc
 	}
-	return rc, nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, int64(n)), rc}
 }
 
 // logEntries keeps the entry lines of log(1) output: it drops the column

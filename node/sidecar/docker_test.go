@@ -297,7 +297,7 @@ func TestFollowAndAttach(t *testing.T) {
 	echo := create(t, d, pod, corev1.Container{Name: "echo", Image: testImage, Stdin: true, Command: []string{"cat"}})
 	waitState(t, d, echo, "running", func(ct sidecar.Container) bool { return ct.State.Running })
 	pr, pw := io.Pipe()
-	var out syncBuffer
+	var out harness.LockedBuffer
 	attachCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -319,22 +319,4 @@ func TestFollowAndAttach(t *testing.T) {
 	if err := <-done; err != nil && err != context.Canceled {
 		t.Fatalf("attach ended with %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

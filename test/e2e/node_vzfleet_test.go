@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -195,7 +194,7 @@ spec:
 		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 		follow := exec.CommandContext(ctx, bin, "--kubeconfig="+cp.AdminKubeconfig, "logs", "--follow", "--since=30s", podName)
-		out := &lockedBuffer{}
+		out := &harness.LockedBuffer{}
 		follow.Stdout, follow.Stderr = out, out
 		if err := follow.Start(); err != nil {
 			t.Fatal(err)
@@ -471,22 +470,4 @@ func rss(pid int) string {
 		}
 	}
 	return "unknown"
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

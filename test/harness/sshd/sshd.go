@@ -73,7 +73,7 @@ type Server struct {
 	hostKey ssh.PublicKey
 	cmd     *exec.Cmd
 	done    chan struct{}
-	log     *syncBuffer
+	log     *harness.LockedBuffer
 	logs    []string // logs of earlier runs of this server
 }
 
@@ -253,7 +253,7 @@ func (s *Server) signal(sig syscall.Signal, which func(pid int) bool) {
 
 func (s *Server) start() error {
 	cfg := filepath.Join(s.Dir, "sshd_config")
-	log := &syncBuffer{}
+	log := &harness.LockedBuffer{}
 	cmd := exec.Command(s.opts.SSHD, "-D", "-e", "-f", cfg)
 	cmd.Stdout = log
 	cmd.Stderr = log
@@ -391,22 +391,4 @@ func currentUser() string {
 		return "root"
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// syncBuffer is a bytes.Buffer safe for sshd's writes and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
