@@ -11,6 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vzfleet/vzfleet/node/podenv"
+	"github.com/vzfleet/vzfleet/node/volume"
 )
 
 // The provider's collaborators, as small interfaces so the pod logic is
@@ -28,11 +31,27 @@ type Guest interface {
 	Shutdown(ctx context.Context, t GuestTarget) error
 }
 
+// Objects is what vz-node reads from the API for a pod: the Secrets and
+// ConfigMaps it references, its service account tokens, and the Services
+// whose variables its containers get.
+type Objects interface {
+	volume.Source
+	podenv.ServiceLister
+}
+
 // kubeObjects reads the Secrets and ConfigMaps a pod references, one GET
 // each: the Node authorizer lets a node get what its pods reference but
 // never list or watch them, so informers' listers stay empty under node
-// credentials.
+// credentials. Services, which nodes may list, are listed per namespace.
 type kubeObjects struct{ c kubernetes.Interface }
+
+func (k kubeObjects) Services(ctx context.Context, ns string) ([]corev1.Service, error) {
+	l, err := k.c.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
 
 func (k kubeObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
 	return k.c.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})

@@ -51,8 +51,10 @@ type PodProviderConfig struct {
 	Guest     Guest
 	Recorder  record.EventRecorder
 	// Objects reads the Secrets and ConfigMaps pods reference (pull
-	// secrets, sidecar env); nil means pods cannot reference any.
-	Objects volume.Source
+	// secrets, env, volumes) and the Services whose variables containers
+	// get; nil means pods cannot reference any and get no Service
+	// variables.
+	Objects Objects
 	// Docker runs the pods' sidecars; nil means pods with sidecars fail.
 	Docker *sidecar.Client
 	// Launch starts the supervisor of VM id (supervisor.Launch with the

@@ -1,26 +1,42 @@
 // Package podenv resolves the environment of a pod's containers as the
 // kubelet does: envFrom, then env (which wins), $(VAR) references, ConfigMap
-// and Secret keys, and the downward API. It reads each referenced object
-// with a GET: the Node authorizer lets a node get the objects its pods
-// reference, but never list or watch them, so informer caches stay empty
-// under a node's own credentials.
+// and Secret keys, the downward API, and the Services' variables
+// (KUBERNETES_SERVICE_HOST and, with enableServiceLinks, those of the pod's
+// namespace). It reads each referenced object with a GET: the Node
+// authorizer lets a node get the objects its pods reference, but never list
+// or watch them, so informer caches stay empty under a node's own
+// credentials. Services, which a node may list, are listed per namespace.
 package podenv
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Getter reads the objects a pod references.
 type Getter interface {
 	Secret(ctx context.Context, ns, name string) (*corev1.Secret, error)
 	ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error)
+}
+
+// ServiceLister lists the Services of a namespace.
+type ServiceLister interface {
+	Services(ctx context.Context, ns string) ([]corev1.Service, error)
+}
+
+// Objects is what Resolve reads.
+type Objects interface {
+	Getter
+	ServiceLister
 }
 
 // Report receives a warning about the pod (an Event): reason and message.
@@ -56,13 +72,20 @@ func (e *MissingError) Error() string { return e.Message }
 var Fields = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP"}
 
 // Resolve replaces each container's env and envFrom with the variables they
-// define, as plain values. A reference it cannot resolve by design (a
-// resourceFieldRef, an unsupported field) stays as written, for the caller
-// to refuse where it matters. A mandatory object or key that is missing or
-// unreadable is a *MissingError (reported too); optional ones are skipped
-// with a report.
-func Resolve(ctx context.Context, pod *corev1.Pod, get Getter, hostIP string, report Report) error {
+// define, as plain values, followed by the Services' variables that the
+// container does not define itself (sorted by name). A reference it cannot
+// resolve by design (a resourceFieldRef, an unsupported field) stays as
+// written, for the caller to refuse where it matters. A mandatory object or
+// key that is missing or unreadable is a *MissingError (reported too);
+// optional ones are skipped with a report. Services that cannot be listed
+// are an error: the kubelet, too, starts no container without their
+// variables. get nil (no API client) resolves what needs no object.
+func Resolve(ctx context.Context, pod *corev1.Pod, get Objects, hostIP string, report Report) error {
 	r := &resolver{ctx: ctx, pod: pod, get: get, hostIP: hostIP, report: report, objects: map[string]object{}}
+	var err error
+	if r.services, err = r.serviceVars(); err != nil {
+		return err
+	}
 	for i := range pod.Spec.Containers {
 		if err := r.container(&pod.Spec.Containers[i]); err != nil {
 			return err
@@ -79,10 +102,12 @@ type object struct {
 type resolver struct {
 	ctx     context.Context
 	pod     *corev1.Pod
-	get     Getter
+	get     Objects
 	hostIP  string
 	report  Report
 	objects map[string]object
+	// services are the Services' variables every container gets.
+	services map[string]string
 }
 
 // env is a container's variables in definition order.
@@ -119,6 +144,16 @@ func (r *resolver) container(c *corev1.Container) error {
 	for _, name := range e.order {
 		c.Env = append(c.Env, e.vars[name])
 	}
+	names := make([]string, 0, len(r.services))
+	for name := range r.services {
+		if _, ok := e.vars[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: r.services[name]})
+	}
 	return nil
 }
 
@@ -152,7 +187,7 @@ func (r *resolver) value(container string, v corev1.EnvVar, e *env) (corev1.EnvV
 	f := v.ValueFrom
 	switch {
 	case f == nil:
-		return corev1.EnvVar{Name: v.Name, Value: expand(v.Value, e)}, true, nil
+		return corev1.EnvVar{Name: v.Name, Value: expand(v.Value, r.lookup(e))}, true, nil
 	case f.FieldRef != nil:
 		if s, ok := Field(r.pod, f.FieldRef.FieldPath, r.hostIP); ok {
 			return corev1.EnvVar{Name: v.Name, Value: s}, true, nil
@@ -270,9 +305,21 @@ func Field(pod *corev1.Pod, path, hostIP string) (string, bool) {
 	return "", false
 }
 
-// expand replaces $(NAME) with the value of a variable defined before and
-// $$ with $; other references stay as written, as the kubelet leaves them.
-func expand(s string, e *env) string {
+// lookup finds a variable for $(NAME): one defined before in e, else a
+// Service's.
+func (r *resolver) lookup(e *env) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		if v, ok := e.vars[name]; ok {
+			return v.Value, v.ValueFrom == nil
+		}
+		s, ok := r.services[name]
+		return s, ok
+	}
+}
+
+// expand replaces $(NAME) with the value lookup finds and $$ with $; other
+// references stay as written, as the kubelet leaves them.
+func expand(s string, lookup func(string) (string, bool)) string {
 	if !strings.Contains(s, "$") {
 		return s
 	}
@@ -289,8 +336,8 @@ func expand(s string, e *env) string {
 			continue
 		case '(':
 			if end := strings.IndexByte(s[i+2:], ')'); end >= 0 {
-				if v, ok := e.vars[s[i+2:i+2+end]]; ok && v.ValueFrom == nil {
-					b.WriteString(v.Value)
+				if v, ok := lookup(s[i+2 : i+2+end]); ok {
+					b.WriteString(v)
 					i += 2 + end
 					continue
 				}
@@ -300,5 +347,83 @@ func expand(s string, e *env) string {
 	}
 	return b.String()
 }
+
+// serviceVars lists the Services whose variables the pod's containers get,
+// as the kubelet chooses them: the API server's own ("kubernetes" in the
+// default namespace) always, and with enableServiceLinks (the default)
+// every Service of the pod's namespace, which wins over the default
+// namespace's of the same name. Services without a cluster IP (headless,
+// ExternalName) define none.
+func (r *resolver) serviceVars() (map[string]string, error) {
+	if r.get == nil {
+		return nil, nil
+	}
+	links := r.pod.Spec.EnableServiceLinks == nil || *r.pod.Spec.EnableServiceLinks
+	chosen := map[string]*corev1.Service{}
+	add := func(ns string, keep func(*corev1.Service) bool) error {
+		svcs, err := r.get.Services(r.ctx, ns)
+		if err != nil {
+			return fmt.Errorf("listing the Services of namespace %s, whose addresses every container gets as variables: %w", ns, err)
+		}
+		for i := range svcs {
+			if keep(&svcs[i]) {
+				chosen[svcs[i].Name] = &svcs[i]
+			}
+		}
+		return nil
+	}
+	if !links || r.pod.Namespace != metav1.NamespaceDefault {
+		if err := add(metav1.NamespaceDefault, func(s *corev1.Service) bool { return s.Name == "kubernetes" }); err != nil {
+			return nil, err
+		}
+	}
+	if links {
+		if err := add(r.pod.Namespace, func(*corev1.Service) bool { return true }); err != nil {
+			return nil, err
+		}
+	}
+	vars := map[string]string{}
+	for _, s := range chosen {
+		serviceEnv(s, vars)
+	}
+	return vars, nil
+}
+
+// serviceEnv adds a Service's variables to vars: NAME_SERVICE_HOST,
+// NAME_SERVICE_PORT (the first port) and NAME_SERVICE_PORT_PORTNAME for each
+// named port, and Docker's link variables (NAME_PORT, NAME_PORT_80_TCP,
+// ..._PROTO, ..._PORT, ..._ADDR).
+func serviceEnv(s *corev1.Service, vars map[string]string) {
+	ip := s.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone || len(s.Spec.Ports) == 0 {
+		return
+	}
+	name := envName(s.Name)
+	vars[name+"_SERVICE_HOST"] = ip
+	vars[name+"_SERVICE_PORT"] = strconv.Itoa(int(s.Spec.Ports[0].Port))
+	for i, p := range s.Spec.Ports {
+		port := strconv.Itoa(int(p.Port))
+		if p.Name != "" {
+			vars[name+"_SERVICE_PORT_"+envName(p.Name)] = port
+		}
+		proto := strings.ToLower(string(p.Protocol))
+		if proto == "" {
+			proto = "tcp"
+		}
+		url := proto + "://" + net.JoinHostPort(ip, port)
+		if i == 0 {
+			vars[name+"_PORT"] = url
+		}
+		prefix := name + "_PORT_" + port + "_" + strings.ToUpper(proto)
+		vars[prefix] = url
+		vars[prefix+"_PROTO"] = proto
+		vars[prefix+"_PORT"] = port
+		vars[prefix+"_ADDR"] = ip
+	}
+}
+
+// envName is a Service or port name as a variable name: upper case, with
+// "-" as "_".
+func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
 
 func ptrTrue(b *bool) bool { return b != nil && *b }

@@ -13,13 +13,24 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// objects is a Getter over fixed Secrets and ConfigMaps; names in broken
-// fail to read. It counts reads.
+// objects is an Objects over fixed Secrets, ConfigMaps and Services;
+// names (and namespaces, for Services) in broken fail to read. It counts
+// reads and records the namespaces whose Services were listed.
 type objects struct {
 	secrets    map[string]map[string][]byte
 	configMaps map[string]map[string]string
+	services   map[string][]corev1.Service
 	broken     map[string]bool
 	reads      int
+	listed     []string
+}
+
+func (o *objects) Services(_ context.Context, ns string) ([]corev1.Service, error) {
+	o.listed = append(o.listed, ns)
+	if o.broken[ns] {
+		return nil, errors.New("connection refused")
+	}
+	return o.services[ns], nil
 }
 
 func (o *objects) Secret(_ context.Context, ns, name string) (*corev1.Secret, error) {
@@ -125,6 +136,101 @@ func TestResolve(t *testing.T) {
 	}
 	if get.reads != 3 {
 		t.Fatalf("%d reads of 3 objects, want each read once", get.reads)
+	}
+}
+
+func service(ns, name, ip string, ports ...corev1.ServicePort) corev1.Service {
+	return corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: ip, Ports: ports}}
+}
+
+func envList(c corev1.Container) []string {
+	var vars []string
+	for _, e := range c.Env {
+		vars = append(vars, e.Name+"="+e.Value)
+	}
+	return vars
+}
+
+// TestServiceVariables: the kubelet's choice of Services (the API server's
+// always, the pod namespace's with enableServiceLinks, which win) and its
+// variable names, after the container's own variables, which win too.
+func TestServiceVariables(t *testing.T) {
+	t.Parallel()
+	get := &objects{services: map[string][]corev1.Service{
+		"default": {
+			service("default", "kubernetes", "10.96.0.1", corev1.ServicePort{Name: "https", Port: 443}),
+			service("default", "registry", "10.96.0.9", corev1.ServicePort{Port: 5000}),
+		},
+		"builds": {
+			service("builds", "cache-api", "10.96.3.7",
+				corev1.ServicePort{Name: "http", Port: 8080},
+				corev1.ServicePort{Name: "stats-udp", Port: 9125, Protocol: corev1.ProtocolUDP}),
+			service("builds", "headless", corev1.ClusterIPNone, corev1.ServicePort{Port: 80}),
+			service("builds", "external", ""),
+		},
+	}}
+	pod := testPod(nil,
+		corev1.EnvVar{Name: "API", Value: "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"},
+		corev1.EnvVar{Name: "CACHE_API_SERVICE_HOST", Value: "mine"})
+	if err := Resolve(context.Background(), pod, get, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"API=https://10.96.0.1:443", "CACHE_API_SERVICE_HOST=mine",
+		"CACHE_API_PORT=tcp://10.96.3.7:8080",
+		"CACHE_API_PORT_8080_TCP=tcp://10.96.3.7:8080", "CACHE_API_PORT_8080_TCP_ADDR=10.96.3.7", "CACHE_API_PORT_8080_TCP_PORT=8080", "CACHE_API_PORT_8080_TCP_PROTO=tcp",
+		"CACHE_API_PORT_9125_UDP=udp://10.96.3.7:9125", "CACHE_API_PORT_9125_UDP_ADDR=10.96.3.7", "CACHE_API_PORT_9125_UDP_PORT=9125", "CACHE_API_PORT_9125_UDP_PROTO=udp",
+		"CACHE_API_SERVICE_PORT=8080", "CACHE_API_SERVICE_PORT_HTTP=8080", "CACHE_API_SERVICE_PORT_STATS_UDP=9125",
+		"KUBERNETES_PORT=tcp://10.96.0.1:443",
+		"KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443", "KUBERNETES_PORT_443_TCP_ADDR=10.96.0.1", "KUBERNETES_PORT_443_TCP_PORT=443", "KUBERNETES_PORT_443_TCP_PROTO=tcp",
+		"KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443", "KUBERNETES_SERVICE_PORT_HTTPS=443",
+	}
+	if got := envList(pod.Spec.Containers[1]); !reflect.DeepEqual(got, want) {
+		t.Fatalf("env\n got %q\nwant %q", got, want)
+	}
+	if got := envList(pod.Spec.Containers[0]); len(got) != len(want)-1 {
+		t.Fatalf("the first container, which defines nothing, has %d variables, want the %d Services' ones: %q", len(got), len(want)-1, got)
+	}
+	if !reflect.DeepEqual(get.listed, []string{"default", "builds"}) {
+		t.Fatalf("listed the Services of %q, want default's then the pod's namespace's, once each", get.listed)
+	}
+
+	// Without service links only the API server's; a Service of the pod's
+	// namespace named kubernetes wins over it when links are on.
+	off := false
+	pod = testPod(nil)
+	pod.Spec.EnableServiceLinks = &off
+	get.services["builds"] = append(get.services["builds"], service("builds", "kubernetes", "10.96.3.1", corev1.ServicePort{Port: 6443}))
+	if err := Resolve(context.Background(), pod, get, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := envList(pod.Spec.Containers[1]); len(got) != 8 || got[5] != "KUBERNETES_SERVICE_HOST=10.96.0.1" {
+		t.Fatalf("enableServiceLinks false: %q, want the 8 variables of default/kubernetes", got)
+	}
+	pod = testPod(nil)
+	if err := Resolve(context.Background(), pod, get, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(envList(pod.Spec.Containers[1]), " "); !strings.Contains(got, "KUBERNETES_SERVICE_HOST=10.96.3.1 ") || strings.Contains(got, "10.96.0.1") {
+		t.Fatalf("the namespace's own kubernetes Service should win: %s", got)
+	}
+
+	// A pod of the default namespace lists it once.
+	get.listed = nil
+	pod = testPod(nil)
+	pod.Namespace = "default"
+	if err := Resolve(context.Background(), pod, get, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(envList(pod.Spec.Containers[1]), " "); !reflect.DeepEqual(get.listed, []string{"default"}) || !strings.Contains(got, "REGISTRY_SERVICE_HOST=10.96.0.9") {
+		t.Fatalf("default namespace: listed %q, env %s", get.listed, got)
+	}
+
+	// Services that cannot be listed stop the pod, as in the kubelet.
+	get.broken = map[string]bool{"builds": true}
+	err := Resolve(context.Background(), testPod(nil), get, "", nil)
+	if err == nil || !strings.Contains(err.Error(), "listing the Services of namespace builds") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("unlistable Services: %v", err)
 	}
 }
 

@@ -76,6 +76,16 @@ data:
   level: debug
 ---
 apiVersion: v1
+kind: Service
+metadata:
+  name: cache-api
+  namespace: default
+spec:
+  ports:
+  - name: http
+    port: 8080
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: hybrid
@@ -163,6 +173,21 @@ spec:
 	}
 	if out, code := nodeKubectlCode(t, cp, "through stdin", "exec", "-i", "hybrid", "-c", "agent", "--", "cat"); code != 0 || out != "through stdin" {
 		t.Fatalf("kubectl exec -i -c agent -- cat: exit %d, output %q", code, out)
+	}
+	// The Services' variables, as the kubelet sets them: the API server's
+	// and, with enableServiceLinks, those of the pod's namespace.
+	var ips []string
+	for _, name := range []string{"kubernetes", "cache-api"} {
+		svc, err := cp.Client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips = append(ips, svc.Spec.ClusterIP)
+	}
+	want := fmt.Sprintf("%s 443 %s 8080 tcp://%s:8080\n", ips[0], ips[1], ips[1])
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "sh", "-c",
+		"echo $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT $CACHE_API_SERVICE_HOST $CACHE_API_SERVICE_PORT_HTTP $CACHE_API_PORT"); code != 0 || out != want {
+		t.Fatalf("Service variables in the sidecar: exit %d, %q, want %q", code, out, want)
 	}
 	// Volumes: the ConfigMap in the sidecar and, as a virtio-fs share
 	// (macOS shows it under /Volumes/My Shared Files), in the VM; the
