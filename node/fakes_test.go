@@ -137,6 +137,7 @@ type fixture struct {
 	deleted  map[string]bool
 	events   *record.FakeRecorder
 	docker   *sidecar.Client
+	objects  Objects
 }
 
 // newFixture builds a provider over fakes; opts adjust the fixture before
@@ -178,8 +179,9 @@ func (f *fixture) newProvider(maxVMs int) *PodProvider {
 			f.mu.Unlock()
 			return nil
 		},
-		Docker: f.docker,
-		Log:    discardLog(),
+		Docker:  f.docker,
+		Objects: f.objects,
+		Log:     discardLog(),
 	})
 	if err != nil {
 		f.t.Fatal(err)

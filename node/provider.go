@@ -20,11 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/vzfleet/vzfleet/node/podenv"
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
-	"github.com/vzfleet/vzfleet/node/volume"
 )
 
 // PodProviderConfig wires a PodProvider.
@@ -144,7 +142,7 @@ func (p *PodProvider) recover() error {
 			continue
 		}
 		w := p.newWorker(rec.Pod)
-		w.view, w.run = rec.View, rec.Run
+		w.view, w.run, w.resolved = rec.View, rec.Run, !rec.Unconfigured
 		// Tokens may have expired while vz-node was down.
 		w.renewVolumes = time.Now()
 		w.mac, _ = net.ParseMAC(rec.MAC)
@@ -232,7 +230,7 @@ func (p *PodProvider) start(w *podWorker, first event) {
 	p.mu.Unlock()
 	w.events <- first
 	go w.loop()
-	if pod, _ := w.snapshot(); len(pod.Spec.Volumes) > 0 {
+	if pod, _ := w.snapshot(); w.resolved && len(pod.Spec.Volumes) > 0 {
 		go w.keepVolumes(w.renewVolumes)
 	}
 }
@@ -260,11 +258,11 @@ func (p *PodProvider) worker(ns, name string) *podWorker {
 	return p.workers[key(ns, name)]
 }
 
-// CreatePod implements node.PodLifecycleHandler. It resolves the
-// containers' environment first: a missing mandatory ConfigMap or Secret is
-// an error, and virtual-kubelet retries the pod later, as the kubelet
-// waits. Everything else happens in the pod's worker; its errors show in
-// the pod's status, never here.
+// CreatePod implements node.PodLifecycleHandler. Everything happens in the
+// pod's worker, which resolves the environment and writes the volumes
+// first; its errors show in the pod's status, never here (virtual-kubelet
+// would fail a restartPolicy Never pod for an error returned here, where
+// the kubelet waits for a missing Secret).
 func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if w := p.worker(pod.Namespace, pod.Name); w != nil {
 		if w.uid == string(pod.UID) {
@@ -274,19 +272,7 @@ func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		// A new pod with the name of one still being removed.
 		w.post(event{kind: evDelete})
 	}
-	pod = pod.DeepCopy()
-	report := func(reason, msg string) { p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, msg) }
-	if err := podenv.Resolve(ctx, pod, p.cfg.Objects, p.cfg.HostIP, report); err != nil {
-		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	var volumes volume.Writer
-	renew, err := p.writeVolumes(ctx, &volumes, pod)
-	if err != nil {
-		report("FailedMount", err.Error())
-		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
 	w := p.newWorker(pod)
-	w.volumes, w.renewVolumes = volumes, renew
 	w.setView(func(v *podView) {
 		v.HostIP = p.cfg.HostIP
 		v.Accepted = metav1.NewTime(p.cfg.Now().UTC().Truncate(time.Second))

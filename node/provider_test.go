@@ -3,11 +3,19 @@ package node
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/vzfleet/vzfleet/node/podenv"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 )
 
@@ -214,5 +222,112 @@ func TestExecPassesExitCode(t *testing.T) {
 	}
 	if err := f.p.RunInContainer(ctx, "default", "ex", "sidecar", []string{"true"}, &testIO{}); err == nil {
 		t.Fatal("exec into an unknown container succeeded")
+	}
+}
+
+// lateObjects is an Objects whose Secret and ConfigMap exist once arrived
+// is set; the API server's Service is always there.
+type lateObjects struct {
+	mu      sync.Mutex
+	arrived bool
+}
+
+func (o *lateObjects) there() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.arrived
+}
+
+func (o *lateObjects) Secret(_ context.Context, _, name string) (*corev1.Secret, error) {
+	if !o.there() {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
+	}
+	return &corev1.Secret{Data: map[string][]byte{"token": []byte("t0ken")}}, nil
+}
+
+func (o *lateObjects) ConfigMap(_ context.Context, _, name string) (*corev1.ConfigMap, error) {
+	if !o.there() {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
+	}
+	return &corev1.ConfigMap{Data: map[string]string{"level": "debug"}}, nil
+}
+
+func (o *lateObjects) Services(_ context.Context, ns string) ([]corev1.Service, error) {
+	if ns != metav1.NamespaceDefault {
+		return nil, nil
+	}
+	return []corev1.Service{{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Port: 443}}}}}, nil
+}
+
+func (o *lateObjects) Token(context.Context, *corev1.Pod, string, string, int64) (string, time.Time, error) {
+	return "tok", time.Now().Add(time.Hour), nil
+}
+
+// As the kubelet does, a pod whose Secret or ConfigMap does not exist yet
+// waits Pending (restartPolicy Never too), says why, and starts once it
+// exists.
+func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
+	objects := &lateObjects{}
+	f := newFixture(t, 2, func(f *fixture) { f.objects = objects })
+	ctx := context.Background()
+	never := func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever }
+	env := testPod("env", never, func(p *corev1.Pod) {
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "late"}, Key: "token"}}}}
+	})
+	vol := testPod("vol", never, func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{{Name: "settings", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "late-settings"}}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "settings", MountPath: "/Volumes/settings"}}
+	})
+	for _, p := range []*corev1.Pod{env, vol} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := func(reason, msg string) func(corev1.PodStatus) bool {
+		return func(s corev1.PodStatus) bool {
+			w := s.ContainerStatuses[0].State.Waiting
+			return s.Phase == corev1.PodPending && w != nil && w.Reason == reason && strings.Contains(w.Message, msg)
+		}
+	}
+	f.waitFor("env", "waiting for its Secret", waiting(ReasonCreateContainerConfigError, `env TOKEN of container "macos": Secret "late" not found`))
+	f.waitFor("vol", "waiting for its ConfigMap", waiting(ReasonContainerCreating, `late-settings`))
+	events := strings.Join(drainEvents(f.events), "\n")
+	if !strings.Contains(events, podenv.ReasonMandatorySecretNotFound) || !strings.Contains(events, "FailedMount") {
+		t.Fatalf("events lack MandatorySecretNotFound and FailedMount:\n%s", events)
+	}
+
+	objects.mu.Lock()
+	objects.arrived = true
+	objects.mu.Unlock()
+	f.waitFor("env", "Running", isRunningReady)
+	f.waitFor("vol", "Running", isRunningReady)
+	got, err := f.p.GetPod(ctx, "default", "env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, e := range got.Spec.Containers[0].Env {
+		vars[e.Name] = e.Value
+	}
+	if vars["TOKEN"] != "t0ken" || vars["KUBERNETES_SERVICE_HOST"] != "10.96.0.1" {
+		t.Fatalf("the running pod's environment: %v", vars)
+	}
+	level, err := os.ReadFile(filepath.Join(f.p.volumeDir(vol.UID), "settings", "level"))
+	if err != nil || string(level) != "debug" {
+		t.Fatalf("the ConfigMap volume: %q, %v", level, err)
+	}
+}
+
+func drainEvents(r *record.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-r.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
 	}
 }

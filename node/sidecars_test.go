@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 
-	"github.com/vzfleet/vzfleet/node/podenv"
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/test/harness"
 )
@@ -240,17 +238,23 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 		}
 	}
 
-	// A mandatory Secret that cannot be read keeps the pod out until it
-	// can: virtual-kubelet retries it.
+	// A mandatory Secret that cannot be read keeps the pod Pending, even
+	// with restartPolicy Never, and starts none of its containers.
 	bad := testPod("badenv", withSidecars(corev1.Container{Name: "tool", Env: []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{
 		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Key: "k"}}}}}))
-	err := f.p.CreatePod(ctx, bad)
-	var missing *podenv.MissingError
-	if !errors.As(err, &missing) || missing.Reason != podenv.ReasonFailedToReadMandatorySecret || !strings.Contains(err.Error(), `env X of container "tool"`) {
-		t.Fatalf("CreatePod with an unreadable mandatory secret: %v", err)
+	bad.Spec.RestartPolicy = corev1.RestartPolicyNever
+	if err := f.p.CreatePod(ctx, bad); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := f.p.GetPod(ctx, "default", "badenv"); err == nil {
-		t.Fatal("a pod whose env cannot be resolved was accepted")
+	st = f.waitFor("badenv", "Pending on its environment", func(s corev1.PodStatus) bool {
+		vm, _ := containerStatus(s, "macos")
+		return s.Phase == corev1.PodPending && vm.State.Waiting != nil && vm.State.Waiting.Reason == ReasonCreateContainerConfigError
+	})
+	if vm, _ := containerStatus(st, "macos"); !strings.Contains(vm.State.Waiting.Message, `env X of container "tool"`) {
+		t.Fatalf("waiting message %q does not name the variable and container", vm.State.Waiting.Message)
+	}
+	if cts := f.podContainers(string(bad.UID)); len(cts) != 0 {
+		t.Fatalf("a pod whose env cannot be resolved started %d containers", len(cts))
 	}
 
 	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", ReadinessProbe: &corev1.Probe{}}))

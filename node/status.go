@@ -10,9 +10,15 @@ import (
 const (
 	ReasonDownloading      = "Downloading"
 	ReasonWaitingForVMSlot = "WaitingForVMSlot"
-	ReasonStarting         = "Starting"
-	ReasonErrImagePull     = "ErrImagePull"
-	ReasonCrashLoopBackOff = "CrashLoopBackOff"
+	// ReasonContainerCreating: the pod's volumes cannot be written yet.
+	ReasonContainerCreating = "ContainerCreating"
+	// ReasonCreateContainerConfigError: the containers' environment
+	// cannot be resolved yet (a missing Secret or ConfigMap), as the
+	// kubelet names it.
+	ReasonCreateContainerConfigError = "CreateContainerConfigError"
+	ReasonStarting                   = "Starting"
+	ReasonErrImagePull               = "ErrImagePull"
+	ReasonCrashLoopBackOff           = "CrashLoopBackOff"
 )
 
 // vmStage is where the VM container is, for rendering.

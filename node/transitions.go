@@ -6,8 +6,11 @@ package node
 // (a pull that finished after a delete, a probe of a VM that has stopped).
 //
 //	stage          event            handler            next stage
-//	new            start            accept             pulling | terminated (invalid pod)
+//	new            start            configure          configuring | pulling | terminated (invalid pod)
 //	new            adopt            adopt              booting (VM found running after a restart)
+//	configuring    configured       configured         pulling | terminated (invalid pod)
+//	configuring    configFailed     configFailed       configuring (retried with backoff)
+//	configuring    retry            configure          configuring
 //	new            delete           finishDeleted      gone
 //	pulling        imageReady       imageReady         waitingSlot | booting | terminated
 //	pulling        imageFailed      imageFailed        pulling (retried with backoff)
@@ -33,6 +36,7 @@ type stage int
 
 const (
 	stNew stage = iota
+	stConfiguring
 	stPulling
 	stWaitingSlot
 	stBooting
@@ -44,7 +48,7 @@ const (
 	stGone
 )
 
-var stageNames = [...]string{"new", "pulling", "waitingSlot", "booting", "connecting", "running", "backoff", "terminated", "stopping", "gone"}
+var stageNames = [...]string{"new", "configuring", "pulling", "waitingSlot", "booting", "connecting", "running", "backoff", "terminated", "stopping", "gone"}
 
 func (s stage) String() string { return stageNames[s] }
 
@@ -69,9 +73,11 @@ const (
 	evSidecar
 	evSidecarGone
 	evSidecarProbe
+	evConfigured
+	evConfigFailed
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "configured", "configFailed"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -80,8 +86,13 @@ type handler func(*podWorker, event) stage
 // transitions is the table above, in code.
 var transitions = map[stage]map[eventKind]handler{
 	stNew: {
-		evStart: (*podWorker).accept,
+		evStart: (*podWorker).configure,
 		evAdopt: (*podWorker).adopt,
+	},
+	stConfiguring: {
+		evConfigured:   (*podWorker).configured,
+		evConfigFailed: (*podWorker).configFailed,
+		evRetry:        (*podWorker).configure,
 	},
 	stPulling: {
 		evImageReady:  (*podWorker).imageReady,

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vzfleet/vzfleet/node/podenv"
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
@@ -40,6 +41,10 @@ type event struct {
 	// probeRun names the container run a sidecar probe result is for.
 	probeRun string
 	started  bool
+	// renew is when a configured pod's volumes first need writing again.
+	renew time.Time
+	// mount says a configFailed is the volumes' (else the environment's).
+	mount bool
 }
 
 // podRecord is the worker's state on disk (pod.json in the VM directory), so
@@ -49,6 +54,8 @@ type podRecord struct {
 	View podView     `json:"view"`
 	MAC  string      `json:"mac,omitempty"`
 	Run  int         `json:"run"`
+	// Unconfigured: Pod's environment is not resolved yet.
+	Unconfigured bool `json:"unconfigured,omitempty"`
 }
 
 const recordFile = "pod.json"
@@ -75,12 +82,16 @@ type podWorker struct {
 	vmWatch     context.CancelFunc
 	vmState     supervisor.State
 	pullBackoff time.Duration
-	adopted     bool
-	killed      bool // the VM was stopped by vz-node (liveness, hook, grace)
-	stopDone    chan struct{}
-	lastStatus  *corev1.PodStatus
-	sidecars    *sidecarRun
-	probes      map[string]*sidecarProbe // by sidecar name
+	// resolved: the pod's environment is resolved and its volumes
+	// written (configure), so its spec is the one to run.
+	resolved      bool
+	configBackoff time.Duration
+	adopted       bool
+	killed        bool // the VM was stopped by vz-node (liveness, hook, grace)
+	stopDone      chan struct{}
+	lastStatus    *corev1.PodStatus
+	sidecars      *sidecarRun
+	probes        map[string]*sidecarProbe // by sidecar name
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time
@@ -168,7 +179,7 @@ func (w *podWorker) save() {
 		w.log.Warn("save pod record", "err", err)
 		return
 	}
-	if err := supervisor.WriteJSON(filepath.Join(w.dir, recordFile), podRecord{Pod: pod, View: view, MAC: mac, Run: w.run}); err != nil {
+	if err := supervisor.WriteJSON(filepath.Join(w.dir, recordFile), podRecord{Pod: pod, View: view, MAC: mac, Run: w.run, Unconfigured: !w.resolved}); err != nil {
 		w.log.Warn("save pod record", "err", err)
 	}
 }
@@ -223,6 +234,75 @@ func (w *podWorker) fail(reason, msg string) stage {
 		v.Terminated = &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: msg, StartedAt: v.StartedAt, FinishedAt: now}
 	})
 	return stTerminated
+}
+
+// configure resolves the containers' environment and writes the pod's
+// volumes, off the loop; a pod configured before (recovered after a
+// restart) goes on to accept. As with the kubelet, a missing Secret or
+// ConfigMap keeps the pod Pending and is tried again, whatever its
+// restartPolicy.
+func (w *podWorker) configure(ev event) stage {
+	if w.resolved {
+		return w.accept(ev)
+	}
+	pod, _ := w.snapshot()
+	ctx := w.newActivity()
+	go func() {
+		report := func(reason, msg string) { w.event(corev1.EventTypeWarning, reason, "%s", msg) }
+		if err := podenv.Resolve(ctx, pod, w.p.cfg.Objects, w.p.cfg.HostIP, report); err != nil {
+			w.post(event{kind: evConfigFailed, err: err})
+			return
+		}
+		w.volMu.Lock()
+		if w.volumesGone {
+			w.volMu.Unlock()
+			return
+		}
+		renew, err := w.p.writeVolumes(ctx, &w.volumes, pod)
+		w.volMu.Unlock()
+		switch {
+		case ctx.Err() != nil:
+		case err != nil:
+			w.post(event{kind: evConfigFailed, err: err, mount: true})
+		default:
+			w.post(event{kind: evConfigured, pod: pod, renew: renew})
+		}
+	}()
+	return stConfiguring
+}
+
+// configured runs the resolved spec: the containers, with their
+// environment, replace the ones received (the pod's metadata may have been
+// updated meanwhile).
+func (w *podWorker) configured(ev event) stage {
+	w.mu.Lock()
+	w.pod.Spec.Containers = ev.pod.Spec.Containers
+	pod := w.pod
+	w.mu.Unlock()
+	w.resolved, w.configBackoff = true, 0
+	if len(pod.Spec.Volumes) > 0 {
+		go w.keepVolumes(ev.renew)
+	}
+	return w.accept(ev)
+}
+
+// configFailed shows why the pod cannot start yet and tries again later.
+func (w *podWorker) configFailed(ev event) stage {
+	w.configBackoff = nextBackoff(w.configBackoff, 2*time.Second, time.Minute)
+	var missing *podenv.MissingError
+	switch {
+	case ev.mount:
+		w.waiting(ReasonContainerCreating, "volumes: "+ev.err.Error())
+		w.event(corev1.EventTypeWarning, "FailedMount", "%v (retrying in %s)", ev.err, w.configBackoff)
+	case errors.As(ev.err, &missing):
+		// Resolve reported it with its own reason.
+		w.waiting(ReasonCreateContainerConfigError, ev.err.Error())
+	default:
+		w.waiting(ReasonCreateContainerConfigError, ev.err.Error())
+		w.event(corev1.EventTypeWarning, "Failed", "Error: %v (retrying in %s)", ev.err, w.configBackoff)
+	}
+	w.after(w.configBackoff, event{kind: evRetry})
+	return stConfiguring
 }
 
 // accept validates the pod and starts getting its image.

@@ -218,6 +218,60 @@ spec:
 		t.Fatalf("pod events lack the sidecar's pull and start:\n%s", events)
 	}
 
+	// A pod whose Secret does not exist yet waits Pending, restartPolicy
+	// Never or not, and starts once it exists, as with the kubelet.
+	late := strings.NewReplacer("NODE", node, "VM", nodeTestImage).Replace(`apiVersion: v1
+kind: Pod
+metadata:
+  name: late
+  namespace: default
+spec:
+  nodeName: NODE
+  restartPolicy: Never
+  tolerations:
+  - key: virtual-kubelet.io/provider
+    operator: Exists
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: macos
+    image: VM
+    env:
+    - name: TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: arrives-later
+          key: token
+`)
+	if out, err := cp.Apply(ctx, late); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	eventually(t, 60*time.Second, "pod late Pending on its Secret", func() error {
+		p, err := nodeGetPod(t, cp, "default", "late")
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) == 0 {
+			return fmt.Errorf("phase %s, container statuses %v", p.Status.Phase, p.Status.ContainerStatuses)
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		if w == nil || w.Reason != "CreateContainerConfigError" || !strings.Contains(w.Message, `Secret "arrives-later" not found`) {
+			return fmt.Errorf("waiting %+v", w)
+		}
+		return nil
+	})
+	nodeKubectl(t, cp, "create", "secret", "generic", "arrives-later", "--from-literal=token=x")
+	eventually(t, 90*time.Second, "pod late Running once its Secret exists", func() error {
+		p, err := nodeGetPod(t, cp, "default", "late")
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s (%s)", p.Status.Phase, p.Status.Message)
+		}
+		return nil
+	})
+	nodeKubectl(t, cp, "delete", "pod", "late", "--wait=true", "--timeout=60s")
+
 	nodeKubectl(t, cp, "delete", "pod", "hybrid", "--wait=true", "--timeout=60s")
 	d, err := sidecar.New(docker.Host)
 	if err != nil {
