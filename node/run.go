@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 
 	n, err := nodeutil.NewNode(cfg.NodeName, newProvider,
-		nodeutil.WithClient(client),
+		nodeutil.WithClient(controllerClient{client}),
 		func(c *nodeutil.NodeConfig) error {
 			c.NodeSpec = *nodeObj
 			c.HTTPListenAddr = cfg.ListenAddress

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -41,7 +43,7 @@ func TestVZNodeSidecars(t *testing.T) {
 	// volume.
 	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{ControllerManager: true, ServiceAccounts: true})
 	const node = "mac-sidecars"
-	vznode.StartT(t, cp, vznode.Options{Name: node, Env: []string{"DOCKER_HOST=" + docker.Host}})
+	vz := vznode.StartT(t, cp, vznode.Options{Name: node, Env: []string{"DOCKER_HOST=" + docker.Host}})
 
 	eventually(t, 90*time.Second, "node Ready with Docker reachable", func() error {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
@@ -273,6 +275,11 @@ spec:
 	nodeKubectl(t, cp, "delete", "pod", "late", "--wait=true", "--timeout=60s")
 
 	nodeKubectl(t, cp, "delete", "pod", "hybrid", "--wait=true", "--timeout=60s")
+	// Under its own node credentials vz-node asks the API server nothing it
+	// may not: no informer lists Secrets or ConfigMaps cluster-wide.
+	if log, err := os.ReadFile(vz.LogPath); err != nil || bytes.Contains(log, []byte("forbidden")) {
+		t.Fatalf("vz-node's log (%v) shows requests the node was refused:\n%s", err, forbiddenLines(log))
+	}
 	d, err := sidecar.New(docker.Host)
 	if err != nil {
 		t.Fatal(err)
@@ -284,4 +291,16 @@ spec:
 		}
 		return nil
 	})
+}
+
+// forbiddenLines are the lines of log that mention a refused request, at
+// most 5.
+func forbiddenLines(log []byte) string {
+	var out []string
+	for l := range strings.Lines(string(log)) {
+		if strings.Contains(l, "forbidden") && len(out) < 5 {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
 }
