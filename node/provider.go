@@ -330,7 +330,10 @@ func (p *PodProvider) GetPodStatus(ctx context.Context, ns, name string) (*corev
 	return &pod.Status, nil
 }
 
-// GetPods implements node.PodLifecycleHandler.
+// GetPods implements node.PodLifecycleHandler. It leaves out pods still
+// waiting for their environment or volumes: nothing of theirs runs, and
+// virtual-kubelet's own resolver never hands such pods to a provider (its
+// suite checks that they are not listed).
 func (p *PodProvider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	p.mu.Lock()
 	ws := make([]*podWorker, 0, len(p.workers))
@@ -341,6 +344,12 @@ func (p *PodProvider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	sort.Slice(ws, func(i, j int) bool { return ws[i].key < ws[j].key })
 	pods := make([]*corev1.Pod, 0, len(ws))
 	for _, w := range ws {
+		w.mu.Lock()
+		resolved := w.resolved
+		w.mu.Unlock()
+		if !resolved {
+			continue
+		}
 		pod, view := w.snapshot()
 		pod.Status = renderStatus(view)
 		pods = append(pods, pod)

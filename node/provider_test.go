@@ -293,6 +293,9 @@ func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
 	}
 	f.waitFor("env", "waiting for its Secret", waiting(ReasonCreateContainerConfigError, `env TOKEN of container "macos": Secret "late" not found`))
 	f.waitFor("vol", "waiting for its ConfigMap", waiting(ReasonContainerCreating, `late-settings`))
+	if pods, err := f.p.GetPods(ctx); err != nil || len(pods) != 0 {
+		t.Fatalf("GetPods lists %d pods waiting for their configuration (%v), want none", len(pods), err)
+	}
 	events := strings.Join(drainEvents(f.events), "\n")
 	if !strings.Contains(events, podenv.ReasonMandatorySecretNotFound) || !strings.Contains(events, "FailedMount") {
 		t.Fatalf("events lack MandatorySecretNotFound and FailedMount:\n%s", events)

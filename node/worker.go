@@ -83,7 +83,8 @@ type podWorker struct {
 	vmState     supervisor.State
 	pullBackoff time.Duration
 	// resolved: the pod's environment is resolved and its volumes
-	// written (configure), so its spec is the one to run.
+	// written (configure), so its spec is the one to run. Written by the
+	// loop under mu.
 	resolved      bool
 	configBackoff time.Duration
 	adopted       bool
@@ -277,9 +278,10 @@ func (w *podWorker) configure(ev event) stage {
 func (w *podWorker) configured(ev event) stage {
 	w.mu.Lock()
 	w.pod.Spec.Containers = ev.pod.Spec.Containers
+	w.resolved = true
 	pod := w.pod
 	w.mu.Unlock()
-	w.resolved, w.configBackoff = true, 0
+	w.configBackoff = 0
 	if len(pod.Spec.Volumes) > 0 {
 		go w.keepVolumes(ev.renew)
 	}
