@@ -279,6 +279,7 @@ func (p *PodProvider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		v.ScheduledSince = v.Accepted
 		v.ReadySince = v.Accepted
 		v.QOSClass = pod.Status.QOSClass
+		v.WaitingReason = ReasonContainerCreating
 		if len(pod.Spec.Containers) > 0 {
 			v.Container, v.Image = pod.Spec.Containers[0].Name, pod.Spec.Containers[0].Image
 		}

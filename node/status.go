@@ -10,7 +10,9 @@ import (
 const (
 	ReasonDownloading      = "Downloading"
 	ReasonWaitingForVMSlot = "WaitingForVMSlot"
-	// ReasonContainerCreating: the pod's volumes cannot be written yet.
+	// ReasonContainerCreating: the pod's environment is being resolved
+	// and its volumes written (or cannot be yet: a FailedMount Event says
+	// why).
 	ReasonContainerCreating = "ContainerCreating"
 	// ReasonCreateContainerConfigError: the containers' environment
 	// cannot be resolved yet (a missing Secret or ConfigMap), as the
