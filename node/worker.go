@@ -296,12 +296,12 @@ func (w *podWorker) configFailed(ev event) stage {
 	case ev.mount:
 		w.waiting(ReasonContainerCreating, "volumes: "+ev.err.Error())
 		w.event(corev1.EventTypeWarning, "FailedMount", "%v (retrying in %s)", ev.err, w.configBackoff)
-	case errors.As(ev.err, &missing):
-		// Resolve reported it with its own reason.
-		w.waiting(ReasonCreateContainerConfigError, ev.err.Error())
 	default:
 		w.waiting(ReasonCreateContainerConfigError, ev.err.Error())
-		w.event(corev1.EventTypeWarning, "Failed", "Error: %v (retrying in %s)", ev.err, w.configBackoff)
+		// Resolve reports a missing object with its own reason.
+		if !errors.As(ev.err, &missing) {
+			w.event(corev1.EventTypeWarning, "Failed", "Error: %v (retrying in %s)", ev.err, w.configBackoff)
+		}
 	}
 	w.after(w.configBackoff, event{kind: evRetry})
 	return stConfiguring
