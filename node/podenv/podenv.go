@@ -69,7 +69,7 @@ func (e *MissingError) Error() string { return e.Message }
 
 // Fields are the downward-API fields env can read, beside
 // metadata.labels['KEY'] and metadata.annotations['KEY'].
-var Fields = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP"}
+var Fields = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP", "status.hostIPs"}
 
 // Resolve replaces each container's env and envFrom with the variables they
 // define, as plain values, followed by the Services' variables that the
@@ -294,7 +294,9 @@ func Field(pod *corev1.Pod, path, hostIP string) (string, bool) {
 		return pod.Spec.NodeName, true
 	case "spec.serviceAccountName":
 		return pod.Spec.ServiceAccountName, true
-	case "status.hostIP":
+	case "status.hostIP", "status.hostIPs":
+		// The node has one address: hostIPs, a comma-separated list for
+		// the kubelet, holds just it.
 		return hostIP, true
 	}
 	for prefix, m := range map[string]map[string]string{"metadata.labels": pod.Labels, "metadata.annotations": pod.Annotations} {

@@ -97,6 +97,7 @@ func TestResolve(t *testing.T) {
 		corev1.EnvVar{Name: "NODE", ValueFrom: fieldRef("spec.nodeName")},
 		corev1.EnvVar{Name: "SA", ValueFrom: fieldRef("spec.serviceAccountName")},
 		corev1.EnvVar{Name: "HOST", ValueFrom: fieldRef("status.hostIP")},
+		corev1.EnvVar{Name: "HOSTS", ValueFrom: fieldRef("status.hostIPs")},
 		corev1.EnvVar{Name: "APP", ValueFrom: fieldRef("metadata.labels['app']")},
 		corev1.EnvVar{Name: "NOTE", ValueFrom: fieldRef("metadata.annotations['note']")},
 		corev1.EnvVar{Name: "TOKEN", ValueFrom: secretKey("creds", "token", false)},
@@ -121,7 +122,7 @@ func TestResolve(t *testing.T) {
 		}
 		vars = append(vars, e.Name+"="+e.Value)
 	}
-	want := []string{"CFG_bad-name=x", "CFG_level=debug", "CFG_mode=debug-override", "POD=ci-1", "NS=builds", "UID=u-1", "NODE=mac-01", "SA=builder", "HOST=10.0.0.2",
+	want := []string{"CFG_bad-name=x", "CFG_level=debug", "CFG_mode=debug-override", "POD=ci-1", "NS=builds", "UID=u-1", "NODE=mac-01", "SA=builder", "HOST=10.0.0.2", "HOSTS=10.0.0.2",
 		"APP=xcode", "NOTE=n", "TOKEN=s3cret", "LEVEL=debug", "URL=http://10.0.0.2:8080/ci-1/$(LATER)/$(POD)/$", "LATER=x", "IP (unresolved)"}
 	if !reflect.DeepEqual(vars, want) || c.EnvFrom != nil {
 		t.Fatalf("env\n got %q\nwant %q (envFrom %v)", vars, want, c.EnvFrom)
