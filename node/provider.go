@@ -228,10 +228,13 @@ func (p *PodProvider) start(w *podWorker, first event) {
 	p.mu.Lock()
 	p.workers[w.key] = w
 	p.mu.Unlock()
+	// Read before the loop starts: it owns these from then on.
+	pod, _ := w.snapshot()
+	keep, renew := w.resolved && len(pod.Spec.Volumes) > 0, w.renewVolumes
 	w.events <- first
 	go w.loop()
-	if pod, _ := w.snapshot(); w.resolved && len(pod.Spec.Volumes) > 0 {
-		go w.keepVolumes(w.renewVolumes)
+	if keep {
+		go w.keepVolumes(renew)
 	}
 }
 
