@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -216,7 +217,24 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 			}
 			switch {
 			case ev.ct != nil:
-				v.Sidecars[i] = sidecar.Status(c, *ev.ct, v.Sidecars[i], ev.exit)
+				prev := v.Sidecars[i]
+				render := func() corev1.ContainerStatus {
+					ct := *ev.ct
+					ct.RestartCount += int(v.SidecarKills[c.Name])
+					return sidecar.Status(c, ct, prev, ev.exit)
+				}
+				st := render()
+				if killed := w.sidecarKilled[c.Name]; killed != "" && st.State.Running != nil && runID(&st) != killed {
+					// The run vz-node killed was followed by a new one.
+					delete(w.sidecarKilled, c.Name)
+					v.SidecarKills = maps.Clone(v.SidecarKills) // shared with readers' copies
+					if v.SidecarKills == nil {
+						v.SidecarKills = map[string]int32{}
+					}
+					v.SidecarKills[c.Name]++
+					st = render()
+				}
+				v.Sidecars[i] = st
 			case ev.status != nil:
 				st := *ev.status
 				st.RestartCount = v.Sidecars[i].RestartCount
@@ -235,19 +253,16 @@ type sidecarProbe struct {
 	started, ready bool
 }
 
-// followProbes starts a sidecar's startup and readiness probes afresh for
-// each run of its container, and makes st say what they found.
+// followProbes starts a sidecar's probes afresh for each run of its
+// container, and makes st say what they found.
 func (w *podWorker) followProbes(c corev1.Container, st *corev1.ContainerStatus) {
-	if c.ReadinessProbe == nil && c.StartupProbe == nil || w.sidecars == nil {
+	if c.ReadinessProbe == nil && c.StartupProbe == nil && c.LivenessProbe == nil || w.sidecars == nil {
 		return
 	}
 	if w.probes == nil {
 		w.probes = map[string]*sidecarProbe{}
 	}
-	run := ""
-	if st.State.Running != nil {
-		run = st.ContainerID + "@" + st.State.Running.StartedAt.UTC().String()
-	}
+	run := runID(st)
 	pr := w.probes[c.Name]
 	if pr == nil || pr.run != run {
 		if pr != nil {
@@ -262,6 +277,15 @@ func (w *podWorker) followProbes(c corev1.Container, st *corev1.ContainerStatus)
 	started := run != "" && pr.started
 	st.Started = &started
 	st.Ready = started && (c.ReadinessProbe == nil || pr.ready)
+}
+
+// runID names the run of a sidecar's container that st shows running, or
+// is empty.
+func runID(st *corev1.ContainerStatus) string {
+	if st.State.Running == nil {
+		return ""
+	}
+	return st.ContainerID + "@" + st.State.Running.StartedAt.UTC().String()
 }
 
 // probeSidecar runs a sidecar's exec probes in its container through
@@ -288,6 +312,14 @@ func (w *podWorker) probeSidecar(c corev1.Container, id, run string) context.Can
 				return
 			}
 			w.post(event{kind: evSidecarProbe, name: c.Name, probeRun: run, started: true})
+		}
+		if c.LivenessProbe != nil {
+			go func() {
+				if err := probeUntil(ctx, env, c.LivenessProbe, false); err != nil && ctx.Err() == nil {
+					w.event(corev1.EventTypeWarning, "Unhealthy", "Liveness probe of sidecar %s failed: %v", c.Name, err)
+					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run})
+				}
+			}()
 		}
 		if c.ReadinessProbe != nil {
 			readinessLoop(ctx, env, c.ReadinessProbe, func(ready bool, err error) {
@@ -318,6 +350,64 @@ func (w *podWorker) sidecarProbed(ev event) stage {
 		}
 	})
 	return w.stage
+}
+
+// sidecarUnhealthy kills the sidecar run whose liveness probe failed, as
+// the kubelet does: within its grace period, and Docker starts it again
+// unless the pod's restartPolicy is Never. The restart counts in its
+// status once the new run shows (see sidecarChanged).
+func (w *podWorker) sidecarUnhealthy(ev event) stage {
+	pr := w.probes[ev.name]
+	run := w.sidecars
+	if pr == nil || pr.run != ev.probeRun || run == nil || run.ctx.Err() != nil {
+		return w.stage
+	}
+	pr.cancel() // this run is done with probing
+	pod, view := w.snapshot()
+	var id string
+	for i, c := range sidecarsOf(pod) {
+		if c.Name == ev.name && i < len(view.Sidecars) {
+			id = strings.TrimPrefix(view.Sidecars[i].ContainerID, "docker://")
+			grace := killGrace(pod, c.LivenessProbe)
+			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever
+			if restart {
+				w.event(corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
+				if w.sidecarKilled == nil {
+					w.sidecarKilled = map[string]string{}
+				}
+				w.sidecarKilled[c.Name] = ev.probeRun // counted once a new run follows
+			} else {
+				w.event(corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe", c.Name)
+			}
+			run.wg.Add(1)
+			go func() {
+				defer run.wg.Done()
+				d := w.p.cfg.Docker
+				var err error
+				if restart {
+					err = d.Restart(run.ctx, id, grace)
+				} else {
+					err = d.Stop(run.ctx, id, grace)
+				}
+				if err != nil && run.ctx.Err() == nil {
+					w.event(corev1.EventTypeWarning, "Failed", "Killing sidecar %s after its failed liveness probe: %v", c.Name, err)
+				}
+			}()
+		}
+	}
+	return w.stage
+}
+
+// killGrace is how long a container killed for its liveness probe gets to
+// stop: the probe's terminationGracePeriodSeconds, else the pod's.
+func killGrace(pod *corev1.Pod, probe *corev1.Probe) time.Duration {
+	switch {
+	case probe != nil && probe.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*probe.TerminationGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
 }
 
 // sidecarGone recreates a sidecar whose container was removed behind

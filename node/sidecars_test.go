@@ -205,12 +205,97 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, f, "hybrid")
+	f.waitNoContainers("uid-hybrid")
+}
+
+// waitNoContainers waits until the pod with uid has no Docker container.
+func (f *fixture) waitNoContainers(uid string) {
+	f.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for left := f.podContainers("uid-hybrid"); len(left) != 0; left = f.podContainers("uid-hybrid") {
+	for left := f.podContainers(uid); len(left) != 0; left = f.podContainers(uid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("containers left after the pod was deleted: %+v", left)
+			f.t.Fatalf("containers left after the pod was deleted: %+v", left)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A sidecar whose liveness probe fails is killed within the probe's grace
+// period and, unless the pod's restartPolicy is Never, started again, as
+// the kubelet does; the restart counts in its status, also after vz-node
+// restarts.
+func TestSidecarLivenessProbe(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	grace := int64(1)
+	svc := func() corev1.Container {
+		return corev1.Container{Name: "svc", Command: []string{"sh", "-c", "touch /tmp/alive; exec sleep 3600"},
+			LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TerminationGracePeriodSeconds: &grace,
+				ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/alive"}}}}}
+	}
+	always := testPod("live", withSidecars(svc()))
+	never := testPod("once", withSidecars(svc()), func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever })
+	for _, p := range []*corev1.Pod{always, never} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := map[string]corev1.ContainerStatus{}
+	for _, name := range []string{"live", "once"} {
+		st := f.waitFor(name, "svc running", sidecarRunning("svc"))
+		first[name], _ = containerStatus(st, "svc")
+		// sleep, as PID 1, ignores SIGTERM: the kill takes the grace period.
+		if err := f.p.RunInContainer(ctx, "default", name, "svc", []string{"rm", "/tmp/alive"}, &testIO{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st := f.waitFor("live", "svc restarted after its failed liveness probe", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.RestartCount == 1 && c.Ready && c.State.Running != nil
+	})
+	c, _ := containerStatus(st, "svc")
+	last := c.LastTerminationState.Terminated
+	if last == nil || last.ExitCode != 137 || c.ContainerID != first["live"].ContainerID || !c.State.Running.StartedAt.After(first["live"].State.Running.StartedAt.Time) {
+		t.Fatalf("svc after its restart %+v\nwant the same container running anew, its last run killed (137)", c)
+	}
+	st = f.waitFor("once", "svc killed and not restarted (restartPolicy Never)", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.State.Terminated != nil
+	})
+	if c, _ := containerStatus(st, "svc"); c.State.Terminated.ExitCode != 137 || c.RestartCount != 0 {
+		t.Fatalf("svc of the Never pod %+v, want killed (137) and not restarted", c)
+	}
+	events := strings.Join(drainEvents(f.events), "\n")
+	for _, want := range []string{"Liveness probe of sidecar svc failed", "Container svc failed liveness probe, will be restarted", "Container svc failed liveness probe\n"} {
+		if !strings.Contains(events+"\n", want) {
+			t.Fatalf("no event %q among:\n%s", want, events)
+		}
+	}
+
+	// After vz-node restarts, the count stands and the probe runs again.
+	f.p.Close()
+	f.p = f.newProvider(2)
+	f.waitFor("live", "re-adopted, svc restarted once", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.RestartCount == 1 && c.Ready
+	})
+	if err := f.p.RunInContainer(ctx, "default", "live", "svc", []string{"rm", "/tmp/alive"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("live", "svc restarted a second time", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.RestartCount == 2 && c.Ready
+	})
+
+	for _, p := range []*corev1.Pod{always, never} {
+		now := metav1.Now()
+		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, &grace
+		if err := f.p.DeletePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, f, p.Name)
+		f.waitNoContainers(string(p.UID))
 	}
 }
 

@@ -58,6 +58,10 @@ type podView struct {
 	// Sidecars are the statuses of the Docker containers after the VM, in
 	// the pod's order.
 	Sidecars []corev1.ContainerStatus `json:",omitempty"`
+	// SidecarKills counts, by sidecar name, the restarts vz-node made after
+	// a failed liveness probe: Docker counts only those its restart
+	// policy makes.
+	SidecarKills map[string]int32 `json:",omitempty"`
 
 	// Final is set once the pod will not run again: Succeeded or Failed.
 	Final   corev1.PodPhase

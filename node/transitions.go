@@ -73,11 +73,12 @@ const (
 	evSidecar
 	evSidecarGone
 	evSidecarProbe
+	evSidecarUnhealthy
 	evConfigured
 	evConfigFailed
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "configured", "configFailed"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -139,6 +140,8 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).sidecarProbed
 	case k == evSidecarGone && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).sidecarGone
+	case k == evSidecarUnhealthy && s != stGone && s != stStopping && s != stTerminated:
+		return (*podWorker).sidecarUnhealthy
 	}
 	return transitions[s][k]
 }

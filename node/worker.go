@@ -93,6 +93,7 @@ type podWorker struct {
 	lastStatus    *corev1.PodStatus
 	sidecars      *sidecarRun
 	probes        map[string]*sidecarProbe // by sidecar name
+	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe killed
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time

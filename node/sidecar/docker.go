@@ -308,6 +308,13 @@ func (c *Client) Stop(ctx context.Context, id string, grace time.Duration) error
 	return c.call(ctx, "stop container "+id, http.MethodPost, "/containers/"+id+"/stop", q, nil, nil)
 }
 
+// Restart stops a container as Stop does and starts it again, keeping its
+// restart policy (which a kill or stop would suspend).
+func (c *Client) Restart(ctx context.Context, id string, grace time.Duration) error {
+	q := url.Values{"t": {strconv.Itoa(int(grace.Seconds()))}}
+	return c.call(ctx, "restart container "+id, http.MethodPost, "/containers/"+id+"/restart", q, nil, nil)
+}
+
 // Remove removes a container, killing it if it runs; a container that is
 // already gone is not an error.
 func (c *Client) Remove(ctx context.Context, id string) error {

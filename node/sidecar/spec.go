@@ -42,10 +42,7 @@ func Validate(c corev1.Container) error {
 	if len(c.VolumeDevices) > 0 {
 		bad("volumeDevices are not supported")
 	}
-	if c.LivenessProbe != nil {
-		bad("livenessProbe is not supported on sidecars (Docker's restart policy restarts a sidecar whose process exits); use a readinessProbe")
-	}
-	for name, p := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
+	for name, p := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
 		if p != nil && p.Exec == nil {
 			bad("%s: only exec probes run in sidecars", name)
 		}
@@ -159,13 +156,20 @@ func Status(c corev1.Container, ct Container, prev corev1.ContainerStatus, lastE
 		}
 		return t
 	}
-	if ct.RestartCount > int(prev.RestartCount) && lastExit != nil {
-		t := ended(*lastExit)
-		t.StartedAt = metav1.Time{}
-		if prev.State.Running != nil {
-			t.StartedAt = prev.State.Running.StartedAt
+	if ct.RestartCount > int(prev.RestartCount) {
+		switch {
+		case lastExit != nil:
+			t := ended(*lastExit)
+			t.StartedAt = metav1.Time{}
+			if prev.State.Running != nil {
+				t.StartedAt = prev.State.Running.StartedAt
+			}
+			st.LastTerminationState = corev1.ContainerState{Terminated: t}
+		case prev.State.Terminated != nil:
+			// Restarted after it was seen ended (vz-node restarts it after
+			// a failed liveness probe).
+			st.LastTerminationState = corev1.ContainerState{Terminated: prev.State.Terminated}
 		}
-		st.LastTerminationState = corev1.ContainerState{Terminated: t}
 	}
 	started := false
 	switch {

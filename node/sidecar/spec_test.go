@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -28,7 +29,7 @@ func TestValidate(t *testing.T) {
 		"no image":      {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
 		"volume device": {func(c *corev1.Container) { c.VolumeDevices = []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/v"}} }, "volumeDevices"},
 		"pod IP":        {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
-		"liveness":      {func(c *corev1.Container) { c.LivenessProbe = &corev1.Probe{} }, "livenessProbe is not supported"},
+		"tcp liveness":  {func(c *corev1.Container) { c.LivenessProbe = &corev1.Probe{} }, "livenessProbe: only exec probes"},
 		"http probe": {func(c *corev1.Container) {
 			c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
 		}, "readinessProbe: only exec probes"},
@@ -151,4 +152,22 @@ func FuzzDemux(f *testing.F) {
 			t.Fatalf("wrote %d payload bytes of %d", out.Len()+errOut.Len(), len(in)-8*frames)
 		}
 	})
+}
+
+// A container seen ended and then running again with a higher restart count
+// (vz-node restarted it after a failed liveness probe) keeps the ended run
+// as its last state.
+func TestStatusKeepsTheEndedRun(t *testing.T) {
+	t.Parallel()
+	c := corev1.Container{Name: "svc", Image: "busybox"}
+	ended := &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", ContainerID: "docker://abc"}
+	prev := corev1.ContainerStatus{Name: "svc", State: corev1.ContainerState{Terminated: ended}}
+	ct := Container{ID: "abc", RestartCount: 1, State: State{Status: "running", Running: true, StartedAt: time.Now()}}
+	st := Status(c, ct, prev, nil)
+	if st.RestartCount != 1 || st.State.Running == nil || st.LastTerminationState.Terminated != ended {
+		t.Fatalf("status %+v, want running, restarted once, the ended run as its last state", st)
+	}
+	if again := Status(c, ct, st, nil); again.LastTerminationState.Terminated != ended {
+		t.Fatalf("the last state was lost on the next event: %+v", again)
+	}
 }

@@ -113,7 +113,7 @@ spec:
   - name: agent
     image: IMAGE
     imagePullPolicy: Always
-    command: ["sh", "-c", "echo agent of $POD_NAME level=$LEVEL token=$TOKEN; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    command: ["sh", "-c", "rm -f /tmp/unwell; echo agent of $POD_NAME level=$LEVEL token=$TOKEN; trap 'exit 0' TERM; while true; do sleep 1; done"]
     volumeMounts:
     - name: settings
       mountPath: /etc/agent
@@ -121,6 +121,11 @@ spec:
       exec:
         command: ["test", "-s", "/etc/agent/level"]
       periodSeconds: 1
+    livenessProbe:
+      exec:
+        command: ["test", "!", "-e", "/tmp/unwell"]
+      periodSeconds: 1
+      failureThreshold: 1
     env:
     - name: POD_NAME
       valueFrom:
@@ -218,6 +223,24 @@ spec:
 	events := nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
 	if !strings.Contains(events, "Pulled image \""+image+"\" for sidecar agent") || !strings.Contains(events, "Started sidecar container agent") {
 		t.Fatalf("pod events lack the sidecar's pull and start:\n%s", events)
+	}
+
+	// A failed liveness probe restarts the sidecar, as with the kubelet.
+	nodeKubectl(t, cp, "exec", "hybrid", "-c", "agent", "--", "touch", "/tmp/unwell")
+	eventually(t, 60*time.Second, "the agent restarted after its liveness probe failed", func() error {
+		p, err := nodeGetPod(t, cp, "default", "hybrid")
+		if err != nil {
+			return err
+		}
+		a := p.Status.ContainerStatuses[1]
+		if a.RestartCount != 1 || !a.Ready || a.LastTerminationState.Terminated == nil || a.LastTerminationState.Terminated.ExitCode != 0 {
+			return fmt.Errorf("agent restarts %d, ready %v, last state %+v", a.RestartCount, a.Ready, a.LastTerminationState)
+		}
+		return nil
+	})
+	events = nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
+	if !strings.Contains(events, "Killing") || !strings.Contains(events, "Container agent failed liveness probe, will be restarted") {
+		t.Fatalf("pod events lack the liveness kill:\n%s", events)
 	}
 
 	// A pod whose Secret does not exist yet waits Pending, restartPolicy
