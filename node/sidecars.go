@@ -137,7 +137,11 @@ func (p *PodProvider) ensureSidecar(ctx context.Context, w *podWorker, pod *core
 		if err := p.sidecarImage(ctx, w, pod, c); err != nil {
 			return ct, err
 		}
-		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, p.sidecarBinds(pod, c)))
+		binds, err := p.sidecarBinds(pod, c)
+		if err != nil {
+			return ct, &sidecarError{ReasonCreateContainerConfigError, err}
+		}
+		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, binds))
 		if err != nil && !sidecar.IsConflict(err) {
 			return ct, &sidecarError{reasonCreateContainerError, err}
 		}

@@ -299,6 +299,55 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	}
 }
 
+// A sidecar mounts one file or directory of a volume vz-node writes with
+// subPath or subPathExpr; one naming what the volume lacks waits with
+// CreateContainerConfigError, as with the kubelet.
+func TestSidecarSubPath(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t), func(f *fixture) { f.objects = &lateObjects{arrived: true} })
+	ctx := context.Background()
+	pod := testPod("sub", withSidecars(
+		corev1.Container{Name: "tool", Command: []string{"sleep", "3600"},
+			Env: []corev1.EnvVar{{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "settings", MountPath: "/etc/tool/level.conf", SubPath: "level"},
+				{Name: "meta", MountPath: "/meta", SubPathExpr: "by-pod/$(POD)"},
+			}},
+		corev1.Container{Name: "lacking", Command: []string{"sleep", "3600"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "settings", MountPath: "/etc/x", SubPath: "absent"}}},
+	), func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{
+			{Name: "settings", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}}}},
+			{Name: "meta", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "by-pod/sub/name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		}
+	})
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("sub", "tool running, lacking waiting for its subPath", func(s corev1.PodStatus) bool {
+		tool, _ := containerStatus(s, "tool")
+		l, _ := containerStatus(s, "lacking")
+		w := l.State.Waiting
+		return tool.State.Running != nil && w != nil && w.Reason == ReasonCreateContainerConfigError &&
+			strings.Contains(w.Message, `container "lacking", volume mount "settings": subPath "absent" does not exist in the volume`)
+	})
+	var out strings.Builder
+	if err := f.p.RunInContainer(ctx, "default", "sub", "tool", []string{"sh", "-c", "cat /etc/tool/level.conf; echo; cat /meta/name; echo; ls /etc/tool"}, &testIO{stdout: &out}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "debug\nsub\nlevel.conf\n" {
+		t.Fatalf("the tool sees %q, want the ConfigMap's key as its file and the pod's own directory of the downward API volume", out.String())
+	}
+	now := metav1.Now()
+	grace := int64(1)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
+	if err := f.p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, f, "sub")
+	f.waitNoContainers(string(pod.UID))
+}
+
 // Sidecars that cannot start show why in their status while the VM runs;
 // containers of pods vz-node does not know are collected at start.
 func TestSidecarFailuresAndOrphans(t *testing.T) {

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"time"
@@ -10,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/vzfleet/vzfleet/node/podenv"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
 	"github.com/vzfleet/vzfleet/node/volume"
@@ -47,14 +50,19 @@ func (p *PodProvider) writeVolumes(ctx context.Context, w *volume.Writer, pod *c
 func checkVolumes(pod *corev1.Pod) error {
 	vols := volumesByName(pod)
 	var errs []string
-	for _, c := range pod.Spec.Containers {
+	for i, c := range pod.Spec.Containers {
 		for _, m := range c.VolumeMounts {
 			v, ok := vols[m.Name]
+			sub := m.SubPath != "" || m.SubPathExpr != ""
 			switch {
 			case !ok:
 				errs = append(errs, fmt.Sprintf("container %q mounts volume %q, which the pod does not define", c.Name, m.Name))
-			case m.SubPath != "" || m.SubPathExpr != "":
-				errs = append(errs, fmt.Sprintf("container %q: the subPath of volume mount %q is not supported; mount the whole volume", c.Name, m.Name))
+			case sub && i == 0:
+				errs = append(errs, fmt.Sprintf("container %q: the subPath of volume mount %q is not supported on the VM, which shares whole volumes; mount the whole volume", c.Name, m.Name))
+			case sub && !volume.ReadOnly(v):
+				errs = append(errs, fmt.Sprintf("container %q: the subPath of volume mount %q is supported on configMap, secret, downwardAPI and projected volumes only (whose files vz-node writes, so no container can redirect it with a symlink); mount the whole volume", c.Name, m.Name))
+			case m.SubPath != "" && !filepath.IsLocal(m.SubPath):
+				errs = append(errs, fmt.Sprintf("container %q: the subPath %q of volume mount %q leaves the volume", c.Name, m.SubPath, m.Name))
 			default:
 				if err := volume.Check(v); err != nil {
 					errs = append(errs, fmt.Sprintf("container %q: %v", c.Name, err))
@@ -87,19 +95,56 @@ func (p *PodProvider) vmShares(pod *corev1.Pod) []vm.Share {
 	return shares
 }
 
-// sidecarBinds are a sidecar's volume mounts as Docker binds.
-func (p *PodProvider) sidecarBinds(pod *corev1.Pod, c corev1.Container) []string {
+// sidecarBinds are a sidecar's volume mounts as Docker binds, once its
+// env is resolved (a subPathExpr expands with it).
+func (p *PodProvider) sidecarBinds(pod *corev1.Pod, c corev1.Container) ([]string, error) {
 	vols := volumesByName(pod)
 	var binds []string
 	for _, m := range c.VolumeMounts {
 		v := vols[m.Name]
-		b := volume.HostPath(p.volumeDir(pod.UID), v) + ":" + m.MountPath
+		src := volume.HostPath(p.volumeDir(pod.UID), v)
+		if m.SubPath != "" || m.SubPathExpr != "" {
+			var err error
+			if src, err = subPath(src, c, m); err != nil {
+				return nil, fmt.Errorf("container %q, volume mount %q: %w", c.Name, m.Name, err)
+			}
+		}
+		b := src + ":" + m.MountPath
 		if m.ReadOnly || volume.ReadOnly(v) {
 			b += ":ro"
 		}
 		binds = append(binds, b)
 	}
-	return binds
+	return binds, nil
+}
+
+// subPath is the file or directory a volume mount's subPath (or expanded
+// subPathExpr) names inside the volume at root. Like the kubelet's, the
+// bind is made once: a file it names keeps the content it had when the
+// container was created.
+func subPath(root string, c corev1.Container, m corev1.VolumeMount) (string, error) {
+	sub := m.SubPath
+	if m.SubPathExpr != "" {
+		sub = podenv.Expand(m.SubPathExpr, c.Env)
+	}
+	if !filepath.IsLocal(sub) {
+		return "", fmt.Errorf("subPath %q leaves the volume", sub)
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", err
+	}
+	target, err := filepath.EvalSymlinks(filepath.Join(realRoot, sub))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("subPath %q does not exist in the volume", sub)
+	}
+	if err != nil {
+		return "", err
+	}
+	if rel, err := filepath.Rel(realRoot, target); err != nil || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("subPath %q leads out of the volume", sub)
+	}
+	return target, nil
 }
 
 // keepVolumes writes the pod's volumes again while it lives: a token

@@ -319,6 +319,20 @@ func (r *resolver) lookup(e *env) func(string) (string, bool) {
 	}
 }
 
+// Expand expands $(NAME) references in s with the plain values of env (a
+// resolved container's), as the kubelet expands a volume mount's
+// subPathExpr.
+func Expand(s string, env []corev1.EnvVar) string {
+	return expand(s, func(name string) (string, bool) {
+		for i := len(env) - 1; i >= 0; i-- {
+			if env[i].Name == name && env[i].ValueFrom == nil {
+				return env[i].Value, true
+			}
+		}
+		return "", false
+	})
+}
+
 // expand replaces $(NAME) with the value lookup finds and $$ with $; other
 // references stay as written, as the kubelet leaves them.
 func expand(s string, lookup func(string) (string, bool)) string {

@@ -117,6 +117,9 @@ spec:
     volumeMounts:
     - name: settings
       mountPath: /etc/agent
+    - name: settings
+      mountPath: /etc/agent-level.conf
+      subPath: level
     readinessProbe:
       exec:
         command: ["test", "-s", "/etc/agent/level"]
@@ -199,7 +202,7 @@ spec:
 	// Volumes: the ConfigMap in the sidecar and, as a virtio-fs share
 	// (macOS shows it under /Volumes/My Shared Files), in the VM; the
 	// admission-injected service account token works against the API.
-	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", "/etc/agent/level"); code != 0 || out != "debug" {
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", "/etc/agent/level", "/etc/agent-level.conf"); code != 0 || out != "debugdebug" {
 		t.Fatalf("the ConfigMap volume in the sidecar: exit %d, %q", code, out)
 	}
 	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "macos", "--", "cat", "Volumes/My Shared Files/settings/level"); code != 0 || out != "debug" {

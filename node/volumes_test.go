@@ -1,0 +1,89 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestCheckVolumesSubPath(t *testing.T) {
+	t.Parallel()
+	vols := []corev1.Volume{
+		{Name: "conf", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	cases := map[string]struct {
+		container int
+		mount     corev1.VolumeMount
+		want      string // empty: accepted
+	}{
+		"sidecar, configMap key": {1, corev1.VolumeMount{Name: "conf", MountPath: "/c", SubPath: "key"}, ""},
+		"sidecar, expression":    {1, corev1.VolumeMount{Name: "conf", MountPath: "/c", SubPathExpr: "$(POD)"}, ""},
+		"the VM":                 {0, corev1.VolumeMount{Name: "conf", MountPath: "/c", SubPath: "key"}, "not supported on the VM"},
+		"emptyDir":               {1, corev1.VolumeMount{Name: "scratch", MountPath: "/s", SubPath: "x"}, "configMap, secret, downwardAPI and projected volumes only"},
+		"escaping":               {1, corev1.VolumeMount{Name: "conf", MountPath: "/c", SubPath: "../x"}, `subPath "../x" of volume mount "conf" leaves the volume`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			pod := testPod("p", withSidecars(corev1.Container{Name: "side"}), func(p *corev1.Pod) { p.Spec.Volumes = vols })
+			pod.Spec.Containers[tc.container].VolumeMounts = []corev1.VolumeMount{tc.mount}
+			err := checkVolumes(pod)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSubPathStaysInTheVolume(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join(t.TempDir(), "vol")
+	outside := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "dir", "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("dir/f", filepath.Join(root, "in")); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(root) // what the paths found start with
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := corev1.Container{Name: "side", Env: []corev1.EnvVar{{Name: "D", Value: "dir"}}}
+	cases := map[string]struct {
+		mount corev1.VolumeMount
+		want  string // the path, or the error's text
+	}{
+		"file":          {corev1.VolumeMount{SubPath: "dir/f"}, filepath.Join(real, "dir", "f")},
+		"expression":    {corev1.VolumeMount{SubPathExpr: "$(D)/f"}, filepath.Join(real, "dir", "f")},
+		"link inside":   {corev1.VolumeMount{SubPath: "in"}, filepath.Join(real, "dir", "f")},
+		"link outside":  {corev1.VolumeMount{SubPath: "out"}, `subPath "out" leads out of the volume`},
+		"expanded up":   {corev1.VolumeMount{SubPathExpr: "$(D)/../.."}, `subPath "dir/../.." leaves the volume`},
+		"absent":        {corev1.VolumeMount{SubPath: "nope"}, `subPath "nope" does not exist`},
+		"unset var":     {corev1.VolumeMount{SubPathExpr: "$(NOPE)"}, `subPath "$(NOPE)" does not exist`},
+		"absolute expr": {corev1.VolumeMount{SubPathExpr: "/$(D)"}, `subPath "/dir" leaves the volume`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := subPath(root, c, tc.mount)
+			if err != nil {
+				got = err.Error()
+			}
+			if !strings.Contains(got, tc.want) || (err != nil) == strings.HasPrefix(tc.want, "/") {
+				t.Fatalf("got %q (err %v), want %q", got, err, tc.want)
+			}
+		})
+	}
+}
