@@ -211,6 +211,18 @@ func (f *fixture) waitFor(name string, what string, ok func(corev1.PodStatus) bo
 	}
 }
 
+// deletePod deletes pod gracefully, as the API server's deletion does,
+// and waits until it is gone.
+func (f *fixture) deletePod(pod *corev1.Pod, grace int64) {
+	f.t.Helper()
+	now := metav1.Now()
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
+	if err := f.p.DeletePod(context.Background(), pod); err != nil {
+		f.t.Fatal(err)
+	}
+	waitGone(f.t, f, pod.Name)
+}
+
 func testPod(name string, mutate ...func(*corev1.Pod)) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},

@@ -39,13 +39,7 @@ func TestPodRunsAndIsDeleted(t *testing.T) {
 		t.Fatalf("VM spec: %d CPUs %d bytes, want 2 CPUs (1500m rounded up) and 4Gi", spec.Machine.CPUs, spec.Machine.MemoryBytes)
 	}
 
-	now := metav1.Now()
-	grace := int64(5)
-	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
-	if err := f.p.DeletePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, f, "vm1")
+	f.deletePod(pod, 5)
 	if _, err := os.Stat(supervisor.Dir(f.stateDir, "uid-vm1")); !os.IsNotExist(err) {
 		t.Fatalf("VM state dir left behind: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 
@@ -198,13 +197,7 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 	})
 
 	// Delete: every container of the pod goes.
-	now := metav1.Now()
-	grace := int64(5)
-	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
-	if err := f.p.DeletePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, f, "hybrid")
+	f.deletePod(pod, 5)
 	f.waitNoContainers("uid-hybrid")
 }
 
@@ -289,12 +282,7 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	})
 
 	for _, p := range []*corev1.Pod{always, never} {
-		now := metav1.Now()
-		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, &grace
-		if err := f.p.DeletePod(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		waitGone(t, f, p.Name)
+		f.deletePod(p, grace)
 		f.waitNoContainers(string(p.UID))
 	}
 }
@@ -338,13 +326,7 @@ func TestSidecarSubPath(t *testing.T) {
 	if out.String() != "debug\nsub\nlevel.conf\n" {
 		t.Fatalf("the tool sees %q, want the ConfigMap's key as its file and the pod's own directory of the downward API volume", out.String())
 	}
-	now := metav1.Now()
-	grace := int64(1)
-	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
-	if err := f.p.DeletePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, f, "sub")
+	f.deletePod(pod, 1)
 	f.waitNoContainers(string(pod.UID))
 }
 
