@@ -110,6 +110,11 @@ func NewPodProvider(cfg PodProviderConfig) (*PodProvider, error) {
 		stats:   newProcStats(),
 		notes:   newNotifier(),
 	}
+	// Volumes that pods finished before vz-node stopped kept for their
+	// sidecars: those are gone, or orphans about to be removed.
+	if err := os.RemoveAll(p.releasedVolumes()); err != nil {
+		p.log.Warn("remove released volumes", "err", err)
+	}
 	if err := p.recover(); err != nil {
 		cancel()
 		return nil, err

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vzfleet/vzfleet/node/sidecar"
 )
@@ -244,7 +248,7 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 				st.RestartCount = v.Sidecars[i].RestartCount
 				v.Sidecars[i] = st
 			}
-			w.followProbes(c, &v.Sidecars[i])
+			w.followProbes(v, c, &v.Sidecars[i])
 		}
 	})
 	return w.stage
@@ -257,10 +261,12 @@ type sidecarProbe struct {
 	started, ready bool
 }
 
-// followProbes starts a sidecar's probes afresh for each run of its
-// container, and makes st say what they found.
-func (w *podWorker) followProbes(c corev1.Container, st *corev1.ContainerStatus) {
-	if c.ReadinessProbe == nil && c.StartupProbe == nil && c.LivenessProbe == nil || w.sidecars == nil {
+// followProbes starts a sidecar's postStart hook and probes afresh for
+// each run of its container, and makes st, in v, say what they found. The
+// hook runs once per run, also across vz-node restarts (v records it).
+func (w *podWorker) followProbes(v *podView, c corev1.Container, st *corev1.ContainerStatus) {
+	postStart := c.Lifecycle != nil && c.Lifecycle.PostStart != nil
+	if c.ReadinessProbe == nil && c.StartupProbe == nil && c.LivenessProbe == nil && !postStart || w.sidecars == nil {
 		return
 	}
 	if w.probes == nil {
@@ -275,7 +281,15 @@ func (w *podWorker) followProbes(c corev1.Container, st *corev1.ContainerStatus)
 		pr = &sidecarProbe{run: run, started: c.StartupProbe == nil, cancel: func() {}}
 		w.probes[c.Name] = pr
 		if run != "" {
-			pr.cancel = w.probeSidecar(c, strings.TrimPrefix(st.ContainerID, "docker://"), run)
+			hook := postStart && v.SidecarHooked[c.Name] != run
+			if hook {
+				v.SidecarHooked = maps.Clone(v.SidecarHooked) // shared with readers' copies
+				if v.SidecarHooked == nil {
+					v.SidecarHooked = map[string]string{}
+				}
+				v.SidecarHooked[c.Name] = run
+			}
+			pr.cancel = w.probeSidecar(c, strings.TrimPrefix(st.ContainerID, "docker://"), run, hook)
 		}
 	}
 	started := run != "" && pr.started
@@ -292,22 +306,22 @@ func runID(st *corev1.ContainerStatus) string {
 	return st.ContainerID + "@" + st.State.Running.StartedAt.UTC().String()
 }
 
-// probeSidecar runs a sidecar's exec probes in its container through
-// Docker and reports their results for run.
-func (w *podWorker) probeSidecar(c corev1.Container, id, run string) context.CancelFunc {
+// probeSidecar runs a sidecar's postStart hook (when hook is set), then its
+// exec probes, in its container through Docker and reports their results
+// for run. A failed hook kills the run, as a failed liveness probe does.
+func (w *podWorker) probeSidecar(c corev1.Container, id, run string, hook bool) context.CancelFunc {
 	ctx, cancel := context.WithCancel(w.sidecars.ctx)
-	env := probeEnv{c: c, exec: func(ctx context.Context, argv []string) error {
-		var out bytes.Buffer
-		code, err := w.p.cfg.Docker.Exec(ctx, id, argv, sidecar.IO{Stdout: &out, Stderr: &out})
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("command %q exited with %d: %s", argv, code, truncate(out.String(), 200))
-		}
-		return nil
-	}}
+	env := probeEnv{c: c, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
 	go func() {
+		if hook {
+			if err := w.p.sidecarHook(ctx, id, c.Lifecycle.PostStart); err != nil {
+				if ctx.Err() == nil {
+					w.event(corev1.EventTypeWarning, "FailedPostStartHook", "PostStart hook of sidecar %s failed: %v", c.Name, err)
+					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run, reason: "FailedPostStartHook"})
+				}
+				return
+			}
+		}
 		if c.StartupProbe != nil {
 			if err := probeUntil(ctx, env, c.StartupProbe, true); err != nil {
 				if ctx.Err() == nil {
@@ -321,7 +335,7 @@ func (w *podWorker) probeSidecar(c corev1.Container, id, run string) context.Can
 			go func() {
 				if err := probeUntil(ctx, env, c.LivenessProbe, false); err != nil && ctx.Err() == nil {
 					w.event(corev1.EventTypeWarning, "Unhealthy", "Liveness probe of sidecar %s failed: %v", c.Name, err)
-					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run})
+					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run, reason: "Unhealthy"})
 				}
 			}()
 		}
@@ -349,7 +363,7 @@ func (w *podWorker) sidecarProbed(ev event) stage {
 		v.Sidecars = slices.Clone(v.Sidecars)
 		for i, c := range sidecarsOf(pod) {
 			if c.Name == ev.name && i < len(v.Sidecars) {
-				w.followProbes(c, &v.Sidecars[i])
+				w.followProbes(v, c, &v.Sidecars[i])
 			}
 		}
 	})
@@ -373,33 +387,121 @@ func (w *podWorker) sidecarUnhealthy(ev event) stage {
 		if c.Name == ev.name && i < len(view.Sidecars) {
 			id = strings.TrimPrefix(view.Sidecars[i].ContainerID, "docker://")
 			grace := killGrace(pod, c.LivenessProbe)
+			why := "failed liveness probe"
+			if ev.reason == "FailedPostStartHook" {
+				why, grace = "failed its postStart hook", killGrace(pod, nil)
+			}
 			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever
 			if restart {
-				w.event(corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
+				w.event(corev1.EventTypeNormal, "Killing", "Container %s %s, will be restarted", c.Name, why)
 				if w.sidecarKilled == nil {
 					w.sidecarKilled = map[string]string{}
 				}
 				w.sidecarKilled[c.Name] = ev.probeRun // counted once a new run follows
 			} else {
-				w.event(corev1.EventTypeNormal, "Killing", "Container %s failed liveness probe", c.Name)
+				w.event(corev1.EventTypeNormal, "Killing", "Container %s %s", c.Name, why)
+			}
+			var delay time.Duration // before a restart after a failed hook
+			if restart && ev.reason == "FailedPostStartHook" {
+				delay = w.hookBackoff(c.Name)
 			}
 			run.wg.Add(1)
 			go func() {
 				defer run.wg.Done()
+				left := w.p.preStop(run.ctx, w, c, id, grace)
 				d := w.p.cfg.Docker
 				var err error
-				if restart {
-					err = d.Restart(run.ctx, id, grace)
-				} else {
-					err = d.Stop(run.ctx, id, grace)
+				switch {
+				case restart && delay == 0:
+					err = d.Restart(run.ctx, id, left)
+				case restart:
+					if err = d.Stop(run.ctx, id, left); err == nil && sleepCtx(run.ctx, delay) {
+						err = d.Start(run.ctx, id)
+					}
+				default:
+					err = d.Stop(run.ctx, id, left)
 				}
 				if err != nil && run.ctx.Err() == nil {
-					w.event(corev1.EventTypeWarning, "Failed", "Killing sidecar %s after its failed liveness probe: %v", c.Name, err)
+					w.event(corev1.EventTypeWarning, "Failed", "Killing sidecar %s after it %s: %v", c.Name, why, err)
 				}
 			}()
 		}
 	}
 	return w.stage
+}
+
+// hookBackoffBase is the wait before a sidecar whose postStart hook failed
+// starts again; it doubles with each failure up to hookBackoffMax, and
+// starts over after hookBackoffReset without one, as the kubelet's
+// crash-loop back-off does.
+var hookBackoffBase = 10 * time.Second
+
+const (
+	hookBackoffMax   = 5 * time.Minute
+	hookBackoffReset = 10 * time.Minute
+)
+
+// hookBackoff is a sidecar's failed postStart hooks. Loop-owned.
+type hookBackoff struct {
+	delay time.Duration
+	last  time.Time
+}
+
+// hookBackoff returns how long sidecar name waits before it starts again
+// after its postStart hook failed now.
+func (w *podWorker) hookBackoff(name string) time.Duration {
+	if w.hookFails == nil {
+		w.hookFails = map[string]hookBackoff{}
+	}
+	b := w.hookFails[name]
+	if time.Since(b.last) > hookBackoffReset {
+		b.delay = 0
+	}
+	b.delay, b.last = nextBackoff(b.delay, hookBackoffBase, hookBackoffMax), time.Now()
+	w.hookFails[name] = b
+	return b.delay
+}
+
+// sidecarExec runs argv in a sidecar's container and fails unless it
+// exits 0.
+func (p *PodProvider) sidecarExec(ctx context.Context, id string, argv []string) error {
+	var out bytes.Buffer
+	code, err := p.cfg.Docker.Exec(ctx, id, argv, sidecar.IO{Stdout: &out, Stderr: &out})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("command %q exited with %d: %s", argv, code, truncate(out.String(), 200))
+	}
+	return nil
+}
+
+// sidecarHook runs a sidecar's exec or sleep lifecycle handler (the only
+// kinds sidecar.Validate lets through).
+func (p *PodProvider) sidecarHook(ctx context.Context, id string, h *corev1.LifecycleHandler) error {
+	switch {
+	case h.Exec != nil:
+		return p.sidecarExec(ctx, id, h.Exec.Command)
+	case h.Sleep != nil:
+		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
+		return nil
+	}
+	return fmt.Errorf("lifecycle hook has no exec or sleep handler")
+}
+
+// preStop runs sidecar c's preStop hook, if any, within grace and returns
+// what is left of grace for the stop itself.
+func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Container, id string, grace time.Duration) time.Duration {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		return grace
+	}
+	start := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	if err := p.sidecarHook(hctx, id, c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
+		w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook of sidecar %s failed: %v", c.Name, err)
+	}
+	return max(0, grace-time.Since(start))
 }
 
 // killGrace is how long a container killed for its liveness probe gets to
@@ -447,7 +549,12 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 		var wg sync.WaitGroup
 		for _, c := range sidecarsOf(pod) {
 			wg.Go(func() {
-				if err := w.p.cfg.Docker.Stop(ctx, sidecar.Name(pod, c.Name), grace); err != nil && !sidecar.IsNotFound(err) {
+				name := sidecar.Name(pod, c.Name)
+				left := grace
+				if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
+					left = w.p.preStop(ctx, w, c, ct.ID, grace)
+				}
+				if err := w.p.cfg.Docker.Stop(ctx, name, left); err != nil && !sidecar.IsNotFound(err) {
 					w.log.Warn("stop sidecar", "container", c.Name, "err", err)
 				}
 			})
@@ -460,13 +567,24 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 // stop (if one was asked) has ended. It runs in the background: the pod is
 // finished meanwhile, and containers a vz-node restart interrupts removing
 // are collected as orphans when it starts again.
-func (w *podWorker) removeSidecars() {
+//
+// released, if set, is the pod's volumes, which the sidecars may still use
+// while they stop (a preStop hook, or a process flushing on SIGTERM): it is
+// removed once they are.
+func (w *podWorker) removeSidecars(released string) {
 	pod, _ := w.snapshot()
 	if len(sidecarsOf(pod)) == 0 || w.p.cfg.Docker == nil {
 		return
 	}
 	run := w.sidecars
 	go func() {
+		if released != "" {
+			defer func() {
+				if err := os.RemoveAll(released); err != nil {
+					w.log.Warn("remove the pod's volumes", "err", err)
+				}
+			}()
+		}
 		if run != nil {
 			run.cancel()
 			run.wg.Wait()
@@ -488,6 +606,35 @@ func (w *podWorker) removeSidecars() {
 			}
 		}
 	}()
+}
+
+// releasedVolumes is where a finished pod's volumes wait, under the state
+// directory, until its sidecars are removed.
+func (p *PodProvider) releasedVolumes() string {
+	return filepath.Join(p.cfg.StateDir, "released-volumes")
+}
+
+// releaseVolumes moves the pod's volumes out of its state directory, which
+// is about to be removed, when sidecars may still have them mounted: a
+// rename keeps the directories the containers' binds refer to. It returns
+// where they went, or "" when there is nothing to keep.
+func (w *podWorker) releaseVolumes() string {
+	pod, _ := w.snapshot()
+	if len(sidecarsOf(pod)) == 0 || w.p.cfg.Docker == nil {
+		return ""
+	}
+	dst := filepath.Join(w.p.releasedVolumes(), w.uid)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		w.log.Warn("keep the pod's volumes for its sidecars' stop", "err", err)
+		return ""
+	}
+	if err := os.Rename(w.p.volumeDir(types.UID(w.uid)), dst); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			w.log.Warn("keep the pod's volumes for its sidecars' stop", "err", err)
+		}
+		return ""
+	}
+	return dst
 }
 
 // watchSidecars follows Docker's events for this node's sidecars and

@@ -287,6 +287,117 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	}
 }
 
+// A sidecar's postStart hook runs once per run of its container (not again
+// when vz-node restarts); a failing one kills the run, which starts again
+// after a back-off unless restartPolicy is Never; the preStop hook runs
+// before the sidecar is stopped.
+func TestSidecarLifecycleHooks(t *testing.T) {
+	base := hookBackoffBase
+	hookBackoffBase = time.Second
+	t.Cleanup(func() { hookBackoffBase = base })
+	f := newFixture(t, 2, withDocker(t), func(f *fixture) { f.objects = &lateObjects{arrived: true} })
+	ctx := context.Background()
+	execHook := func(script string) *corev1.LifecycleHandler {
+		return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", script}}}
+	}
+	// The hooks and the TERM handler leave marks in an emptyDir, and copy
+	// them to a host directory that outlives the pod: the emptyDir stays
+	// while the sidecar stops, though the VM stopped long before.
+	host := t.TempDir()
+	hooked := testPod("hooked", withSidecars(corev1.Container{Name: "svc",
+		Command:      []string{"sh", "-c", "trap 'cp /marks/post /host/post-at-stop; exit 0' TERM; while true; do sleep 0.2; done"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "marks", MountPath: "/marks"}, {Name: "host", MountPath: "/host"}},
+		Lifecycle: &corev1.Lifecycle{
+			PostStart: execHook("echo started >> /marks/post"),
+			PreStop:   execHook("sleep 1; echo stopping > /marks/pre && cp /marks/pre /host/pre"),
+		}}), func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{
+			{Name: "marks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: host}}},
+		}
+	})
+	failing := func(name string, policy corev1.RestartPolicy) *corev1.Pod {
+		return testPod(name, withSidecars(corev1.Container{Name: "svc", Command: []string{"sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"},
+			Lifecycle: &corev1.Lifecycle{PostStart: execHook("exit 7")}}), func(p *corev1.Pod) { p.Spec.RestartPolicy = policy })
+	}
+	retried, never := failing("retried", corev1.RestartPolicyAlways), failing("never", corev1.RestartPolicyNever)
+	for _, p := range []*corev1.Pod{hooked, retried, never} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	marks := filepath.Join(f.p.volumeDir(hooked.UID), "marks")
+	waitFile := func(path, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, err := os.ReadFile(path)
+			if err == nil && string(b) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %q (%v), want %q", path, b, err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	f.waitFor("hooked", "svc running", sidecarRunning("svc"))
+	waitFile(filepath.Join(marks, "post"), "started\n")
+
+	f.waitFor("never", "svc killed after its hook failed, not restarted", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.State.Terminated != nil && c.RestartCount == 0
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := f.p.GetPodStatus(ctx, "default", "retried")
+		c, _ := containerStatus(*st, "svc")
+		if err == nil && c.RestartCount >= 2 && c.LastTerminationState.Terminated != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("svc whose postStart hook fails: %+v, want it started again twice after back-off", c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	events := strings.Join(drainEvents(f.events), "\n")
+	for _, want := range []string{"PostStart hook of sidecar svc failed: command", "exited with 7", "Container svc failed its postStart hook, will be restarted", "Container svc failed its postStart hook\n"} {
+		if !strings.Contains(events+"\n", want) {
+			t.Fatalf("no event %q among:\n%s", want, events)
+		}
+	}
+
+	// After vz-node restarts, the hook of the run it already ran is not
+	// run again.
+	f.p.Close()
+	f.p = f.newProvider(2)
+	f.waitFor("hooked", "re-adopted", sidecarRunning("svc"))
+	time.Sleep(time.Second)
+	waitFile(filepath.Join(marks, "post"), "started\n")
+
+	for _, p := range []*corev1.Pod{retried, never} {
+		f.deletePod(p, 1)
+		f.waitNoContainers(string(p.UID))
+	}
+	f.deletePod(hooked, 5)
+	f.waitNoContainers(string(hooked.UID))
+	waitFile(filepath.Join(host, "pre"), "stopping\n")
+	waitFile(filepath.Join(host, "post-at-stop"), "started\n")
+	if events := strings.Join(drainEvents(f.events), "\n"); strings.Contains(events, "FailedPreStopHook") {
+		t.Fatalf("the preStop hook failed:\n%s", events)
+	}
+	released := filepath.Join(f.p.releasedVolumes(), string(hooked.UID))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := os.Stat(released)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod's volumes are left after its sidecars were removed: %v", err)
+		}
+	}
+}
+
 // A sidecar mounts one file or directory of a volume vz-node writes with
 // subPath or subPathExpr; one naming what the volume lacks waits with
 // CreateContainerConfigError, as with the kubelet.

@@ -62,6 +62,9 @@ type podView struct {
 	// a failed liveness probe: Docker counts only those its restart
 	// policy makes.
 	SidecarKills map[string]int32 `json:",omitempty"`
+	// SidecarHooked is, by sidecar name, the run whose postStart hook
+	// was started, so a vz-node restart does not run it twice.
+	SidecarHooked map[string]string `json:",omitempty"`
 
 	// Final is set once the pod will not run again: Succeeded or Failed.
 	Final   corev1.PodPhase

@@ -41,6 +41,9 @@ type event struct {
 	// probeRun names the container run a sidecar probe result is for.
 	probeRun string
 	started  bool
+	// reason says why a sidecarUnhealthy kills the run: Unhealthy (its
+	// liveness probe) or FailedPostStartHook.
+	reason string
 	// renew is when a configured pod's volumes first need writing again.
 	renew time.Time
 	// mount says a configFailed is the volumes' (else the environment's).
@@ -93,7 +96,8 @@ type podWorker struct {
 	lastStatus    *corev1.PodStatus
 	sidecars      *sidecarRun
 	probes        map[string]*sidecarProbe // by sidecar name
-	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe killed
+	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
+	hookFails     map[string]hookBackoff   // by sidecar name
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time
@@ -812,13 +816,14 @@ func (w *podWorker) finishDeleted(neverRan bool) stage {
 		w.vmWatch()
 	}
 	w.p.slots.release(w.uid)
-	w.removeSidecars()
 	w.volMu.Lock()
 	w.volumesGone = true
+	released := w.releaseVolumes()
 	if err := os.RemoveAll(w.dir); err != nil {
 		w.log.Warn("remove VM state", "dir", w.dir, "err", err)
 	}
 	w.volMu.Unlock()
+	w.removeSidecars(released)
 	if sock := supervisor.SocketPath(w.dir); filepath.Dir(sock) != w.dir {
 		_ = os.Remove(sock)
 	}

@@ -47,8 +47,12 @@ func Validate(c corev1.Container) error {
 			bad("%s: only exec probes run in sidecars", name)
 		}
 	}
-	if c.Lifecycle != nil {
-		bad("lifecycle hooks are not supported on sidecars")
+	if l := c.Lifecycle; l != nil {
+		for name, h := range map[string]*corev1.LifecycleHandler{"postStart": l.PostStart, "preStop": l.PreStop} {
+			if h != nil && h.Exec == nil && h.Sleep == nil {
+				bad("lifecycle.%s: only exec and sleep hooks run in sidecars", name)
+			}
+		}
 	}
 	for _, p := range c.Ports {
 		if p.HostPort != 0 {

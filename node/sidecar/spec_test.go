@@ -33,7 +33,9 @@ func TestValidate(t *testing.T) {
 		"http probe": {func(c *corev1.Container) {
 			c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
 		}, "readinessProbe: only exec probes"},
-		"hook":      {func(c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{} }, "lifecycle"},
+		"http hook": {func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
+		}, "lifecycle.preStop: only exec and sleep hooks"},
 		"host port": {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
 		"resource env": {func(c *corev1.Container) {
 			c.Env[0].ValueFrom = &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}
