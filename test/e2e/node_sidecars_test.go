@@ -129,6 +129,10 @@ spec:
         command: ["test", "!", "-e", "/tmp/unwell"]
       periodSeconds: 1
       failureThreshold: 1
+    lifecycle:
+      postStart:
+        exec:
+          command: ["sh", "-c", "echo run >> /tmp/post-start"]
     env:
     - name: POD_NAME
       valueFrom:
@@ -244,6 +248,11 @@ spec:
 	events = nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
 	if !strings.Contains(events, "Killing") || !strings.Contains(events, "Container agent failed liveness probe, will be restarted") {
 		t.Fatalf("pod events lack the liveness kill:\n%s", events)
+	}
+	// The postStart hook ran once for each of the agent's two runs (the
+	// restart keeps the container's files).
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", "/tmp/post-start"); code != 0 || out != "run\nrun\n" {
+		t.Fatalf("the agent's postStart hook: exit %d, %q, want a line per run", code, out)
 	}
 
 	// A pod whose Secret does not exist yet waits Pending, restartPolicy
