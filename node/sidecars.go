@@ -370,10 +370,12 @@ func (w *podWorker) sidecarProbed(ev event) stage {
 	return w.stage
 }
 
-// sidecarUnhealthy kills the sidecar run whose liveness probe failed, as
-// the kubelet does: within its grace period, and Docker starts it again
-// unless the pod's restartPolicy is Never. The restart counts in its
-// status once the new run shows (see sidecarChanged).
+// sidecarUnhealthy kills the sidecar run whose liveness probe or postStart
+// hook failed, as the kubelet does: within its grace period (after its
+// preStop hook), and starts it again unless the pod's restartPolicy is
+// Never, at once after a liveness failure, after a back-off after a hook's.
+// The restart counts in its status once the new run shows (see
+// sidecarChanged).
 func (w *podWorker) sidecarUnhealthy(ev event) stage {
 	pr := w.probes[ev.name]
 	run := w.sidecars
@@ -382,10 +384,9 @@ func (w *podWorker) sidecarUnhealthy(ev event) stage {
 	}
 	pr.cancel() // this run is done with probing
 	pod, view := w.snapshot()
-	var id string
 	for i, c := range sidecarsOf(pod) {
 		if c.Name == ev.name && i < len(view.Sidecars) {
-			id = strings.TrimPrefix(view.Sidecars[i].ContainerID, "docker://")
+			id := strings.TrimPrefix(view.Sidecars[i].ContainerID, "docker://")
 			grace := killGrace(pod, c.LivenessProbe)
 			why := "failed liveness probe"
 			if ev.reason == "FailedPostStartHook" {

@@ -31,7 +31,9 @@ package node
 //	any            update           update             (unchanged)
 //	any but gone   sidecar          sidecarChanged     (unchanged)
 //	any but gone   sidecarProbe     sidecarProbed      (unchanged)
-//	any but gone   sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
+//	any but stopping/terminated/gone:
+//	               sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
+//	               sidecarUnhealthy sidecarUnhealthy   (unchanged; the sidecar's run is killed)
 type stage int
 
 const (
