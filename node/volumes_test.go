@@ -87,3 +87,41 @@ func TestSubPathStaysInTheVolume(t *testing.T) {
 		})
 	}
 }
+
+// Whatever a pod's subPath or subPathExpr says, a bind source is inside
+// the volume or there is none.
+func FuzzSubPath(f *testing.F) {
+	root := filepath.Join(f.TempDir(), "vol")
+	for _, d := range []string{"dir/sub", "other"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			f.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{"up": "..", "abs": "/", "in": "dir/sub", "loop": "loop", "dir/back": "../other"} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			f.Fatal(err)
+		}
+	}
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"dir", "up/x", "abs/etc", "in", "loop", "dir/back", "$(D)/../..", "../x", "/etc", "dir/./sub/..", "$$(D)"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	c := corev1.Container{Name: "side", Env: []corev1.EnvVar{{Name: "D", Value: "dir"}, {Name: "U", Value: ".."}}}
+	f.Fuzz(func(t *testing.T, s string, expr bool) {
+		m := corev1.VolumeMount{SubPath: s}
+		if expr {
+			m = corev1.VolumeMount{SubPathExpr: s}
+		}
+		got, err := subPath(root, c, m)
+		if err != nil {
+			return
+		}
+		if rel, rerr := filepath.Rel(real, got); rerr != nil || !filepath.IsLocal(rel) {
+			t.Fatalf("subPath %q (expression %v) gave %q, outside the volume %s", s, expr, got, real)
+		}
+	})
+}
