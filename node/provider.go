@@ -79,6 +79,7 @@ type PodProvider struct {
 	mu      sync.Mutex
 	workers map[string]*podWorker // by namespace/name
 	stats   *procStats
+	loops   sync.WaitGroup // the workers' loops
 }
 
 // NewPodProvider builds the provider and re-adopts the VMs recorded under
@@ -126,8 +127,13 @@ func NewPodProvider(cfg PodProviderConfig) (*PodProvider, error) {
 	return p, nil
 }
 
-// Close stops the provider's goroutines. VMs keep running.
-func (p *PodProvider) Close() { p.cancel() }
+// Close stops the provider's goroutines and waits for the pod workers'
+// loops, so the state they last recorded is on disk for the next provider.
+// VMs keep running.
+func (p *PodProvider) Close() {
+	p.cancel()
+	p.loops.Wait()
+}
 
 func key(ns, name string) string { return ns + "/" + name }
 
@@ -237,7 +243,7 @@ func (p *PodProvider) start(w *podWorker, first event) {
 	pod, _ := w.snapshot()
 	keep, renew := w.resolved && len(pod.Spec.Volumes) > 0, w.renewVolumes
 	w.events <- first
-	go w.loop()
+	p.loops.Go(w.loop)
 	if keep {
 		go w.keepVolumes(renew)
 	}
