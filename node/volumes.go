@@ -84,13 +84,22 @@ func volumesByName(pod *corev1.Pod) map[string]corev1.Volume {
 	return vols
 }
 
-// vmShares are the volumes the VM container mounts, as virtio-fs shares.
+// vmShares are the volumes the VM container mounts, as virtio-fs shares,
+// one per volume: the guest sees a volume mounted twice (at mountPaths it
+// does not use) once, writable if either mount is.
 func (p *PodProvider) vmShares(pod *corev1.Pod) []vm.Share {
 	vols := volumesByName(pod)
 	var shares []vm.Share
+	seen := map[string]int{} // volume name -> index in shares
 	for _, m := range vmContainer(pod).VolumeMounts {
 		v := vols[m.Name]
-		shares = append(shares, vm.Share{Tag: m.Name, HostPath: volume.HostPath(p.volumeDir(pod.UID), v), ReadOnly: m.ReadOnly || volume.ReadOnly(v)})
+		ro := m.ReadOnly || volume.ReadOnly(v)
+		if i, ok := seen[m.Name]; ok {
+			shares[i].ReadOnly = shares[i].ReadOnly && ro
+			continue
+		}
+		seen[m.Name] = len(shares)
+		shares = append(shares, vm.Share{Tag: m.Name, HostPath: volume.HostPath(p.volumeDir(pod.UID), v), ReadOnly: ro})
 	}
 	return shares
 }

@@ -125,3 +125,23 @@ func FuzzSubPath(f *testing.F) {
 		}
 	})
 }
+
+func TestVMSharesOnePerVolume(t *testing.T) {
+	t.Parallel()
+	p := &PodProvider{cfg: PodProviderConfig{StateDir: "/state"}}
+	pod := testPod("p", func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{
+			{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "conf", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+		}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+			{Name: "work", MountPath: "/a", ReadOnly: true},
+			{Name: "conf", MountPath: "/c"},
+			{Name: "work", MountPath: "/b"},
+		}
+	})
+	shares := p.vmShares(pod)
+	if len(shares) != 2 || shares[0].Tag != "work" || shares[0].ReadOnly || shares[1].Tag != "conf" || !shares[1].ReadOnly {
+		t.Fatalf("shares %+v, want work (writable: one of its mounts is) and conf (read-only), once each", shares)
+	}
+}
