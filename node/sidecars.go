@@ -235,11 +235,7 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 				if killed := w.sidecarKilled[c.Name]; killed != "" && st.State.Running != nil && runID(&st) != killed {
 					// The run vz-node killed was followed by a new one.
 					delete(w.sidecarKilled, c.Name)
-					v.SidecarKills = maps.Clone(v.SidecarKills) // shared with readers' copies
-					if v.SidecarKills == nil {
-						v.SidecarKills = map[string]int32{}
-					}
-					v.SidecarKills[c.Name]++
+					v.SidecarKills = withEntry(v.SidecarKills, c.Name, v.SidecarKills[c.Name]+1)
 					st = render()
 				}
 				v.Sidecars[i] = st
@@ -252,6 +248,17 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 		}
 	})
 	return w.stage
+}
+
+// withEntry returns a copy of m with k set to v: maps in a view are shared
+// with the copies readers hold, so they are replaced, never written.
+func withEntry[V any](m map[string]V, k string, v V) map[string]V {
+	m = maps.Clone(m)
+	if m == nil {
+		m = map[string]V{}
+	}
+	m[k] = v
+	return m
 }
 
 // sidecarProbe is the probing of one run of a sidecar. Loop-owned.
@@ -283,11 +290,7 @@ func (w *podWorker) followProbes(v *podView, c corev1.Container, st *corev1.Cont
 		if run != "" {
 			hook := postStart && v.SidecarHooked[c.Name] != run
 			if hook {
-				v.SidecarHooked = maps.Clone(v.SidecarHooked) // shared with readers' copies
-				if v.SidecarHooked == nil {
-					v.SidecarHooked = map[string]string{}
-				}
-				v.SidecarHooked[c.Name] = run
+				v.SidecarHooked = withEntry(v.SidecarHooked, c.Name, run)
 			}
 			pr.cancel = w.probeSidecar(c, strings.TrimPrefix(st.ContainerID, "docker://"), run, hook)
 		}
@@ -552,8 +555,11 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 			wg.Go(func() {
 				name := sidecar.Name(pod, c.Name)
 				left := grace
-				if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
-					left = w.p.preStop(ctx, w, c, ct.ID, grace)
+				if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+					// The hook runs only in a running container.
+					if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
+						left = w.p.preStop(ctx, w, c, ct.ID, grace)
+					}
 				}
 				if err := w.p.cfg.Docker.Stop(ctx, name, left); err != nil && !sidecar.IsNotFound(err) {
 					w.log.Warn("stop sidecar", "container", c.Name, "err", err)
