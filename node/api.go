@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,15 +53,15 @@ func (p *PodProvider) running(ns, name, container string) (*podWorker, GuestTarg
 	return w, p.target(w.uid, w.dir, view.PodIP), nil
 }
 
-// sidecarContainer returns the Docker name of container when it is one of
-// the pod's sidecars.
-func (p *PodProvider) sidecarContainer(ns, name, container string) (string, corev1.Container, bool) {
+// dockerContainer returns the Docker name of container when it is one of
+// the pod's sidecars or init containers.
+func (p *PodProvider) dockerContainer(ns, name, container string) (string, corev1.Container, bool) {
 	w := p.worker(ns, name)
 	if w == nil || p.cfg.Docker == nil {
 		return "", corev1.Container{}, false
 	}
 	pod, _ := w.snapshot()
-	for _, c := range sidecarsOf(pod) {
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), sidecarsOf(pod)...) {
 		if c.Name == container {
 			return sidecar.Name(pod, c.Name), c, true
 		}
@@ -89,7 +90,7 @@ func outputs(attach api.AttachIO) (stdout, stderr io.Writer) {
 // RunInContainer runs cmd in the guest over SSH, or in a sidecar through
 // Docker (kubectl exec). The command's exit code is passed back to kubectl.
 func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container string, cmd []string, attach api.AttachIO) error {
-	if id, _, ok := p.sidecarContainer(ns, name, container); ok {
+	if id, _, ok := p.dockerContainer(ns, name, container); ok {
 		if len(cmd) == 0 {
 			return errdefs.InvalidInput("exec needs a command")
 		}
@@ -114,7 +115,7 @@ func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container st
 // AttachToContainer attaches to a sidecar's main process, or opens the
 // guest user's login shell (a VM has no single main process to attach to).
 func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container string, attach api.AttachIO) error {
-	if id, _, ok := p.sidecarContainer(ns, name, container); ok {
+	if id, _, ok := p.dockerContainer(ns, name, container); ok {
 		defer closeOutputs(attach)
 		if err := p.cfg.Docker.Attach(ctx, id, sidecarIO(attach)); err != nil {
 			return fmt.Errorf("attach to sidecar %s of pod %s/%s: %w", container, ns, name, err)
@@ -178,7 +179,7 @@ func (p *PodProvider) sidecarLogs(ctx context.Context, id string, c corev1.Conta
 // GetContainerLogs streams a sidecar's output, or the guest's log
 // (kubectl logs).
 func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
-	if id, c, ok := p.sidecarContainer(ns, name, container); ok {
+	if id, c, ok := p.dockerContainer(ns, name, container); ok {
 		return p.sidecarLogs(ctx, id, c, opts)
 	}
 	_, t, err := p.running(ns, name, container)

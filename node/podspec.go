@@ -22,7 +22,7 @@ const (
 // Reasons an invalid pod fails with (pod status reason and Event reason).
 const (
 	ReasonNoVMImage          = "NoVMImage"
-	ReasonInitContainers     = "InitContainersUnsupported"
+	ReasonInvalidInit        = "InvalidInitContainer"
 	ReasonInvalidSidecar     = "InvalidSidecar"
 	ReasonDockerUnavailable  = "DockerUnavailable"
 	ReasonRequestsExceedHost = "RequestsExceedHost"
@@ -70,9 +70,6 @@ func parseVMRequest(pod *corev1.Pod, host vm.HostInfo, alloc allocatable) (vmReq
 	if c.Image == "" {
 		return vmRequest{}, invalid(ReasonNoVMImage, "container %q (the VM) has no image; set it to an OCI VM image reference", c.Name)
 	}
-	if len(pod.Spec.InitContainers) > 0 {
-		return vmRequest{}, invalid(ReasonInitContainers, "init containers are not supported for macOS VM pods; run setup steps in a postStart hook of the VM container")
-	}
 	req := vmRequest{Container: c.Name, Image: c.Image, PullPolicy: c.ImagePullPolicy, CPUs: defaultVMCPUs, MemoryBytes: defaultVMMemory}
 
 	if q, ok := pick(c.Resources, corev1.ResourceCPU); ok {
@@ -113,6 +110,34 @@ func checkSidecars(pod *corev1.Pod, docker bool) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return invalid(ReasonInvalidSidecar, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return nil
+}
+
+// checkInitContainers validates the pod's init containers, which run to
+// completion in Docker, one after the other, before the VM and the
+// sidecars start. Errors are *invalidPodError.
+func checkInitContainers(pod *corev1.Pod, docker bool) error {
+	cs := pod.Spec.InitContainers
+	if len(cs) == 0 {
+		return nil
+	}
+	if !docker {
+		return invalid(ReasonDockerUnavailable, "init containers run in Docker, and this node has no Docker engine configured (set DOCKER_HOST or dockerHost in vz-node's config); or run setup steps in a postStart hook of the VM container")
+	}
+	var errs []error
+	for _, c := range cs {
+		switch {
+		case c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
+			errs = append(errs, fmt.Errorf("container %q: restartPolicy Always (a native sidecar) is not supported; list it in containers after the VM, where it runs beside the VM", c.Name))
+		case c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil || c.Lifecycle != nil:
+			errs = append(errs, fmt.Errorf("container %q: probes and lifecycle hooks do not apply to an init container, which runs to completion", c.Name))
+		default:
+			errs = append(errs, sidecar.Validate(c))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return invalid(ReasonInvalidInit, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
 }

@@ -116,9 +116,9 @@ func TestInvalidPodsFail(t *testing.T) {
 		{"undefined-volume", func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "nope", MountPath: "/n"}}
 		}, ReasonUnsupportedVolume},
-		{"init-container", func(p *corev1.Pod) {
+		{"init-container-without-docker", func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox"}}
-		}, ReasonInitContainers},
+		}, ReasonDockerUnavailable},
 		{"too-many-cpus", func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = mustQ("7100m")
 		}, ReasonRequestsExceedHost},

@@ -24,9 +24,10 @@ import (
 // A pod's containers after the first run as Docker sidecars beside its VM.
 // Docker owns their lifecycle once they are created: its restart policy
 // follows the pod's, and vz-node follows Docker's event stream to push
-// their status. They start as soon as the pod is accepted (they need not
-// wait for the VM image), keep running while the VM restarts, are stopped
-// when the VM ends for good, and are removed with the pod.
+// their status. They start as soon as the pod is accepted and its init
+// containers have completed (they need not wait for the VM image), keep
+// running while the VM restarts, are stopped when the VM ends for good, and
+// are removed with the pod.
 
 // Waiting reasons of a sidecar, as the kubelet names them.
 const (
@@ -45,8 +46,8 @@ type sidecarError struct {
 
 func (e *sidecarError) Error() string { return e.err.Error() }
 
-// sidecarRun is a worker's sidecar work: the loops that create them, and
-// once asked, their graceful stop.
+// sidecarRun is a worker's Docker work: its init containers' runs, the
+// loops that create its sidecars, and once asked, their graceful stop.
 type sidecarRun struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -62,15 +63,33 @@ func sidecarsOf(pod *corev1.Pod) []corev1.Container {
 	return pod.Spec.Containers[1:]
 }
 
-// startSidecars brings up the pod's sidecars, once per worker.
+// hasDockerContainers reports whether any of the pod's containers run in
+// Docker.
+func hasDockerContainers(pod *corev1.Pod) bool {
+	return len(sidecarsOf(pod)) > 0 || len(pod.Spec.InitContainers) > 0
+}
+
+// dockerRun returns the worker's Docker work, begun on first use.
+func (w *podWorker) dockerRun() *sidecarRun {
+	if w.sidecars == nil {
+		ctx, cancel := context.WithCancel(w.ctx)
+		w.sidecars = &sidecarRun{ctx: ctx, cancel: cancel}
+	}
+	return w.sidecars
+}
+
+// startSidecars brings up the pod's sidecars, once per worker, once its
+// init containers have completed.
 func (w *podWorker) startSidecars() {
 	pod, _ := w.snapshot()
 	cs := sidecarsOf(pod)
-	if len(cs) == 0 || w.sidecars != nil {
+	if len(cs) == 0 || w.sidecarsUp || !w.initDone() {
 		return
 	}
-	ctx, cancel := context.WithCancel(w.ctx)
-	w.sidecars = &sidecarRun{ctx: ctx, cancel: cancel}
+	if w.dockerRun().ctx.Err() != nil {
+		return
+	}
+	w.sidecarsUp = true
 	w.setView(func(v *podView) {
 		if len(v.Sidecars) != len(cs) {
 			v.Sidecars = make([]corev1.ContainerStatus, len(cs))
@@ -97,7 +116,7 @@ func (w *podWorker) ensureSidecar(c corev1.Container) {
 		defer run.wg.Done()
 		var backoff time.Duration
 		for {
-			ct, err := w.p.ensureSidecar(run.ctx, w, pod, c)
+			ct, err := w.p.ensureContainer(run.ctx, w, pod, c, false)
 			if run.ctx.Err() != nil {
 				return
 			}
@@ -123,11 +142,16 @@ func (w *podWorker) ensureSidecar(c corev1.Container) {
 	}()
 }
 
-// ensureSidecar returns sidecar c's container, creating and starting it
-// when it does not exist. An existing container is left as Docker keeps it:
-// one that exited stays exited (its restart policy decided that).
-func (p *PodProvider) ensureSidecar(ctx context.Context, w *podWorker, pod *corev1.Pod, c corev1.Container) (sidecar.Container, error) {
+// ensureContainer returns the container of sidecar or init container c,
+// creating and starting it when it does not exist. An existing container is
+// left as Docker keeps it: one that exited stays exited (its restart policy,
+// or for an init container vz-node, decides whether it runs again).
+func (p *PodProvider) ensureContainer(ctx context.Context, w *podWorker, pod *corev1.Pod, c corev1.Container, init bool) (sidecar.Container, error) {
 	d := p.cfg.Docker
+	kind := "sidecar"
+	if init {
+		kind = "init"
+	}
 	name := sidecar.Name(pod, c.Name)
 	ct, err := d.Inspect(ctx, name)
 	switch {
@@ -145,19 +169,24 @@ func (p *PodProvider) ensureSidecar(ctx context.Context, w *podWorker, pod *core
 		if err != nil {
 			return ct, &sidecarError{ReasonCreateContainerConfigError, err}
 		}
-		id, err := d.Create(ctx, sidecar.Spec(pod, c, p.cfg.NodeName, binds))
+		spec := sidecar.Spec(pod, c, p.cfg.NodeName, binds)
+		if init {
+			// vz-node runs a failed init container again itself.
+			spec.RestartPolicy = "no"
+		}
+		id, err := d.Create(ctx, spec)
 		if err != nil && !sidecar.IsConflict(err) {
 			return ct, &sidecarError{reasonCreateContainerError, err}
 		}
 		if err == nil {
-			w.event(corev1.EventTypeNormal, "Created", "Created sidecar container %s", c.Name)
+			w.event(corev1.EventTypeNormal, "Created", "Created %s container %s", kind, c.Name)
 			name = id
 		}
 	}
 	if err := d.Start(ctx, name); err != nil {
 		return ct, &sidecarError{reasonRunContainerError, err}
 	}
-	w.event(corev1.EventTypeNormal, "Started", "Started sidecar container %s", c.Name)
+	w.event(corev1.EventTypeNormal, "Started", "Started %s container %s", kind, c.Name)
 	ct, err = d.Inspect(ctx, name)
 	if err != nil {
 		return ct, &sidecarError{reasonCreateContainerError, err}
@@ -181,12 +210,12 @@ func (p *PodProvider) sidecarImage(ctx context.Context, w *podWorker, pod *corev
 			return &sidecarError{reasonErrImageNeverPull, fmt.Errorf("image %q is not present on the node and the pull policy is Never", c.Image)}
 		}
 	}
-	w.event(corev1.EventTypeNormal, "Pulling", "Pulling image %q for sidecar %s", c.Image, c.Name)
+	w.event(corev1.EventTypeNormal, "Pulling", "Pulling image %q for container %s", c.Image, c.Name)
 	start := time.Now()
 	if err := d.Pull(ctx, c.Image, dockerAuth(c.Image, p.pullAuth(ctx, pod))); err != nil {
 		return &sidecarError{ReasonErrImagePull, err}
 	}
-	w.event(corev1.EventTypeNormal, "Pulled", "Pulled image %q for sidecar %s in %s", c.Image, c.Name, time.Since(start).Round(time.Millisecond))
+	w.event(corev1.EventTypeNormal, "Pulled", "Pulled image %q for container %s in %s", c.Image, c.Name, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -534,8 +563,9 @@ func (w *podWorker) sidecarGone(ev event) stage {
 	return w.stage
 }
 
-// stopSidecars stops the pod's sidecars within grace, after the loops
-// that create them have ended. Docker calls never run on the worker's loop.
+// stopSidecars stops the pod's sidecars, and an init container that
+// runs, within grace, after the loops that create them have ended. Docker
+// calls never run on the worker's loop.
 func (w *podWorker) stopSidecars(grace time.Duration) {
 	run := w.sidecars
 	if run == nil || run.stopped != nil {
@@ -551,7 +581,7 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+15*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, c := range sidecarsOf(pod) {
+		for _, c := range append(slices.Clone(pod.Spec.InitContainers), sidecarsOf(pod)...) {
 			wg.Go(func() {
 				name := sidecar.Name(pod, c.Name)
 				left := grace
@@ -580,7 +610,7 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 // removed once they are.
 func (w *podWorker) removeSidecars(released string) {
 	pod, _ := w.snapshot()
-	if len(sidecarsOf(pod)) == 0 || w.p.cfg.Docker == nil {
+	if !hasDockerContainers(pod) || w.p.cfg.Docker == nil {
 		return
 	}
 	run := w.sidecars
@@ -627,7 +657,7 @@ func (p *PodProvider) releasedVolumes() string {
 // where they went, or "" when there is nothing to keep.
 func (w *podWorker) releaseVolumes() string {
 	pod, _ := w.snapshot()
-	if len(sidecarsOf(pod)) == 0 || w.p.cfg.Docker == nil {
+	if !hasDockerContainers(pod) || w.p.cfg.Docker == nil {
 		return ""
 	}
 	dst := filepath.Join(w.p.releasedVolumes(), w.uid)

@@ -55,6 +55,13 @@ type podView struct {
 	Started        bool // startup probe passed (or none)
 	Ready          bool
 
+	// InitContainers are the statuses of the pod's init containers, in its
+	// order; InitDone is set once all have completed, and not cleared
+	// again (the kubelet does not rerun them when the VM restarts).
+	InitContainers []corev1.ContainerStatus `json:",omitempty"`
+	InitDone       bool                     `json:",omitempty"`
+	InitDoneSince  metav1.Time              `json:",omitempty"`
+
 	// Sidecars are the statuses of the Docker containers after the VM, in
 	// the pod's order.
 	Sidecars []corev1.ContainerStatus `json:",omitempty"`
@@ -140,14 +147,21 @@ func renderStatus(v podView) corev1.PodStatus {
 	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus, since metav1.Time, reason string) corev1.PodCondition {
 		return corev1.PodCondition{Type: t, Status: s, LastTransitionTime: since, Reason: reason}
 	}
-	initialized := corev1.ConditionTrue
+	initialized, initReason, initSince := corev1.ConditionTrue, "", v.ScheduledSince
+	if len(v.InitContainers) > 0 {
+		st.InitContainerStatuses = v.InitContainers
+		initSince = v.InitDoneSince
+		if !v.InitDone {
+			initialized, initReason, initSince = corev1.ConditionFalse, "ContainersNotInitialized", v.ScheduledSince
+		}
+	}
 	sandbox := corev1.ConditionFalse
 	if v.Stage == stageRunning {
 		sandbox = corev1.ConditionTrue
 	}
 	st.Conditions = []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, sandbox, v.ReadySince, ""),
-		cond(corev1.PodInitialized, initialized, v.ScheduledSince, ""),
+		cond(corev1.PodInitialized, initialized, initSince, initReason),
 		cond(corev1.PodReady, ready, v.ReadySince, readyReason),
 		cond(corev1.ContainersReady, ready, v.ReadySince, readyReason),
 		cond(corev1.PodScheduled, corev1.ConditionTrue, v.ScheduledSince, ""),

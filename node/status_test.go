@@ -78,6 +78,25 @@ func TestRenderStatusGolden(t *testing.T) {
 		v.Stage, v.WaitingReason, v.WaitingMessage = stageWaiting, ReasonDownloading, "getting VM image "+v.Image
 		v.Sidecars = []corev1.ContainerStatus{sidecar.Waiting(side, ReasonErrImagePull, "docker pull registry.local/cache:1: manifest unknown (HTTP 404)")}
 	})
+	fetch, build := corev1.Container{Name: "fetch", Image: "busybox"}, corev1.Container{Name: "build", Image: "busybox"}
+	done := sidecar.Container{ID: "f00d", Image: "sha256:aaa", State: sidecar.State{Status: "exited", StartedAt: t0.Time, FinishedAt: t1.Time}}
+	fetched := initContainerStatus(fetch, done, corev1.ContainerStatus{})
+	building := initContainerStatus(build, sidecar.Container{ID: "b111d", Image: "sha256:aaa", State: sidecar.State{Status: "running", Running: true, StartedAt: t1.Time}}, corev1.ContainerStatus{})
+	cases["pending-init-running"] = with(func(v *podView) {
+		v.Stage, v.WaitingReason, v.WaitingMessage = stageWaiting, ReasonDownloading, "getting VM image "+v.Image
+		v.InitContainers = []corev1.ContainerStatus{fetched, building}
+	})
+	failed := initContainerStatus(build, sidecar.Container{ID: "b111d", Image: "sha256:aaa", State: sidecar.State{Status: "exited", ExitCode: 2, StartedAt: t1.Time, FinishedAt: t2.Time}}, corev1.ContainerStatus{})
+	cases["failed-init"] = with(func(v *podView) {
+		v.Final, v.Message = corev1.PodFailed, "Init container build exited with code 2 and the pod's restartPolicy is Never"
+		v.Stage, v.WaitingReason = stageWaiting, reasonPodInitializing
+		v.InitContainers = []corev1.ContainerStatus{fetched, failed}
+	})
+	cases["running-after-init"] = with(func(v *podView) {
+		v.ImageID, v.ContainerID, v.PodIP = "sha256:abc", "vz://uid-1", "192.168.64.7"
+		v.Stage, v.StartedAt, v.Started, v.Ready, v.ReadySince = stageRunning, t2, true, true, t2
+		v.InitContainers, v.InitDone, v.InitDoneSince = []corev1.ContainerStatus{fetched}, true, t1
+	})
 	for name, v := range cases {
 		t.Run(name, func(t *testing.T) {
 			got, err := json.MarshalIndent(renderStatus(v), "", "  ")

@@ -12,9 +12,13 @@ package node
 //	configuring    configFailed     configFailed       configuring (retried with backoff)
 //	configuring    retry            configure          configuring
 //	new            delete           finishDeleted      gone
-//	pulling        imageReady       imageReady         waitingSlot | booting | terminated
+//	pulling        imageReady       imageReady         initializing | waitingSlot | booting | terminated
 //	pulling        imageFailed      imageFailed        pulling (retried with backoff)
 //	pulling        retry            accept             pulling
+//	pulling        initStatus       initStatus         pulling
+//	pulling        initExited       initExited         pulling | terminated (init failed, restartPolicy Never)
+//	initializing   initStatus       initStatus         initializing
+//	initializing   initExited       initExited         initializing | waitingSlot | booting | terminated
 //	waitingSlot    slotGranted      launch             booting
 //	booting        vm               vmChanged          connecting | backoff | terminated
 //	connecting     address          addressFound       connecting
@@ -40,6 +44,7 @@ const (
 	stNew stage = iota
 	stConfiguring
 	stPulling
+	stInitializing
 	stWaitingSlot
 	stBooting
 	stConnecting
@@ -50,7 +55,7 @@ const (
 	stGone
 )
 
-var stageNames = [...]string{"new", "configuring", "pulling", "waitingSlot", "booting", "connecting", "running", "backoff", "terminated", "stopping", "gone"}
+var stageNames = [...]string{"new", "configuring", "pulling", "initializing", "waitingSlot", "booting", "connecting", "running", "backoff", "terminated", "stopping", "gone"}
 
 func (s stage) String() string { return stageNames[s] }
 
@@ -78,9 +83,11 @@ const (
 	evSidecarUnhealthy
 	evConfigured
 	evConfigFailed
+	evInitStatus
+	evInitExited
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -101,6 +108,12 @@ var transitions = map[stage]map[eventKind]handler{
 		evImageReady:  (*podWorker).imageReady,
 		evImageFailed: (*podWorker).imageFailed,
 		evRetry:       (*podWorker).accept,
+		evInitStatus:  (*podWorker).initStatus,
+		evInitExited:  (*podWorker).initExited,
+	},
+	stInitializing: {
+		evInitStatus: (*podWorker).initStatus,
+		evInitExited: (*podWorker).initExited,
 	},
 	stWaitingSlot: {
 		evSlotGranted: (*podWorker).launch,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,7 +51,8 @@ func (p *PodProvider) writeVolumes(ctx context.Context, w *volume.Writer, pod *c
 func checkVolumes(pod *corev1.Pod) error {
 	vols := volumesByName(pod)
 	var errs []string
-	for i, c := range pod.Spec.Containers {
+	cs := append(slices.Clone(pod.Spec.Containers), pod.Spec.InitContainers...)
+	for i, c := range cs {
 		for _, m := range c.VolumeMounts {
 			v, ok := vols[m.Name]
 			sub := m.SubPath != "" || m.SubPathExpr != ""

@@ -95,6 +95,8 @@ type podWorker struct {
 	stopDone      chan struct{}
 	lastStatus    *corev1.PodStatus
 	sidecars      *sidecarRun
+	sidecarsUp    bool                     // startSidecars has started the sidecars' loops
+	initRunning   bool                     // an init container's run is under way (runInit)
 	probes        map[string]*sidecarProbe // by sidecar name
 	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
 	hookFails     map[string]hookBackoff   // by sidecar name
@@ -283,6 +285,7 @@ func (w *podWorker) configure(ev event) stage {
 func (w *podWorker) configured(ev event) stage {
 	w.mu.Lock()
 	w.pod.Spec.Containers = ev.pod.Spec.Containers
+	w.pod.Spec.InitContainers = ev.pod.Spec.InitContainers
 	w.resolved = true
 	pod := w.pod
 	w.mu.Unlock()
@@ -312,7 +315,8 @@ func (w *podWorker) configFailed(ev event) stage {
 	return stConfiguring
 }
 
-// accept validates the pod and starts getting its image.
+// accept validates the pod and starts getting its image, and meanwhile
+// runs its init containers.
 func (w *podWorker) accept(event) stage {
 	pod, _ := w.snapshot()
 	req, err := parseVMRequest(pod, w.p.cfg.Host, w.p.cfg.Allocatable)
@@ -328,12 +332,15 @@ func (w *podWorker) accept(event) stage {
 		errors.As(err, &inv)
 		return w.fail(inv.Reason, inv.Message)
 	}
-	if err := checkSidecars(pod, w.p.cfg.Docker != nil); err != nil {
-		var inv *invalidPodError
-		errors.As(err, &inv)
-		return w.fail(inv.Reason, inv.Message)
+	for _, check := range []func(*corev1.Pod, bool) error{checkInitContainers, checkSidecars} {
+		if err := check(pod, w.p.cfg.Docker != nil); err != nil {
+			var inv *invalidPodError
+			errors.As(err, &inv)
+			return w.fail(inv.Reason, inv.Message)
+		}
 	}
 	w.req = req
+	w.beginInit()
 	w.startSidecars()
 	w.waiting(ReasonDownloading, "getting VM image "+req.Image)
 	w.event(corev1.EventTypeNormal, "Pulling", "Pulling VM image %q", req.Image)
@@ -372,6 +379,10 @@ func (w *podWorker) imageReady(ev event) stage {
 	w.req, w.img = req, ev.img
 	w.setView(func(v *podView) { v.ImageID = ev.img.Digest })
 	w.event(corev1.EventTypeNormal, "Pulled", "VM image %q is ready (%s)", ev.img.Ref, ev.img.Digest)
+	if !w.initDone() {
+		w.waiting(reasonPodInitializing, "the VM image is ready; the VM starts once the init containers have completed")
+		return stInitializing
+	}
 	return w.requestSlot(ev)
 }
 

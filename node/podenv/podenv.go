@@ -71,9 +71,10 @@ func (e *MissingError) Error() string { return e.Message }
 // metadata.labels['KEY'] and metadata.annotations['KEY'].
 var Fields = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP", "status.hostIPs"}
 
-// Resolve replaces each container's env and envFrom with the variables they
-// define, as plain values, followed by the Services' variables that the
-// container does not define itself (sorted by name). A reference it cannot
+// Resolve replaces each container's and init container's env and envFrom
+// with the variables they define, as plain values, followed by the
+// Services' variables that the container does not define itself (sorted by
+// name). A reference it cannot
 // resolve by design (a resourceFieldRef, an unsupported field) stays as
 // written, for the caller to refuse where it matters. A mandatory object or
 // key that is missing or unreadable is a *MissingError (reported too);
@@ -86,9 +87,11 @@ func Resolve(ctx context.Context, pod *corev1.Pod, get Objects, hostIP string, r
 	if r.services, err = r.serviceVars(); err != nil {
 		return err
 	}
-	for i := range pod.Spec.Containers {
-		if err := r.container(&pod.Spec.Containers[i]); err != nil {
-			return err
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if err := r.container(&cs[i]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -138,6 +138,23 @@ func TestResolve(t *testing.T) {
 	if get.reads != 3 {
 		t.Fatalf("%d reads of 3 objects, want each read once", get.reads)
 	}
+
+	// Init containers are resolved too, from the objects already read.
+	pod.Spec.InitContainers = []corev1.Container{{Name: "setup", Env: []corev1.EnvVar{
+		{Name: "TOKEN", ValueFrom: secretKey("creds", "token", false)},
+		{Name: "DIR", Value: "/w/$(TOKEN)"},
+	}}}
+	if err := Resolve(context.Background(), pod, get, "10.0.0.2", got.report); err != nil {
+		t.Fatal(err)
+	}
+	if vars := envList(pod.Spec.InitContainers[0]); !reflect.DeepEqual(vars, []string{"TOKEN=s3cret", "DIR=/w/s3cret"}) {
+		t.Fatalf("init container env %q", vars)
+	}
+	pod.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "X", ValueFrom: secretKey("missing", "k", false)}}
+	var missing *MissingError
+	if err := Resolve(context.Background(), pod, get, "10.0.0.2", got.report); !errors.As(err, &missing) || !strings.Contains(err.Error(), `"setup"`) {
+		t.Fatalf("init container with a missing Secret: %v, want a MissingError naming the container", err)
+	}
 }
 
 func service(ns, name, ip string, ports ...corev1.ServicePort) corev1.Service {

@@ -315,6 +315,24 @@ func (c *Client) Restart(ctx context.Context, id string, grace time.Duration) er
 	return c.call(ctx, "restart container "+id, http.MethodPost, "/containers/"+id+"/restart", q, nil, nil)
 }
 
+// Wait blocks until the container is not running and returns the exit
+// code of its last run; for a container that has already exited it
+// returns at once.
+func (c *Client) Wait(ctx context.Context, id string) (int, error) {
+	var out struct {
+		StatusCode int
+		Error      *struct{ Message string }
+	}
+	op := "wait for container " + id
+	if err := c.call(ctx, op, http.MethodPost, "/containers/"+id+"/wait", url.Values{"condition": {"not-running"}}, nil, &out); err != nil {
+		return 0, err
+	}
+	if out.Error != nil && out.Error.Message != "" {
+		return out.StatusCode, fmt.Errorf("docker %s: %s", op, out.Error.Message)
+	}
+	return out.StatusCode, nil
+}
+
 // Remove removes a container, killing it if it runs; a container that is
 // already gone is not an error.
 func (c *Client) Remove(ctx context.Context, id string) error {

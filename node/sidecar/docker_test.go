@@ -136,10 +136,26 @@ func TestContainerLifecycle(t *testing.T) {
 		t.Fatal("exec of a missing program succeeded")
 	}
 
-	// Stop: the stop signal, then the kill after the grace period.
+	// Stop: the stop signal, then the kill after the grace period; Wait
+	// returns the exit code once the container has ended, and at once
+	// after.
 	start := time.Now()
+	waited := make(chan error, 1)
+	go func() {
+		code, err := d.Wait(ctx, id)
+		if err == nil && code != 137 {
+			err = fmt.Errorf("exit code %d, want 137", code)
+		}
+		waited <- err
+	}()
 	if err := d.Stop(ctx, id, time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("wait for the stopped container: %v", err)
+	}
+	if code, err := d.Wait(ctx, id); err != nil || code != 137 {
+		t.Fatalf("wait for an exited container: code %d, %v", code, err)
 	}
 	ct = waitState(t, d, id, "exited", func(ct sidecar.Container) bool { return ct.State.Status == "exited" })
 	st := sidecar.Status(c, ct, corev1.ContainerStatus{}, nil)

@@ -20,10 +20,11 @@ import (
 
 // A pod whose containers after the VM are Docker sidecars, driven with
 // plain kubectl against a real apiserver, a real Docker engine and a real
-// registry: the sidecar's image is pulled from a registry that wants the
-// pod's imagePullSecret, its env comes from the downward API, a ConfigMap
-// and a Secret (read with the node's own credentials), kubectl logs and
-// exec reach it, and deleting the pod removes its containers.
+// registry: an init container prepares a volume before the VM and the
+// sidecar start, the containers' image is pulled from a registry that
+// wants the pod's imagePullSecret, their env comes from the downward API, a
+// ConfigMap and a Secret (read with the node's own credentials), kubectl
+// logs and exec reach them, and deleting the pod removes its containers.
 func TestVZNodeSidecars(t *testing.T) {
 	harness.RequireRoot(t)
 	t.Parallel()
@@ -104,12 +105,28 @@ spec:
   - name: settings
     configMap:
       name: agent-settings
+  - name: work
+    emptyDir: {}
+  initContainers:
+  - name: prepare
+    image: IMAGE
+    command: ["sh", "-c", "echo prepared for $POD_NAME > /work/prepared; echo prepare done"]
+    env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    volumeMounts:
+    - name: work
+      mountPath: /work
   containers:
   - name: macos
     image: VM
     volumeMounts:
     - name: settings
       mountPath: /Volumes/settings
+    - name: work
+      mountPath: /Volumes/work
   - name: agent
     image: IMAGE
     imagePullPolicy: Always
@@ -175,6 +192,21 @@ spec:
 	if !strings.HasPrefix(agent.ContainerID, "docker://") || !strings.HasPrefix(agent.ImageID, "docker://sha256:") {
 		t.Fatalf("agent status %+v", agent)
 	}
+	// The init container ran to completion before the VM started, and what
+	// it wrote is in the VM's share.
+	if st := pod.Status.InitContainerStatuses; len(st) != 1 || st[0].State.Terminated == nil || st[0].State.Terminated.Reason != "Completed" ||
+		st[0].State.Terminated.FinishedAt.After(pod.Status.ContainerStatuses[0].State.Running.StartedAt.Time) {
+		t.Fatalf("init container statuses %+v, want prepare completed before the VM started at %s", st, pod.Status.ContainerStatuses[0].State.Running.StartedAt)
+	}
+	if out := nodeKubectl(t, cp, "get", "pod", "hybrid", "--no-headers", "-o", "custom-columns=STATUS:.status.phase,INIT:.status.conditions[?(@.type=='Initialized')].status"); strings.Join(strings.Fields(out), " ") != "Running True" {
+		t.Fatalf("kubectl get pod hybrid: %q, want Running and Initialized", out)
+	}
+	if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "prepare"); out != "prepare done\n" {
+		t.Fatalf("kubectl logs -c prepare: %q", out)
+	}
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "macos", "--", "cat", "Volumes/My Shared Files/work/prepared"); code != 0 || out != "prepared for hybrid\n" {
+		t.Fatalf("the init container's file in the VM: exit %d, %q", code, out)
+	}
 
 	eventually(t, 30*time.Second, "the agent's log", func() error {
 		if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "agent"); out != "agent of hybrid level=debug token=t0ken\n" {
@@ -228,8 +260,10 @@ spec:
 	}
 
 	events := nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
-	if !strings.Contains(events, "Pulled image \""+image+"\" for sidecar agent") || !strings.Contains(events, "Started sidecar container agent") {
-		t.Fatalf("pod events lack the sidecar's pull and start:\n%s", events)
+	for _, want := range []string{"Pulled image \"" + image + "\" for container prepare", "Started init container prepare", "Pulled image \"" + image + "\" for container agent", "Started sidecar container agent"} {
+		if !strings.Contains(events, want) {
+			t.Fatalf("pod events lack %q:\n%s", want, events)
+		}
 	}
 
 	// A failed liveness probe restarts the sidecar, as with the kubelet.

@@ -1,0 +1,182 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func initStatus(s corev1.PodStatus, name string) (corev1.ContainerStatus, bool) {
+	for _, c := range s.InitContainerStatuses {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return corev1.ContainerStatus{}, false
+}
+
+func podCondition(s corev1.PodStatus, t corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range s.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+// withInit gives the pod init containers (busybox) and an emptyDir
+// "work" that they, its sidecars and its VM mount.
+func withInit(cs ...corev1.Container) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		for i := range cs {
+			cs[i].Image, cs[i].ImagePullPolicy = sidecarImage, corev1.PullIfNotPresent
+			cs[i].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+		}
+		p.Spec.InitContainers = cs
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	}
+}
+
+func sh(name, script string) corev1.Container {
+	return corev1.Container{Name: name, Command: []string{"sh", "-c", script}}
+}
+
+// Init containers run in Docker one after the other, to completion, before
+// the sidecars start and the VM boots; their output stays readable; a
+// failed one runs again after a back-off, or fails the pod under
+// restartPolicy Never.
+func TestInitContainers(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	pod := testPod("ci", withInit(
+		sh("fetch", `echo fetched; echo source > /work/a`),
+		sh("build", `test -f /work/a && cat /work/a > /work/b && echo built`),
+	), withSidecars(corev1.Container{Name: "agent", Command: []string{"sh", "-c", "cat /work/b; exec sleep 3600"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}}))
+	flaky := testPod("flaky", withInit(sh("once", `test -f /work/failed && exit 0; : > /work/failed; echo failing; exit 3`)),
+		func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyOnFailure })
+	broken := testPod("broken", withInit(sh("setup", "exit 5")), withSidecars(corev1.Container{Name: "agent", Command: []string{"sleep", "3600"}}),
+		func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever })
+	for _, p := range []*corev1.Pod{pod, flaky, broken} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st := f.waitFor("ci", "running after both init containers", isRunningReadyWith(1))
+	for _, name := range []string{"fetch", "build"} {
+		c, _ := initStatus(st, name)
+		if term := c.State.Terminated; term == nil || term.ExitCode != 0 || term.Reason != "Completed" || !c.Ready || !strings.HasPrefix(c.ContainerID, "docker://") {
+			t.Fatalf("init container %s: %+v, want completed and ready", name, c)
+		}
+	}
+	build, _ := initStatus(st, "build")
+	if vm, _ := containerStatus(st, "macos"); vm.State.Running.StartedAt.Before(&build.State.Terminated.FinishedAt) {
+		t.Fatalf("the VM started at %s, before the last init container ended at %s", vm.State.Running.StartedAt, build.State.Terminated.FinishedAt)
+	}
+	if podCondition(st, corev1.PodInitialized) != corev1.ConditionTrue {
+		t.Fatalf("conditions %+v, want Initialized", st.Conditions)
+	}
+	// The sidecar started after them: it read what they wrote.
+	var out bytes.Buffer
+	if err := f.p.RunInContainer(ctx, "default", "ci", "agent", []string{"cat", "/work/b"}, &testIO{stdout: &out}); err != nil || out.String() != "source\n" {
+		t.Fatalf("the sidecar reads %q (%v), want the init containers' file", out.String(), err)
+	}
+	rc, err := f.p.GetContainerLogs(ctx, "default", "ci", "fetch", api.ContainerLogOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "fetched\n" {
+		t.Fatalf("logs of init container fetch: %q", b)
+	}
+
+	st = f.waitFor("flaky", "running after its init container's second run", isRunningReadyWith(0))
+	once, _ := initStatus(st, "once")
+	if last := once.LastTerminationState.Terminated; once.RestartCount != 1 || last == nil || last.ExitCode != 3 || !completed(once) {
+		t.Fatalf("init container once: %+v, want completed after one restart, its failed run (3) as the last state", once)
+	}
+
+	st = f.waitFor("broken", "failed by its init container", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
+	setup, _ := initStatus(st, "setup")
+	vm, _ := containerStatus(st, "macos")
+	if term := setup.State.Terminated; term == nil || term.ExitCode != 5 || setup.RestartCount != 0 || vm.State.Waiting == nil || vm.State.Waiting.Reason != reasonPodInitializing {
+		t.Fatalf("broken pod: init %+v, VM %+v; want the init container failed (5) once and the VM never started", setup, vm)
+	}
+	if cts := f.podContainers("uid-broken"); len(cts) != 1 {
+		t.Fatalf("containers of the broken pod %+v, want only its init container (no sidecar)", cts)
+	}
+	events := strings.Join(drainEvents(f.events), "\n")
+	for _, want := range []string{"Started init container fetch", "Back-off 1s restarting failed init container once (exit code 3)", "Init container setup exited with code 5 and the pod's restartPolicy is Never"} {
+		if !strings.Contains(events, want) {
+			t.Fatalf("no event %q among:\n%s", want, events)
+		}
+	}
+	for _, p := range []*corev1.Pod{pod, flaky, broken} {
+		f.deletePod(p, 1)
+		f.waitNoContainers(string(p.UID))
+	}
+}
+
+// An init container that runs when vz-node restarts is followed on to its
+// end; one that runs when its pod is deleted is stopped and removed.
+func TestInitContainerAcrossRestartAndDelete(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	wait := sh("wait", `echo waiting; while [ ! -f /tmp/go ]; do sleep 0.1; done`)
+	pod := testPod("slow", withInit(wait))
+	gone := testPod("gone", withInit(wait))
+	for _, p := range []*corev1.Pod{pod, gone} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	initializing := func(s corev1.PodStatus) bool {
+		c, _ := initStatus(s, "wait")
+		vm, _ := containerStatus(s, "macos")
+		return c.State.Running != nil && s.Phase == corev1.PodPending && podCondition(s, corev1.PodInitialized) == corev1.ConditionFalse &&
+			vm.State.Waiting != nil && vm.State.Waiting.Reason == reasonPodInitializing
+	}
+	before := f.waitFor("slow", "its init container running, the VM waiting for it", initializing)
+	f.waitFor("gone", "its init container running", initializing)
+
+	f.p.Close()
+	f.p = f.newProvider(2)
+	f.waitFor("slow", "its init container followed again", initializing)
+	if err := f.p.RunInContainer(ctx, "default", "slow", "wait", []string{"touch", "/tmp/go"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("slow", "running once its init container completed", isRunningReadyWith(0))
+	c, _ := initStatus(st, "wait")
+	b, _ := initStatus(before, "wait")
+	if c.ContainerID != b.ContainerID || c.RestartCount != 0 || !completed(c) {
+		t.Fatalf("init container after the restart %+v, want the same container completed, not run again (was %s)", c, b.ContainerID)
+	}
+
+	f.deletePod(gone, 1)
+	f.waitNoContainers("uid-gone")
+	f.deletePod(pod, 1)
+	f.waitNoContainers("uid-slow")
+}
+
+// isRunningReadyWith: the VM runs and is ready, with n sidecars ready.
+func isRunningReadyWith(n int) func(corev1.PodStatus) bool {
+	return func(s corev1.PodStatus) bool {
+		if s.Phase != corev1.PodRunning || len(s.ContainerStatuses) != n+1 {
+			return false
+		}
+		for _, c := range s.ContainerStatuses {
+			if !c.Ready {
+				return false
+			}
+		}
+		return true
+	}
+}
