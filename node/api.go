@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,7 +60,7 @@ func (p *PodProvider) dockerContainer(ns, name, container string) (string, corev
 		return "", corev1.Container{}, false
 	}
 	pod, _ := w.snapshot()
-	for _, c := range append(slices.Clone(pod.Spec.InitContainers), sidecarsOf(pod)...) {
+	for _, c := range dockerContainers(pod) {
 		if c.Name == container {
 			return sidecar.Name(pod, c.Name), c, true
 		}

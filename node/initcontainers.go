@@ -20,6 +20,12 @@ import (
 // (restartPolicy Always or OnFailure), or fails the pod (Never). Once all
 // have completed they do not run again, not even when the VM restarts: the
 // kubelet, too, reruns them only for a new pod sandbox.
+//
+// A native sidecar (an init container with restartPolicy Always) starts in
+// that order too, and the next init container waits until it has started
+// (its startup probe passed); from then on it is a sidecar like those
+// after the VM (sidecars.go), whose status is kept among the init
+// containers'.
 
 // reasonPodInitializing is the kubelet's waiting reason of a container
 // whose pod's init containers have not completed.
@@ -32,35 +38,75 @@ func (w *podWorker) initDone() bool {
 	return len(pod.Spec.InitContainers) == 0 || view.InitDone
 }
 
-// beginInit runs the first init container that has not completed, unless
-// all have or one runs already. After a vz-node restart, this finds the
-// run it left: one that ran on completes, one that was waiting out a
-// back-off runs again at once.
+// beginInit goes on with the init containers, unless all have completed
+// or one is under way. After a vz-node restart, this finds the run it
+// left: one that ran on completes, one that was waiting out a back-off
+// runs again at once.
 func (w *podWorker) beginInit() {
 	pod, view := w.snapshot()
 	cs := pod.Spec.InitContainers
-	if len(cs) == 0 || view.InitDone || w.initRunning {
+	if len(cs) == 0 || view.InitDone || w.initRunning || w.initWaiting != "" {
 		return
 	}
 	if len(view.InitContainers) != len(cs) {
 		w.setView(func(v *podView) {
 			v.InitContainers = make([]corev1.ContainerStatus, len(cs))
+			v.NativeSidecars = nil
 			for i, c := range cs {
 				v.InitContainers[i] = sidecar.Waiting(c, reasonPodInitializing, "")
+				if isNativeSidecar(c) {
+					v.NativeSidecars = append(v.NativeSidecars, c.Name)
+				}
 			}
 		})
-		_, view = w.snapshot()
 	}
-	i := 0
-	for i < len(cs) && completed(view.InitContainers[i]) {
-		i++
+	w.advanceInit(0)
+}
+
+// advanceInit starts the first init container from i on that has not
+// completed (a native sidecar: not started), and reports whether none is
+// left, when it records that the init containers are done.
+func (w *podWorker) advanceInit(i int) bool {
+	pod, view := w.snapshot()
+	cs := pod.Spec.InitContainers
+	for ; i < len(cs) && i < len(view.InitContainers); i++ {
+		st := view.InitContainers[i]
+		switch {
+		case isNativeSidecar(cs[i]):
+			if st.Started != nil && *st.Started {
+				continue
+			}
+			w.initWaiting = cs[i].Name
+			w.ensureSidecar(cs[i])
+			return false
+		case completed(st):
+			continue
+		default:
+			waiting := st.State.Waiting
+			w.runInit(i, waiting != nil && waiting.Reason == ReasonCrashLoopBackOff, 0)
+			return false
+		}
 	}
-	if i == len(cs) {
-		w.markInitDone()
-		return
+	w.markInitDone()
+	return true
+}
+
+// initSidecarStarted lets the init containers go on once the native
+// sidecar they wait for has started.
+func (w *podWorker) initSidecarStarted(ev event) stage {
+	if w.initWaiting == "" || ev.name != w.initWaiting || w.stage != stPulling && w.stage != stInitializing {
+		return w.stage
 	}
-	waiting := view.InitContainers[i].State.Waiting
-	w.runInit(i, waiting != nil && waiting.Reason == ReasonCrashLoopBackOff, 0)
+	pod, view := w.snapshot()
+	if st, _ := sidecarStatus(view, ev.name); st.Started == nil || !*st.Started {
+		return w.stage
+	}
+	w.initWaiting = ""
+	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == ev.name })
+	if w.advanceInit(i+1) && w.stage == stInitializing {
+		return w.requestSlot(ev)
+	}
+	return w.stage
 }
 
 // completed reports whether an init container's status shows it done.
@@ -199,12 +245,7 @@ func (w *podWorker) initExited(ev event) stage {
 		return w.stage
 	}
 	if *ev.exit == 0 {
-		if i+1 < len(cs) {
-			w.runInit(i+1, false, 0)
-			return w.stage
-		}
-		w.markInitDone()
-		if w.stage == stInitializing {
+		if w.advanceInit(i+1) && w.stage == stInitializing {
 			return w.requestSlot(ev)
 		}
 		return w.stage
@@ -213,6 +254,7 @@ func (w *podWorker) initExited(ev event) stage {
 		msg := fmt.Sprintf("Init container %s exited with code %d and the pod's restartPolicy is Never", cs[i].Name, *ev.exit)
 		w.event(corev1.EventTypeWarning, "Failed", "%s", msg)
 		w.cancelActivity() // the VM image's pull
+		w.stopSidecars(gracePeriod(pod))
 		w.setView(func(v *podView) {
 			v.Final, v.Message = corev1.PodFailed, msg
 			v.Stage, v.WaitingReason, v.WaitingMessage, v.Ready = stageWaiting, reasonPodInitializing, "", false

@@ -180,3 +180,69 @@ func isRunningReadyWith(n int) func(corev1.PodStatus) bool {
 		return true
 	}
 }
+
+// A native sidecar (an init container with restartPolicy Always) starts in
+// the init containers' order, and the next one waits until its startup
+// probe passes; it then runs beside the VM, restarts whatever the pod's
+// restartPolicy, and its readiness is the pod's.
+func TestNativeSidecar(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	always := corev1.ContainerRestartPolicyAlways
+	proxy := sh("proxy", `sleep 1; touch /work/proxy-up; echo proxy up; while [ ! -f /work/crash ]; do sleep 0.1; done; rm /work/crash; exit 7`)
+	proxy.RestartPolicy = &always
+	proxy.StartupProbe = &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/work/proxy-up"}}}}
+	proxy.ReadinessProbe = &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "!", "-f", "/work/unready"}}}}
+	pod := testPod("native", withInit(proxy, sh("fetch", `test -f /work/proxy-up && echo fetched`)),
+		withSidecars(corev1.Container{Name: "agent", Command: []string{"sleep", "3600"}}),
+		func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever })
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(s corev1.PodStatus) bool {
+		p, _ := initStatus(s, "proxy")
+		return isRunningReadyWith(1)(s) && p.Ready && podCondition(s, corev1.ContainersReady) == corev1.ConditionTrue
+	}
+	st := f.waitFor("native", "running with the proxy ready", ready)
+	fetch, _ := initStatus(st, "fetch")
+	p, _ := initStatus(st, "proxy")
+	if !completed(fetch) || p.State.Running == nil || p.Started == nil || !*p.Started {
+		t.Fatalf("init statuses: fetch %+v, proxy %+v; want fetch completed after the proxy started", fetch, p)
+	}
+
+	// Its readiness is the pod's.
+	if err := f.p.RunInContainer(ctx, "default", "native", "proxy", []string{"touch", "/work/unready"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("native", "not ready while the proxy is not", func(s corev1.PodStatus) bool {
+		return podCondition(s, corev1.ContainersReady) == corev1.ConditionFalse && podCondition(s, corev1.PodReady) == corev1.ConditionFalse
+	})
+	if err := f.p.RunInContainer(ctx, "default", "native", "proxy", []string{"rm", "/work/unready"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("native", "ready again", ready)
+
+	// It restarts though the pod's restartPolicy is Never.
+	if err := f.p.RunInContainer(ctx, "default", "native", "proxy", []string{"touch", "/work/crash"}, &testIO{}); err != nil {
+		t.Fatal(err)
+	}
+	st = f.waitFor("native", "the proxy restarted after it exited", func(s corev1.PodStatus) bool {
+		p, _ := initStatus(s, "proxy")
+		last := p.LastTerminationState.Terminated
+		return p.RestartCount == 1 && last != nil && last.ExitCode == 7 && p.State.Running != nil
+	})
+	if st.Phase != corev1.PodRunning {
+		t.Fatalf("phase %s after the proxy restarted", st.Phase)
+	}
+	rc, err := f.p.GetContainerLogs(ctx, "default", "native", "proxy", api.ContainerLogOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if !strings.HasPrefix(string(b), "proxy up\n") {
+		t.Fatalf("logs of the proxy: %q", b)
+	}
+	f.deletePod(pod, 1)
+	f.waitNoContainers("uid-native")
+}

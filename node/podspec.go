@@ -93,7 +93,7 @@ func parseVMRequest(pod *corev1.Pod, host vm.HostInfo, alloc allocatable) (vmReq
 // checkSidecars validates the pod's containers after the VM, which run as
 // Docker sidecars. Errors are *invalidPodError.
 func checkSidecars(pod *corev1.Pod, docker bool) error {
-	cs := sidecarsOf(pod)
+	cs := afterVM(pod)
 	if len(cs) == 0 {
 		return nil
 	}
@@ -114,9 +114,10 @@ func checkSidecars(pod *corev1.Pod, docker bool) error {
 	return nil
 }
 
-// checkInitContainers validates the pod's init containers, which run to
-// completion in Docker, one after the other, before the VM and the
-// sidecars start. Errors are *invalidPodError.
+// checkInitContainers validates the pod's init containers, which run in
+// Docker, one after the other, before the VM and the sidecars start: to
+// completion, or for a native sidecar until it has started. Errors are
+// *invalidPodError.
 func checkInitContainers(pod *corev1.Pod, docker bool) error {
 	cs := pod.Spec.InitContainers
 	if len(cs) == 0 {
@@ -128,8 +129,8 @@ func checkInitContainers(pod *corev1.Pod, docker bool) error {
 	var errs []error
 	for _, c := range cs {
 		switch {
-		case c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
-			errs = append(errs, fmt.Errorf("container %q: restartPolicy Always (a native sidecar) is not supported; list it in containers after the VM, where it runs beside the VM", c.Name))
+		case isNativeSidecar(c):
+			errs = append(errs, sidecar.Validate(c))
 		case c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil || c.Lifecycle != nil:
 			errs = append(errs, fmt.Errorf("container %q: probes and lifecycle hooks do not apply to an init container, which runs to completion", c.Name))
 		default:

@@ -55,18 +55,69 @@ type sidecarRun struct {
 	stopped chan struct{} // closed when a stop has ended; nil before one
 }
 
-// sidecarsOf returns a pod's sidecar containers.
+// sidecarsOf returns a pod's sidecars: its native sidecars (init
+// containers with restartPolicy Always), then its containers after the VM.
 func sidecarsOf(pod *corev1.Pod) []corev1.Container {
+	var cs []corev1.Container
+	for _, c := range pod.Spec.InitContainers {
+		if isNativeSidecar(c) {
+			cs = append(cs, c)
+		}
+	}
+	return append(cs, afterVM(pod)...)
+}
+
+// afterVM returns the pod's containers after the VM.
+func afterVM(pod *corev1.Pod) []corev1.Container {
 	if len(pod.Spec.Containers) < 2 {
 		return nil
 	}
 	return pod.Spec.Containers[1:]
 }
 
+// isNativeSidecar reports whether init container c is a sidecar: it starts
+// in the init containers' order and then runs beside the VM.
+func isNativeSidecar(c corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// dockerContainers returns all of the pod's containers that run in Docker.
+func dockerContainers(pod *corev1.Pod) []corev1.Container {
+	return append(slices.Clone(pod.Spec.InitContainers), afterVM(pod)...)
+}
+
+// sidecarSlot returns where sidecar name's status is kept in v (among the
+// init containers' for a native sidecar), or nil before it has one. The
+// list it is in is replaced by a copy first: readers hold copies of the
+// view that share it.
+func sidecarSlot(v *podView, name string) *corev1.ContainerStatus {
+	for _, list := range []*[]corev1.ContainerStatus{&v.Sidecars, &v.InitContainers} {
+		if i := statusIndex(*list, name); i >= 0 {
+			*list = slices.Clone(*list)
+			return &(*list)[i]
+		}
+	}
+	return nil
+}
+
+// sidecarStatus returns sidecar name's status in v.
+func sidecarStatus(v podView, name string) (corev1.ContainerStatus, bool) {
+	for _, list := range [][]corev1.ContainerStatus{v.Sidecars, v.InitContainers} {
+		if i := statusIndex(list, name); i >= 0 {
+			return list[i], true
+		}
+	}
+	return corev1.ContainerStatus{}, false
+}
+
+func statusIndex(list []corev1.ContainerStatus, name string) int {
+	return slices.IndexFunc(list, func(st corev1.ContainerStatus) bool { return st.Name == name })
+}
+
 // hasDockerContainers reports whether any of the pod's containers run in
 // Docker.
 func hasDockerContainers(pod *corev1.Pod) bool {
-	return len(sidecarsOf(pod)) > 0 || len(pod.Spec.InitContainers) > 0
+	return len(dockerContainers(pod)) > 0
 }
 
 // dockerRun returns the worker's Docker work, begun on first use.
@@ -79,7 +130,8 @@ func (w *podWorker) dockerRun() *sidecarRun {
 }
 
 // startSidecars brings up the pod's sidecars, once per worker, once its
-// init containers have completed.
+// init containers have completed (native sidecars, which started among
+// them, are made sure of again).
 func (w *podWorker) startSidecars() {
 	pod, _ := w.snapshot()
 	cs := sidecarsOf(pod)
@@ -91,9 +143,9 @@ func (w *podWorker) startSidecars() {
 	}
 	w.sidecarsUp = true
 	w.setView(func(v *podView) {
-		if len(v.Sidecars) != len(cs) {
-			v.Sidecars = make([]corev1.ContainerStatus, len(cs))
-			for i, c := range cs {
+		if after := afterVM(pod); len(v.Sidecars) != len(after) {
+			v.Sidecars = make([]corev1.ContainerStatus, len(after))
+			for i, c := range after {
 				v.Sidecars[i] = sidecar.Waiting(c, reasonContainerCreating, "")
 			}
 		}
@@ -106,8 +158,8 @@ func (w *podWorker) startSidecars() {
 // ensureSidecar creates and starts sidecar c unless its container exists,
 // retrying with back-off; its status follows as events.
 func (w *podWorker) ensureSidecar(c corev1.Container) {
-	run := w.sidecars
-	if run == nil || run.ctx.Err() != nil {
+	run := w.dockerRun()
+	if run.ctx.Err() != nil {
 		return
 	}
 	pod, _ := w.snapshot()
@@ -241,20 +293,23 @@ func dockerRegistry(ref string) string {
 	return "docker.io"
 }
 
-// sidecarChanged records a sidecar's new status.
+// sidecarChanged records a sidecar's new status; a native sidecar that
+// has started lets the init containers go on.
 func (w *podWorker) sidecarChanged(ev event) stage {
 	pod, _ := w.snapshot()
 	cs := sidecarsOf(pod)
 	w.setView(func(v *podView) {
-		// Readers hold copies of the view that share the slice: replace it.
-		v.Sidecars = slices.Clone(v.Sidecars)
-		for i, c := range cs {
-			if c.Name != ev.name || i >= len(v.Sidecars) {
+		for _, c := range cs {
+			if c.Name != ev.name {
+				continue
+			}
+			slot := sidecarSlot(v, c.Name)
+			if slot == nil {
 				continue
 			}
 			switch {
 			case ev.ct != nil:
-				prev := v.Sidecars[i]
+				prev := *slot
 				render := func() corev1.ContainerStatus {
 					ct := *ev.ct
 					ct.RestartCount += int(v.SidecarKills[c.Name])
@@ -267,16 +322,16 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 					v.SidecarKills = withEntry(v.SidecarKills, c.Name, v.SidecarKills[c.Name]+1)
 					st = render()
 				}
-				v.Sidecars[i] = st
+				*slot = st
 			case ev.status != nil:
 				st := *ev.status
-				st.RestartCount = v.Sidecars[i].RestartCount
-				v.Sidecars[i] = st
+				st.RestartCount = slot.RestartCount
+				*slot = st
 			}
-			w.followProbes(v, c, &v.Sidecars[i])
+			w.followProbes(v, c, slot)
 		}
 	})
-	return w.stage
+	return w.initSidecarStarted(ev)
 }
 
 // withEntry returns a copy of m with k set to v: maps in a view are shared
@@ -392,20 +447,23 @@ func (w *podWorker) sidecarProbed(ev event) stage {
 	pr.started, pr.ready = ev.started, ev.ready
 	pod, _ := w.snapshot()
 	w.setView(func(v *podView) {
-		v.Sidecars = slices.Clone(v.Sidecars)
-		for i, c := range sidecarsOf(pod) {
-			if c.Name == ev.name && i < len(v.Sidecars) {
-				w.followProbes(v, c, &v.Sidecars[i])
+		for _, c := range sidecarsOf(pod) {
+			if c.Name != ev.name {
+				continue
+			}
+			if slot := sidecarSlot(v, c.Name); slot != nil {
+				w.followProbes(v, c, slot)
 			}
 		}
 	})
-	return w.stage
+	return w.initSidecarStarted(ev)
 }
 
 // sidecarUnhealthy kills the sidecar run whose liveness probe or postStart
 // hook failed, as the kubelet does: within its grace period (after its
 // preStop hook), and starts it again unless the pod's restartPolicy is
-// Never, at once after a liveness failure, after a back-off after a hook's.
+// Never (a native sidecar always), at once after a liveness failure, after
+// a back-off after a hook's.
 // The restart counts in its status once the new run shows (see
 // sidecarChanged).
 func (w *podWorker) sidecarUnhealthy(ev event) stage {
@@ -416,15 +474,18 @@ func (w *podWorker) sidecarUnhealthy(ev event) stage {
 	}
 	pr.cancel() // this run is done with probing
 	pod, view := w.snapshot()
-	for i, c := range sidecarsOf(pod) {
-		if c.Name == ev.name && i < len(view.Sidecars) {
-			id := strings.TrimPrefix(view.Sidecars[i].ContainerID, "docker://")
+	for _, c := range sidecarsOf(pod) {
+		if c.Name != ev.name {
+			continue
+		}
+		if st, ok := sidecarStatus(view, c.Name); ok {
+			id := strings.TrimPrefix(st.ContainerID, "docker://")
 			grace := killGrace(pod, c.LivenessProbe)
 			why := "failed liveness probe"
 			if ev.reason == "FailedPostStartHook" {
 				why, grace = "failed its postStart hook", killGrace(pod, nil)
 			}
-			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever
+			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever || isNativeSidecar(c)
 			if restart {
 				w.event(corev1.EventTypeNormal, "Killing", "Container %s %s, will be restarted", c.Name, why)
 				if w.sidecarKilled == nil {
@@ -581,7 +642,7 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+15*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, c := range append(slices.Clone(pod.Spec.InitContainers), sidecarsOf(pod)...) {
+		for _, c := range dockerContainers(pod) {
 			wg.Go(func() {
 				name := sidecar.Name(pod, c.Name)
 				left := grace
@@ -736,7 +797,7 @@ func (p *PodProvider) refreshSidecars() {
 	p.mu.Unlock()
 	for _, w := range ws {
 		pod, view := w.snapshot()
-		if len(view.Sidecars) == 0 {
+		if len(view.Sidecars) == 0 && len(view.InitContainers) == 0 {
 			continue
 		}
 		for _, c := range sidecarsOf(pod) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,7 +101,7 @@ func (p *PodProvider) usage(ctx context.Context) []podUsage {
 				}
 			}
 		}
-		for _, sc := range view.Sidecars {
+		for _, sc := range append(slices.Clone(view.InitContainers), view.Sidecars...) {
 			if sc.State.Running == nil || p.cfg.Docker == nil {
 				continue
 			}

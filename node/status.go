@@ -1,6 +1,8 @@
 package node
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -61,6 +63,9 @@ type podView struct {
 	InitContainers []corev1.ContainerStatus `json:",omitempty"`
 	InitDone       bool                     `json:",omitempty"`
 	InitDoneSince  metav1.Time              `json:",omitempty"`
+	// NativeSidecars names the init containers that are sidecars
+	// (restartPolicy Always): the pod is Ready only when they are.
+	NativeSidecars []string `json:",omitempty"`
 
 	// Sidecars are the statuses of the Docker containers after the VM, in
 	// the pod's order.
@@ -128,6 +133,11 @@ func renderStatus(v podView) corev1.PodStatus {
 	allReady := cs.Ready
 	for _, s := range v.Sidecars {
 		allReady = allReady && s.Ready
+	}
+	for _, s := range v.InitContainers {
+		if slices.Contains(v.NativeSidecars, s.Name) {
+			allReady = allReady && s.Ready
+		}
 	}
 
 	switch {

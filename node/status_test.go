@@ -97,6 +97,14 @@ func TestRenderStatusGolden(t *testing.T) {
 		v.Stage, v.StartedAt, v.Started, v.Ready, v.ReadySince = stageRunning, t2, true, true, t2
 		v.InitContainers, v.InitDone, v.InitDoneSince = []corev1.ContainerStatus{fetched}, true, t1
 	})
+	proxy := corev1.Container{Name: "proxy", Image: "registry.local/proxy:1"}
+	proxyUp := sidecar.Status(proxy, sidecar.Container{ID: "beef", Image: "sha256:bbb", State: sidecar.State{Status: "running", Running: true, StartedAt: t0.Time}}, corev1.ContainerStatus{}, nil)
+	proxyUp.Ready = false // its readiness probe fails
+	cases["running-native-sidecar-not-ready"] = with(func(v *podView) {
+		v.ImageID, v.ContainerID, v.PodIP = "sha256:abc", "vz://uid-1", "192.168.64.7"
+		v.Stage, v.StartedAt, v.Started, v.Ready, v.ReadySince = stageRunning, t2, true, true, t2
+		v.InitContainers, v.NativeSidecars, v.InitDone, v.InitDoneSince = []corev1.ContainerStatus{fetched, proxyUp}, []string{"proxy"}, true, t1
+	})
 	for name, v := range cases {
 		t.Run(name, func(t *testing.T) {
 			got, err := json.MarshalIndent(renderStatus(v), "", "  ")

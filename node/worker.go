@@ -97,6 +97,7 @@ type podWorker struct {
 	sidecars      *sidecarRun
 	sidecarsUp    bool                     // startSidecars has started the sidecars' loops
 	initRunning   bool                     // an init container's run is under way (runInit)
+	initWaiting   string                   // the native sidecar the init containers wait for
 	probes        map[string]*sidecarProbe // by sidecar name
 	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
 	hookFails     map[string]hookBackoff   // by sidecar name

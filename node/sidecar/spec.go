@@ -103,10 +103,14 @@ func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) Cont
 		},
 		Binds: binds,
 	}
-	switch pod.Spec.RestartPolicy {
-	case corev1.RestartPolicyNever:
+	switch {
+	case c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
+		// A native sidecar (an init container) restarts whatever the
+		// pod's policy.
+		s.RestartPolicy = "unless-stopped"
+	case pod.Spec.RestartPolicy == corev1.RestartPolicyNever:
 		s.RestartPolicy = "no"
-	case corev1.RestartPolicyOnFailure:
+	case pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure:
 		s.RestartPolicy = "on-failure"
 	default:
 		// Not "always": a sidecar vz-node stopped stays stopped when the

@@ -80,6 +80,13 @@ func TestSpec(t *testing.T) {
 			t.Fatalf("spec %+v", s)
 		}
 	}
+	// A native sidecar (an init container with restartPolicy Always)
+	// restarts whatever the pod's policy.
+	always := corev1.ContainerRestartPolicyAlways
+	c.RestartPolicy = &always
+	if s := Spec(pod, c, "mac-01", nil); s.RestartPolicy != "unless-stopped" {
+		t.Errorf("native sidecar of a Never pod: docker %q, want unless-stopped", s.RestartPolicy)
+	}
 }
 
 // frame is one frame of Docker's multiplexed stream.
