@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +66,10 @@ type run struct {
 	mu    sync.Mutex
 	conns map[*ssh.ServerConn]bool
 	procs map[int]bool // process group IDs of running commands
-	wg    sync.WaitGroup
+	// tag is an environment entry every guest process of this boot
+	// inherits, so power-off finds those a session left behind.
+	tag string
+	wg  sync.WaitGroup
 }
 
 var _ vm.Machine = (*Machine)(nil)
@@ -259,7 +263,8 @@ func (m *Machine) acquire() (*run, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &run{ctx: ctx, cancel: cancel, slot: sl, disk: disk, conns: map[*ssh.ServerConn]bool{}, procs: map[int]bool{}}, nil
+	tag := "VZSIM_BOOT=" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + id
+	return &run{ctx: ctx, cancel: cancel, slot: sl, disk: disk, conns: map[*ssh.ServerConn]bool{}, procs: map[int]bool{}, tag: tag}, nil
 }
 
 // openDisk opens the guest's disk read-write and locks it, as the

@@ -154,8 +154,9 @@ func (r *run) untrack(c *ssh.ServerConn) {
 	r.mu.Unlock()
 }
 
-// killAll drops every connection and kills every command's process group,
-// as powering off does.
+// killAll drops every connection and kills every command's process group
+// and every process of this boot left in the background, as powering off
+// does.
 func (r *run) killAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -165,6 +166,7 @@ func (r *run) killAll() {
 	for pgid := range r.procs {
 		unix.Kill(-pgid, unix.SIGKILL)
 	}
+	killTagged(r.tag)
 }
 
 // session is one SSH session channel: at most one command or shell.
@@ -341,6 +343,7 @@ func (s *session) baseEnv() []string {
 		"SHELL=/bin/sh",
 		"PATH=" + filepath.Join(s.m.dir, simDirName) + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
 		"LANG=en_US.UTF-8",
+		s.r.tag,
 	}
 	if s.pty {
 		env = append(env, "TERM="+s.term)
