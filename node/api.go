@@ -181,6 +181,11 @@ func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container 
 	if id, c, ok := p.dockerContainer(ns, name, container); ok {
 		return p.sidecarLogs(ctx, id, c, opts)
 	}
+	if w := p.worker(ns, name); w != nil {
+		if pod, _ := w.snapshot(); hasCommand(vmContainer(pod)) && (container == "" || container == vmContainer(pod).Name) {
+			return p.mainLogs(ctx, w, opts)
+		}
+	}
 	_, t, err := p.running(ns, name, container)
 	if err != nil {
 		return nil, err

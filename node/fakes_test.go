@@ -71,6 +71,11 @@ type inProcessLaunch struct {
 }
 
 func (l *inProcessLaunch) launch(stateDir, id string) (int, error) {
+	// As the real launchers do: a state file of a previous run would be
+	// mistaken for this one's.
+	if err := os.Remove(filepath.Join(supervisor.Dir(stateDir, id), supervisor.StateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -84,10 +89,16 @@ type fakeGuest struct {
 	execs    [][]string
 	shutdown int
 	exitCode int
+	// home, when set, makes Exec run commands with /bin/sh there, as the
+	// sim guest does, without SSH.
+	home string
 }
 
 func (g *fakeGuest) WaitSSH(context.Context, GuestTarget) error { return nil }
-func (g *fakeGuest) Exec(_ context.Context, _ GuestTarget, r ExecRequest) (int, error) {
+func (g *fakeGuest) Exec(ctx context.Context, _ GuestTarget, r ExecRequest) (int, error) {
+	if g.home != "" {
+		return shellExec(ctx, g.home, r)
+	}
 	g.mu.Lock()
 	g.execs = append(g.execs, r.Argv)
 	code := g.exitCode

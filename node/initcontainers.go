@@ -147,11 +147,12 @@ func (w *podWorker) runInit(i int, rerun bool, delay time.Duration) {
 				rerun = false
 				w.post(event{kind: evInitStatus, name: c.Name, ct: &ct})
 				code, werr := d.Wait(run.ctx, ct.ID)
+				var end sidecar.Container
 				if werr == nil {
-					ct, werr = d.Inspect(run.ctx, ct.ID)
+					end, werr = d.Inspect(run.ctx, ct.ID)
 				}
 				if werr == nil {
-					w.post(event{kind: evInitExited, name: c.Name, ct: &ct, exit: &code})
+					w.post(event{kind: evInitExited, name: c.Name, ct: &end, exit: &code})
 					return
 				}
 				if run.ctx.Err() != nil {

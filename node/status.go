@@ -78,6 +78,13 @@ type podView struct {
 	// was started, so a vz-node restart does not run it twice.
 	SidecarHooked map[string]string `json:",omitempty"`
 
+	// MainLog is the host's copy of the output of the VM's command in its
+	// current run, MainPrevLog the one before; MainExit is the command's
+	// exit code once it has exited (the container's, when the VM stops).
+	MainLog     string `json:",omitempty"`
+	MainPrevLog string `json:",omitempty"`
+	MainExit    *int32 `json:",omitempty"`
+
 	// Final is set once the pod will not run again: Succeeded or Failed.
 	Final   corev1.PodPhase
 	Reason  string // pod-level reason for Failed pods (e.g. NoVMImage)

@@ -28,6 +28,8 @@ package node
 //	running        probe            probed             running
 //	running        unhealthy        unhealthy          running (VM is being stopped)
 //	running        vm               vmChanged          backoff | terminated
+//	running        mainExited       mainExited         running (the VM is being shut down)
+//	running        mainGrace        mainGrace          running (the VM is being powered off)
 //	backoff        retry            retryRun           pulling | waitingSlot | booting
 //	stopping       vm               stoppingVM         stopping | gone
 //	stopping       graceExpired     hardStop           stopping
@@ -85,9 +87,11 @@ const (
 	evConfigFailed
 	evInitStatus
 	evInitExited
+	evMainExited
+	evMainGrace
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "mainGrace"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -128,9 +132,11 @@ var transitions = map[stage]map[eventKind]handler{
 		evVM:          (*podWorker).vmChanged,
 	},
 	stRunning: {
-		evProbe:     (*podWorker).probed,
-		evUnhealthy: (*podWorker).unhealthy,
-		evVM:        (*podWorker).vmChanged,
+		evProbe:      (*podWorker).probed,
+		evUnhealthy:  (*podWorker).unhealthy,
+		evVM:         (*podWorker).vmChanged,
+		evMainExited: (*podWorker).mainExited,
+		evMainGrace:  (*podWorker).mainGrace,
 	},
 	stBackoff: {
 		evRetry: (*podWorker).retryRun,

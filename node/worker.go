@@ -98,6 +98,7 @@ type podWorker struct {
 	sidecarsUp    bool                     // startSidecars has started the sidecars' loops
 	initRunning   bool                     // an init container's run is under way (runInit)
 	initWaiting   string                   // the native sidecar the init containers wait for
+	mainCancel    context.CancelFunc       // ends following the VM's command (startMain)
 	probes        map[string]*sidecarProbe // by sidecar name
 	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
 	hookFails     map[string]hookBackoff   // by sidecar name
@@ -328,15 +329,10 @@ func (w *podWorker) accept(event) stage {
 		}
 		return w.fail("InvalidPod", err.Error())
 	}
-	if err := checkVolumes(pod); err != nil {
+	docker := w.p.cfg.Docker != nil
+	for _, err := range []error{checkVolumes(pod), checkVMCommand(pod), checkInitContainers(pod, docker), checkSidecars(pod, docker)} {
 		var inv *invalidPodError
-		errors.As(err, &inv)
-		return w.fail(inv.Reason, inv.Message)
-	}
-	for _, check := range []func(*corev1.Pod, bool) error{checkInitContainers, checkSidecars} {
-		if err := check(pod, w.p.cfg.Docker != nil); err != nil {
-			var inv *invalidPodError
-			errors.As(err, &inv)
+		if errors.As(err, &inv) {
 			return w.fail(inv.Reason, inv.Message)
 		}
 	}
@@ -415,6 +411,9 @@ func (w *podWorker) launch(event) stage {
 	run := w.run
 	w.waiting(ReasonStarting, "starting the VM")
 	pod, _ := w.snapshot()
+	if hasCommand(vmContainer(pod)) {
+		w.rotateMainLog()
+	}
 	ov, err := w.p.cfg.Overlays.Create(w.ctx, w.img, w.dir)
 	if err != nil {
 		return w.startFailed(fmt.Errorf("create the VM's disk overlay: %w", err))
@@ -591,6 +590,7 @@ func (w *podWorker) guestReady(event) stage {
 	}
 	w.adopted = false
 	w.startProbes()
+	w.startMain()
 	return stRunning
 }
 
@@ -641,6 +641,7 @@ func (w *podWorker) unhealthy(ev event) stage {
 // not start).
 func (w *podWorker) exited(st supervisor.State) stage {
 	w.cancelActivity()
+	w.stopMain()
 	w.p.slots.release(w.uid)
 	if st.ExitReason == supervisor.ReasonLimitExceeded {
 		w.waiting(ReasonWaitingForVMSlot, "the host's VM limit is reached; retrying")
@@ -675,6 +676,7 @@ func (w *podWorker) exited(st supervisor.State) stage {
 	delay := restartDelay(view.RestartCount)
 	w.setView(func(v *podView) {
 		v.LastTerminated = term
+		v.MainExit = nil
 		v.RestartCount++
 		v.Stage, v.Ready = stageWaiting, false
 		v.WaitingReason = ReasonCrashLoopBackOff
@@ -703,6 +705,13 @@ func (w *podWorker) termination(st supervisor.State) *corev1.ContainerStateTermi
 		t.ExitCode, t.Reason = 128, "StartError"
 	default:
 		t.ExitCode, t.Reason = 1, "Error"
+	}
+	if view.MainExit != nil {
+		// The VM's command ended the container.
+		t.ExitCode, t.Reason, t.Message = *view.MainExit, "Completed", ""
+		if t.ExitCode != 0 {
+			t.Reason = "Error"
+		}
 	}
 	if t.FinishedAt.IsZero() {
 		t.FinishedAt = w.now()
@@ -744,6 +753,7 @@ func (w *podWorker) beginDelete(ev event) stage {
 		w.mu.Unlock()
 	}
 	w.cancelActivity()
+	w.stopMain()
 	pod, view := w.snapshot()
 	grace := gracePeriod(pod)
 	w.stopSidecars(grace)

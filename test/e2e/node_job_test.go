@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/test/harness"
+	"github.com/vzfleet/vzfleet/test/harness/vznode"
+)
+
+// A macOS build as a Kubernetes Job: the VM container's command runs in
+// the guest, kubectl logs reads its output (also after the VM has
+// stopped), its exit code decides the Job, and a vz-node restart in the
+// middle of it neither stops nor repeats it.
+func TestVZNodeJobs(t *testing.T) {
+	harness.RequireRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	cp := harness.ControlPlaneT(t, harness.ControlPlaneOptions{ControllerManager: true})
+	const node = "mac-jobs"
+	vz := vznode.StartT(t, cp, vznode.Options{Name: node})
+	job := func(name, script string) string {
+		return strings.NewReplacer("NAME", name, "NODE", node, "VM", nodeTestImage, "SCRIPT", script).Replace(`apiVersion: batch/v1
+kind: Job
+metadata:
+  name: NAME
+  namespace: default
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      nodeName: NODE
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 5
+      tolerations:
+      - key: virtual-kubelet.io/provider
+        operator: Exists
+      containers:
+      - name: macos
+        image: VM
+        command: ["sh", "-c"]
+        args: ['SCRIPT']
+        env:
+        - name: TARGET
+          value: ios
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+`)
+	}
+	manifest := job("build", `echo "building $TARGET"; while [ ! -f go ]; do sleep 0.2; done; echo "done on $POD_IP"`) + "---\n" +
+		job("broken", `echo "compiling"; echo "error: no such scheme" >&2; exit 65`)
+	if out, err := cp.Apply(ctx, manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	podOf := func(jobName string) *corev1.Pod {
+		t.Helper()
+		var pod *corev1.Pod
+		eventually(t, 90*time.Second, "the pod of job "+jobName, func() error {
+			pods, err := cp.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + jobName})
+			if err != nil || len(pods.Items) != 1 {
+				return fmt.Errorf("%d pods (%v)", len(pods.Items), err)
+			}
+			pod = &pods.Items[0]
+			return nil
+		})
+		return pod
+	}
+	jobDone := func(name string, want batchv1.JobConditionType) {
+		t.Helper()
+		eventually(t, 90*time.Second, "job "+name+" "+string(want), func() error {
+			j, err := cp.Client.BatchV1().Jobs("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, c := range j.Status.Conditions {
+				if c.Type == want && c.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %+v", j.Status.Conditions)
+		})
+	}
+
+	build := podOf("build")
+	eventually(t, 90*time.Second, "the build's first line", func() error {
+		if out, code := nodeKubectlCode(t, cp, "", "logs", "job/build"); code != 0 || out != "building ios\n" {
+			return fmt.Errorf("kubectl logs job/build: exit %d, %q", code, out)
+		}
+		return nil
+	})
+	// vz-node restarts while the build runs; the build goes on.
+	if err := vz.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the build's pod Running after the restart", func() error {
+		p, err := nodeGetPod(t, cp, "default", build.Name)
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("pod %v (%v)", p.Status.Phase, err)
+		}
+		return nil
+	})
+	if out, code := nodeKubectlCode(t, cp, "", "exec", build.Name, "--", "touch", "go"); code != 0 {
+		t.Fatalf("kubectl exec touch go: exit %d, %q", code, out)
+	}
+	jobDone("build", batchv1.JobComplete)
+	ip := build.Status.PodIP
+	if p, err := nodeGetPod(t, cp, "default", build.Name); err == nil {
+		ip = p.Status.PodIP
+	}
+	if out := nodeKubectl(t, cp, "logs", "job/build"); out != "building ios\ndone on "+ip+"\n" {
+		t.Fatalf("kubectl logs job/build after it completed: %q", out)
+	}
+
+	jobDone("broken", batchv1.JobFailed)
+	broken := podOf("broken")
+	eventually(t, 30*time.Second, "the broken build's exit code", func() error {
+		p, err := nodeGetPod(t, cp, "default", broken.Name)
+		if err != nil {
+			return err
+		}
+		if cs := p.Status.ContainerStatuses; p.Status.Phase != corev1.PodFailed || len(cs) == 0 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 65 {
+			return fmt.Errorf("phase %s, statuses %+v", p.Status.Phase, cs)
+		}
+		return nil
+	})
+	if out := nodeKubectl(t, cp, "logs", broken.Name, "--timestamps"); !strings.Contains(out, "Z compiling\n") || !strings.HasSuffix(out, "Z error: no such scheme\n") {
+		t.Fatalf("kubectl logs --timestamps of the broken build: %q", out)
+	}
+	nodeKubectl(t, cp, "delete", "job", "build", "broken", "--cascade=foreground", "--wait=true", "--timeout=60s")
+}
