@@ -116,6 +116,10 @@ func TestInvalidPodsFail(t *testing.T) {
 		{"undefined-volume", func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "nope", MountPath: "/n"}}
 		}, ReasonUnsupportedVolume},
+		{"vm-command-resource-env", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Command = []string{"xcodebuild"}
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "CPUS", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}}}
+		}, ReasonInvalidVMCommand},
 		{"init-container-without-docker", func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox"}}
 		}, ReasonDockerUnavailable},

@@ -29,10 +29,10 @@ import (
 // as with any container: a macOS build is a Job.
 //
 // The command runs detached in the guest, in .vzfleet/<pod UID>-<run>/
-// under the SSH user's home, so it outlives a vz-node restart: a run is started
-// once (the directory records it) and followed again after. vz-node copies
-// its output to the pod's state directory as it comes, each line stamped
-// with the time it arrived, so the log outlives the VM.
+// under the SSH user's home, so it outlives a vz-node restart: a run is
+// started once (the directory records it) and followed again after.
+// vz-node copies its output to the pod's state directory as it comes, each
+// line stamped with the time it arrived, so the log outlives the VM.
 
 // ReasonInvalidVMCommand fails a pod whose VM command vz-node cannot run.
 const ReasonInvalidVMCommand = "InvalidVMCommand"
