@@ -40,6 +40,7 @@ package node
 //	any but stopping/terminated/gone:
 //	               sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
 //	               sidecarUnhealthy sidecarUnhealthy   (unchanged; the sidecar's run is killed)
+//	               deadline         deadlineExceeded   terminated, or (unchanged) while the VM is powered off
 type stage int
 
 const (
@@ -89,9 +90,10 @@ const (
 	evInitExited
 	evMainExited
 	evMainGrace
+	evDeadline
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "mainGrace"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "mainGrace", "deadline"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -163,6 +165,8 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).sidecarGone
 	case k == evSidecarUnhealthy && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).sidecarUnhealthy
+	case k == evDeadline && s != stGone && s != stStopping && s != stTerminated:
+		return (*podWorker).deadlineExceeded
 	}
 	return transitions[s][k]
 }

@@ -99,6 +99,8 @@ type podWorker struct {
 	initRunning   bool                     // an init container's run is under way (runInit)
 	initWaiting   string                   // the native sidecar the init containers wait for
 	mainCancel    context.CancelFunc       // ends following the VM's command (startMain)
+	deadlineTimer *time.Timer              // posts evDeadline (armDeadline)
+	deadlineHit   bool                     // activeDeadlineSeconds ran out
 	probes        map[string]*sidecarProbe // by sidecar name
 	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
 	hookFails     map[string]hookBackoff   // by sidecar name
@@ -124,6 +126,12 @@ func (w *podWorker) post(ev event) {
 
 func (w *podWorker) loop() {
 	defer w.cancel()
+	w.armDeadline()
+	defer func() {
+		if w.deadlineTimer != nil {
+			w.deadlineTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case ev := <-w.events:
@@ -643,6 +651,16 @@ func (w *podWorker) exited(st supervisor.State) stage {
 	w.cancelActivity()
 	w.stopMain()
 	w.p.slots.release(w.uid)
+	if w.deadlineHit {
+		term := w.termination(st)
+		pod, _ := w.snapshot()
+		w.stopSidecars(gracePeriod(pod))
+		w.setView(func(v *podView) {
+			v.Final, v.Reason, v.Message = corev1.PodFailed, ReasonDeadlineExceeded, deadlineMessage
+			v.Stage, v.Terminated, v.Ready = stageTerminated, term, false
+		})
+		return stTerminated
+	}
 	if st.ExitReason == supervisor.ReasonLimitExceeded {
 		w.waiting(ReasonWaitingForVMSlot, "the host's VM limit is reached; retrying")
 		w.event(corev1.EventTypeWarning, "VMLimitExceeded", "The virtualization framework refused another VM: %s; retrying", st.Message)
@@ -737,9 +755,16 @@ func (w *podWorker) after(d time.Duration, ev event) {
 func (w *podWorker) update(ev event) stage {
 	w.mu.Lock()
 	st, spec := w.pod.Status, w.pod.Spec
+	ads := ev.pod.Spec.ActiveDeadlineSeconds
 	w.pod = ev.pod.DeepCopy()
 	w.pod.Status, w.pod.Spec = st, spec
+	changed := !equality.Semantic.DeepEqual(w.pod.Spec.ActiveDeadlineSeconds, ads)
+	// The one field of a running pod's spec that may change (shortened).
+	w.pod.Spec.ActiveDeadlineSeconds = ads
 	w.mu.Unlock()
+	if changed {
+		w.armDeadline()
+	}
 	return w.stage
 }
 

@@ -17,8 +17,9 @@ import (
 
 // A macOS build as a Kubernetes Job: the VM container's command runs in
 // the guest, kubectl logs reads its output (also after the VM has
-// stopped), its exit code decides the Job, and a vz-node restart in the
-// middle of it neither stops nor repeats it.
+// stopped), its exit code decides the Job, a vz-node restart in the
+// middle of it neither stops nor repeats it, and the pod's
+// activeDeadlineSeconds is its timeout.
 func TestVZNodeJobs(t *testing.T) {
 	harness.RequireRoot(t)
 	t.Parallel()
@@ -27,7 +28,7 @@ func TestVZNodeJobs(t *testing.T) {
 	const node = "mac-jobs"
 	vz := vznode.StartT(t, cp, vznode.Options{Name: node})
 	job := func(name, script string) string {
-		return strings.NewReplacer("NAME", name, "NODE", node, "VM", nodeTestImage, "SCRIPT", script).Replace(`apiVersion: batch/v1
+		return strings.NewReplacer("NAME", name, "NODE", node, "VM", nodeTestImage, "SCRIPT", script, "DEADLINE", "3600").Replace(`apiVersion: batch/v1
 kind: Job
 metadata:
   name: NAME
@@ -38,6 +39,7 @@ spec:
     spec:
       nodeName: NODE
       restartPolicy: Never
+      activeDeadlineSeconds: DEADLINE
       terminationGracePeriodSeconds: 5
       tolerations:
       - key: virtual-kubelet.io/provider
@@ -57,7 +59,8 @@ spec:
 `)
 	}
 	manifest := job("build", `echo "building $TARGET"; while [ ! -f go ]; do sleep 0.2; done; echo "done on $POD_IP"`) + "---\n" +
-		job("broken", `echo "compiling"; echo "error: no such scheme" >&2; exit 65`)
+		job("broken", `echo "compiling"; echo "error: no such scheme" >&2; exit 65`) + "---\n" +
+		strings.Replace(job("hung", `echo "waiting forever"; sleep 600`), "activeDeadlineSeconds: 3600", "activeDeadlineSeconds: 5", 1)
 	if out, err := cp.Apply(ctx, manifest); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
@@ -135,5 +138,18 @@ spec:
 	if out := nodeKubectl(t, cp, "logs", broken.Name, "--timestamps"); !strings.Contains(out, "Z compiling\n") || !strings.HasSuffix(out, "Z error: no such scheme\n") {
 		t.Fatalf("kubectl logs --timestamps of the broken build: %q", out)
 	}
-	nodeKubectl(t, cp, "delete", "job", "build", "broken", "--cascade=foreground", "--wait=true", "--timeout=60s")
+	// The hung build is stopped at its pod's deadline.
+	jobDone("hung", batchv1.JobFailed)
+	hung := podOf("hung")
+	eventually(t, 30*time.Second, "the hung build's pod failed at its deadline", func() error {
+		p, err := nodeGetPod(t, cp, "default", hung.Name)
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodFailed || p.Status.Reason != "DeadlineExceeded" {
+			return fmt.Errorf("phase %s, reason %q", p.Status.Phase, p.Status.Reason)
+		}
+		return nil
+	})
+	nodeKubectl(t, cp, "delete", "job", "build", "broken", "hung", "--cascade=foreground", "--wait=true", "--timeout=60s")
 }
