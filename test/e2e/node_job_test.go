@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +113,16 @@ spec:
 		}
 		return nil
 	})
+	// kubectl cp reaches the guest both ways (tar over exec).
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "source.txt"), []byte("sources\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodeKubectl(t, cp, "cp", filepath.Join(dir, "source.txt"), build.Name+":source.txt")
+	nodeKubectl(t, cp, "cp", build.Name+":source.txt", filepath.Join(dir, "back.txt"))
+	if b, err := os.ReadFile(filepath.Join(dir, "back.txt")); err != nil || string(b) != "sources\n" {
+		t.Fatalf("kubectl cp there and back: %q (%v)", b, err)
+	}
 	if out, code := nodeKubectlCode(t, cp, "", "exec", build.Name, "--", "touch", "go"); code != 0 {
 		t.Fatalf("kubectl exec touch go: exit %d, %q", code, out)
 	}
