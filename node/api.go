@@ -101,14 +101,16 @@ func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container st
 		}
 		return exitError(code)
 	}
-	_, t, err := p.running(ns, name, container)
+	w, t, err := p.running(ns, name, container)
 	if err != nil {
 		return err
 	}
 	if len(cmd) == 0 {
 		return errdefs.InvalidInput("exec needs a command")
 	}
-	return p.exec(ctx, t, cmd, attach)
+	// The command gets the container's environment, as with the kubelet.
+	pod, view := w.snapshot()
+	return p.exec(ctx, t, withEnv(vmEnv(vmContainer(pod), view.PodIP), cmd), attach)
 }
 
 // AttachToContainer attaches to a sidecar's main process, or opens the

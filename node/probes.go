@@ -26,7 +26,8 @@ func (w *podWorker) startProbes() {
 	pod, view := w.snapshot()
 	c := vmContainer(pod)
 	t := w.p.target(w.uid, w.dir, view.PodIP)
-	env := probeEnv{c: c, ip: view.PodIP, exec: func(ctx context.Context, argv []string) error { return w.p.execSucceeds(ctx, t, argv) }}
+	vars := vmEnv(c, view.PodIP)
+	env := probeEnv{c: c, ip: view.PodIP, exec: func(ctx context.Context, argv []string) error { return w.p.execSucceeds(ctx, t, vars, argv) }}
 	go func() {
 		if c.StartupProbe != nil {
 			if err := probeUntil(ctx, env, c.StartupProbe, true); err != nil {
@@ -266,7 +267,7 @@ func (p *PodProvider) runHook(ctx context.Context, pod *corev1.Pod, t GuestTarge
 	ip, _, _ := net.SplitHostPort(t.Addr)
 	switch {
 	case h.Exec != nil:
-		return p.execSucceeds(ctx, t, h.Exec.Command)
+		return p.execSucceeds(ctx, t, vmEnv(c, ip), h.Exec.Command)
 	case h.HTTPGet != nil:
 		return httpGet(ctx, ip, c, h.HTTPGet)
 	case h.TCPSocket != nil:
@@ -306,9 +307,9 @@ func decodeBasic(auth string) (user, pass string, ok bool) {
 
 // execSucceeds runs argv in the guest and fails unless it exits 0, quoting
 // the start of its output, as exec probes and hooks both need.
-func (p *PodProvider) execSucceeds(ctx context.Context, t GuestTarget, argv []string) error {
+func (p *PodProvider) execSucceeds(ctx context.Context, t GuestTarget, env, argv []string) error {
 	var out bytes.Buffer
-	code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: argv, Stdout: &out, Stderr: &out})
+	code, err := p.cfg.Guest.Exec(ctx, t, ExecRequest{Argv: withEnv(env, argv), Stdout: &out, Stderr: &out})
 	if err != nil {
 		return err
 	}

@@ -65,6 +65,31 @@ func podIPRef(f *corev1.EnvVarSource) bool {
 	return f.FieldRef != nil && (f.FieldRef.FieldPath == "status.podIP" || f.FieldRef.FieldPath == "status.podIPs")
 }
 
+// vmEnv is the VM container's environment as NAME=value entries: its
+// resolved env, with the pod IP (which the VM has by the time anything
+// runs in it).
+func vmEnv(c corev1.Container, podIP string) []string {
+	var env []string
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env = append(env, e.Name+"="+e.Value)
+		case podIPRef(e.ValueFrom):
+			env = append(env, e.Name+"="+podIP)
+		}
+	}
+	return env
+}
+
+// withEnv runs argv under env(1) with env added to the guest's
+// environment.
+func withEnv(env, argv []string) []string {
+	if len(env) == 0 || len(argv) == 0 {
+		return argv
+	}
+	return append(append([]string{"env"}, env...), argv...)
+}
+
 // mainDir sets d to a run's directory in the guest, named for the pod
 // and run.
 func mainDir(uid string, run int) string {
@@ -76,13 +101,8 @@ func mainDir(uid string, run int) string {
 // the command with its output in log, and then records its exit code.
 func runnerScript(c corev1.Container, podIP string) string {
 	var env []string
-	for _, e := range c.Env {
-		switch {
-		case e.ValueFrom == nil:
-			env = append(env, shellQuote(e.Name+"="+e.Value))
-		case podIPRef(e.ValueFrom):
-			env = append(env, shellQuote(e.Name+"="+podIP))
-		}
+	for _, e := range vmEnv(c, podIP) {
+		env = append(env, shellQuote(e))
 	}
 	var argv []string
 	for _, a := range append(append([]string(nil), c.Command...), c.Args...) {

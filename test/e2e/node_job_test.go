@@ -113,6 +113,14 @@ spec:
 		}
 		return nil
 	})
+	// kubectl exec runs with the container's environment.
+	running, err := nodeGetPod(t, cp, "default", build.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, code := nodeKubectlCode(t, cp, "", "exec", build.Name, "--", "sh", "-c", "echo $TARGET $POD_IP"); code != 0 || out != "ios "+running.Status.PodIP+"\n" {
+		t.Fatalf("kubectl exec with the container's env: exit %d, %q", code, out)
+	}
 	// kubectl cp reaches the guest both ways (tar over exec).
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "source.txt"), []byte("sources\n"), 0o600); err != nil {
@@ -127,11 +135,7 @@ spec:
 		t.Fatalf("kubectl exec touch go: exit %d, %q", code, out)
 	}
 	jobDone("build", batchv1.JobComplete)
-	ip := build.Status.PodIP
-	if p, err := nodeGetPod(t, cp, "default", build.Name); err == nil {
-		ip = p.Status.PodIP
-	}
-	if out := nodeKubectl(t, cp, "logs", "job/build"); out != "building ios\ndone on "+ip+"\n" {
+	if out := nodeKubectl(t, cp, "logs", "job/build"); out != "building ios\ndone on "+running.Status.PodIP+"\n" {
 		t.Fatalf("kubectl logs job/build after it completed: %q", out)
 	}
 

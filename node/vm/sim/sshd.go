@@ -272,12 +272,23 @@ func (s *session) run(ctx context.Context, cmdline string, shell bool, done chan
 }
 
 // describe names a session's command for the guest's log: the program
-// and how many arguments, never the arguments (they may hold secrets).
+// and how many arguments, never the arguments (they may hold secrets). A
+// program run under env(1) with variables (as vz-node runs a container's
+// commands) is named itself.
 func describe(cmdline string, shell bool) string {
 	if shell {
 		return "shell"
 	}
 	words, ok := simpleWords(cmdline)
+	if ok && len(words) > 1 && words[0] == "env" {
+		i := 1
+		for i < len(words) && strings.Contains(words[i], "=") {
+			i++
+		}
+		if i > 1 && i < len(words) {
+			words = words[i:]
+		}
+	}
 	switch {
 	case !ok:
 		return fmt.Sprintf("exec: shell command line (%d bytes)", len(cmdline))

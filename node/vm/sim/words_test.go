@@ -121,3 +121,18 @@ func TestParseEntry(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	t.Parallel()
+	for cmdline, want := range map[string]string{
+		"date -u":                        "exec: date (1 arguments)",
+		"env 'TOKEN=s3cret' A=1 date -u": "exec: date (1 arguments)",
+		"env A=1":                        "exec: env (1 arguments)",
+		"env -i date":                    "exec: env (2 arguments)",
+		"echo $((1+1)) | cat":            "exec: shell command line (19 bytes)",
+	} {
+		if got := describe(cmdline, false); got != want {
+			t.Errorf("describe(%q) = %q, want %q", cmdline, got, want)
+		}
+	}
+}
