@@ -749,17 +749,17 @@ func (w *podWorker) after(d time.Duration, ev event) {
 	}()
 }
 
-// update takes the pod's new metadata. Its spec stays as accepted: a
+// update takes the pod's new metadata. Its spec stays as accepted (a
 // running VM or sidecar cannot change, and the accepted spec holds the
-// resolved environment.
+// resolved environment), but for activeDeadlineSeconds, which may be
+// shortened.
 func (w *podWorker) update(ev event) stage {
 	w.mu.Lock()
 	st, spec := w.pod.Status, w.pod.Spec
-	ads := ev.pod.Spec.ActiveDeadlineSeconds
 	w.pod = ev.pod.DeepCopy()
+	ads := w.pod.Spec.ActiveDeadlineSeconds
 	w.pod.Status, w.pod.Spec = st, spec
 	changed := !equality.Semantic.DeepEqual(w.pod.Spec.ActiveDeadlineSeconds, ads)
-	// The one field of a running pod's spec that may change (shortened).
 	w.pod.Spec.ActiveDeadlineSeconds = ads
 	w.mu.Unlock()
 	if changed {
