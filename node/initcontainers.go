@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -163,13 +162,8 @@ func (w *podWorker) runInit(i int, rerun bool, delay time.Duration) {
 				backoff = nextBackoff(backoff, 5*time.Second, 5*time.Minute)
 				w.log.Warn("follow init container", "container", c.Name, "err", werr, "retry", backoff)
 			} else {
-				reason := reasonCreateContainerError
-				var se *sidecarError
-				if errors.As(err, &se) {
-					reason = se.reason
-				}
 				backoff = nextBackoff(backoff, 5*time.Second, 5*time.Minute)
-				st := sidecar.Waiting(c, reason, err.Error())
+				st := failedStatus(c, err)
 				w.post(event{kind: evInitStatus, name: c.Name, status: &st})
 				w.event(corev1.EventTypeWarning, "Failed", "Init container %q: %v (retrying in %s)", c.Name, err, backoff)
 			}

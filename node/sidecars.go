@@ -176,13 +176,8 @@ func (w *podWorker) ensureSidecar(c corev1.Container) {
 				w.post(event{kind: evSidecar, name: c.Name, ct: &ct})
 				return
 			}
-			reason := reasonCreateContainerError
-			var se *sidecarError
-			if errors.As(err, &se) {
-				reason = se.reason
-			}
 			backoff = nextBackoff(backoff, 5*time.Second, 5*time.Minute)
-			st := sidecar.Waiting(c, reason, err.Error())
+			st := failedStatus(c, err)
 			w.post(event{kind: evSidecar, name: c.Name, status: &st})
 			w.event(corev1.EventTypeWarning, "Failed", "Sidecar %q: %v (retrying in %s)", c.Name, err, backoff)
 			select {
@@ -192,6 +187,17 @@ func (w *podWorker) ensureSidecar(c corev1.Container) {
 			}
 		}
 	}()
+}
+
+// failedStatus is the waiting status of container c, which could not be
+// brought up for err.
+func failedStatus(c corev1.Container, err error) corev1.ContainerStatus {
+	reason := reasonCreateContainerError
+	var se *sidecarError
+	if errors.As(err, &se) {
+		reason = se.reason
+	}
+	return sidecar.Waiting(c, reason, err.Error())
 }
 
 // ensureContainer returns the container of sidecar or init container c,
