@@ -458,6 +458,56 @@ func (w *podWorker) mainDone(path string) bool {
 	return view.MainLog != path || view.MainExit != nil || view.Stage == stageTerminated || w.ctx.Err() != nil
 }
 
+// Kubelet's limits on a termination message taken from the log.
+const (
+	fallbackMessageLines = 80
+	fallbackMessageBytes = 2048
+)
+
+// logTail is the end of the command's log at path, for a container whose
+// terminationMessagePolicy is FallbackToLogsOnError: as with the kubelet,
+// the last 80 lines and at most 2048 bytes.
+func logTail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	// Enough for 80 lines or 2048 bytes of output but in the rarest cases,
+	// and cheap to read.
+	const window = 64 << 10
+	info, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	cut := info.Size() > window
+	if cut {
+		if _, err := f.Seek(-window, io.SeekEnd); err != nil {
+			return ""
+		}
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return ""
+	}
+	if cut {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 || i == len(b)-1 {
+			// One line longer than the window: its end.
+			b = bytes.TrimSuffix(b, []byte{'\n'})
+			return string(b[max(0, len(b)-fallbackMessageBytes+1):]) + "\n"
+		}
+		b = b[i+1:] // the first line is cut
+	}
+	sel := logSelector{tail: fallbackMessageLines}
+	var out bytes.Buffer
+	if err := sel.write(&out, sel.tailOf(b)); err != nil {
+		return ""
+	}
+	msg := out.Bytes()
+	return string(msg[max(0, len(msg)-fallbackMessageBytes):])
+}
+
 // logSelector picks and renders the lines of a command's log that
 // `kubectl logs` asked for.
 type logSelector struct {

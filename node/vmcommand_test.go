@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -86,6 +87,7 @@ func TestVMCommand(t *testing.T) {
 		func(p *corev1.Pod) {
 			p.Spec.RestartPolicy = corev1.RestartPolicyNever
 			p.Spec.Containers[0].WorkingDir = "/"
+			p.Spec.Containers[0].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
 		})
 	again := testPod("again", withCommand(`echo "run at $IP"`,
 		corev1.EnvVar{Name: "IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}))
@@ -95,8 +97,8 @@ func TestVMCommand(t *testing.T) {
 		}
 	}
 	st := f.waitFor("build", "failed with the command's exit code", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
-	if term := vmTerminated(st); term == nil || term.ExitCode != 3 || term.Reason != "Error" {
-		t.Fatalf("VM container %+v, want terminated with exit code 3", term)
+	if term := vmTerminated(st); term == nil || term.ExitCode != 3 || term.Reason != "Error" || term.Message != "building it's-ios in /\nno newline\n" {
+		t.Fatalf("VM container %+v, want terminated with exit code 3, the log's end as its message", term)
 	}
 	if got := f.logs("build", api.ContainerLogOpts{}); got != "building it's-ios in /\nno newline\n" {
 		t.Fatalf("logs %q", got)
@@ -174,6 +176,37 @@ func TestVMCommandAcrossRestart(t *testing.T) {
 	f.deletePod(pod, 1)
 }
 
+// TestLogTailLimits: a termination message from the log is its last 80
+// lines, at most 2048 bytes.
+func TestLogTailLimits(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "main-1.log")
+	l, err := openMainLog(path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		fmt.Fprintf(l, "line %d\n", i)
+	}
+	l.Close()
+	lines := strings.Split(strings.TrimSuffix(logTail(path), "\n"), "\n")
+	if len(lines) != 80 || lines[0] != "line 120" || lines[79] != "line 199" {
+		t.Fatalf("logTail: %d lines, %q ... %q", len(lines), lines[0], lines[len(lines)-1])
+	}
+	l, _ = openMainLog(path, time.Now)
+	l.Write([]byte(strings.Repeat("x", 5000) + "\n"))
+	l.Close()
+	if got := logTail(path); len(got) != 2048 || !strings.HasSuffix(got, "xx\n") {
+		t.Fatalf("logTail after a long line: %d bytes", len(got))
+	}
+	l, _ = openMainLog(path, time.Now)
+	l.Write([]byte(strings.Repeat("y", 100<<10) + "\n"))
+	l.Close()
+	if got := logTail(path); len(got) != 2048 || !strings.HasSuffix(got, "yy\n") {
+		t.Fatalf("logTail of a line longer than what it reads: %d bytes", len(got))
+	}
+}
+
 func TestMainLogResumesAndSelects(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "main-1.log")
@@ -207,6 +240,9 @@ func TestMainLogResumesAndSelects(t *testing.T) {
 	want := "2026-11-25T08:00:00.000000000Z one\n2026-11-25T08:01:00.000000000Z two\n2026-11-25T08:01:00.000000000Z three\n"
 	if string(b) != want {
 		t.Fatalf("log file\n%s\nwant\n%s", b, want)
+	}
+	if got := logTail(path); got != "one\ntwo\nthree\n" {
+		t.Fatalf("logTail %q", got)
 	}
 	for _, tc := range []struct {
 		sel  logSelector

@@ -707,7 +707,7 @@ func (w *podWorker) exited(st supervisor.State) stage {
 
 // termination turns a supervisor's final state into a container state.
 func (w *podWorker) termination(st supervisor.State) *corev1.ContainerStateTerminated {
-	_, view := w.snapshot()
+	pod, view := w.snapshot()
 	t := &corev1.ContainerStateTerminated{
 		StartedAt:   view.StartedAt,
 		FinishedAt:  metav1.NewTime(st.FinishedAt),
@@ -729,6 +729,9 @@ func (w *podWorker) termination(st supervisor.State) *corev1.ContainerStateTermi
 		t.ExitCode, t.Reason, t.Message = *view.MainExit, "Completed", ""
 		if t.ExitCode != 0 {
 			t.Reason = "Error"
+			if vmContainer(pod).TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+				t.Message = logTail(view.MainLog)
+			}
 		}
 	}
 	if t.FinishedAt.IsZero() {

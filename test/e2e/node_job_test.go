@@ -49,6 +49,7 @@ spec:
       containers:
       - name: macos
         image: VM
+        terminationMessagePolicy: FallbackToLogsOnError
         command: ["sh", "-c"]
         args: ['SCRIPT']
         env:
@@ -146,8 +147,9 @@ spec:
 		if err != nil {
 			return err
 		}
-		if cs := p.Status.ContainerStatuses; p.Status.Phase != corev1.PodFailed || len(cs) == 0 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 65 {
-			return fmt.Errorf("phase %s, statuses %+v", p.Status.Phase, cs)
+		if cs := p.Status.ContainerStatuses; p.Status.Phase != corev1.PodFailed || len(cs) == 0 || cs[0].State.Terminated == nil || cs[0].State.Terminated.ExitCode != 65 ||
+			cs[0].State.Terminated.Message != "compiling\nerror: no such scheme\n" {
+			return fmt.Errorf("phase %s, statuses %+v; want exit code 65 and the log's end as the message", p.Status.Phase, cs)
 		}
 		return nil
 	})
