@@ -33,17 +33,17 @@ func (w *podWorker) armDeadline() {
 	w.deadlineTimer = time.AfterFunc(max(left, 0), func() { w.post(event{kind: evDeadline}) })
 }
 
-// deadlineExceeded ends the pod: a running VM is powered off (exited then
-// fails the pod), anything else stops at once.
+// deadlineExceeded ends the pod: a running VM is shut down within the
+// pod's grace period (exited then fails the pod), anything else stops at
+// once.
 func (w *podWorker) deadlineExceeded(event) stage {
 	w.deadlineHit = true
 	pod, _ := w.snapshot()
 	switch w.stage {
 	case stBooting, stConnecting, stRunning:
-		w.event(corev1.EventTypeWarning, ReasonDeadlineExceeded, "%s; powering the VM off", deadlineMessage)
-		w.stopMain()
+		w.event(corev1.EventTypeWarning, ReasonDeadlineExceeded, "%s; stopping the VM", deadlineMessage)
 		w.stopSidecars(gracePeriod(pod))
-		w.killVM()
+		w.shutdownVM("its deadline", true)
 		return w.stage
 	}
 	w.cancelActivity()

@@ -9,8 +9,8 @@ import (
 )
 
 // A pod that outlives its activeDeadlineSeconds fails with reason
-// DeadlineExceeded whatever its restartPolicy: a running VM is powered
-// off; a pod whose VM waits for a slot never starts it. A shortened
+// DeadlineExceeded whatever its restartPolicy: a running VM is shut down;
+// a pod whose VM waits for a slot never starts it. A shortened
 // deadline (a pod update) takes effect.
 func TestActiveDeadline(t *testing.T) {
 	f := newFixture(t, 1, withShellGuest(t))
@@ -35,8 +35,8 @@ func TestActiveDeadline(t *testing.T) {
 		return s.Phase == corev1.PodFailed && s.Reason == ReasonDeadlineExceeded && s.Message == deadlineMessage
 	}
 	st := f.waitFor("long", "failed past its deadline", exceeded)
-	if term := vmTerminated(st); term == nil || term.ExitCode != 137 {
-		t.Fatalf("VM container %+v, want powered off (137)", term)
+	if term := vmTerminated(st); term == nil || term.ExitCode != 137 || term.Reason != ReasonDeadlineExceeded {
+		t.Fatalf("VM container %+v, want stopped (137) for its deadline", term)
 	}
 	// Its slot went to the queued pod, whose deadline is then shortened.
 	f.waitFor("queued", "running in the freed slot", isRunningReady)
@@ -48,7 +48,7 @@ func TestActiveDeadline(t *testing.T) {
 	}
 	f.waitFor("queued", "failed past its shortened deadline", exceeded)
 	events := strings.Join(drainEvents(f.events), "\n")
-	if !strings.Contains(events, deadlineMessage+"; powering the VM off") {
+	if !strings.Contains(events, deadlineMessage+"; stopping the VM") {
 		t.Fatalf("no DeadlineExceeded event among:\n%s", events)
 	}
 	for _, p := range []*corev1.Pod{running, waiting} {

@@ -52,9 +52,19 @@ func (m *fakeMachine) set(s vm.State) {
 	m.mu.Unlock()
 	m.ch <- s
 }
-func (m *fakeMachine) Start(context.Context) error       { m.set(vm.StateRunning); return nil }
-func (m *fakeMachine) RequestStop(context.Context) error { m.set(vm.StateStopped); return nil }
-func (m *fakeMachine) Stop(context.Context) error        { m.set(vm.StateStopped); return nil }
+func (m *fakeMachine) Start(context.Context) error { m.set(vm.StateRunning); return nil }
+func (m *fakeMachine) RequestStop(context.Context) error {
+	if _, deaf := deafToStopRequests.Load(m.id); !deaf {
+		m.set(vm.StateStopped)
+	}
+	return nil
+}
+
+// deafToStopRequests holds the IDs of machines whose guest ignores a stop
+// request (the power button), as a hung guest OS does.
+var deafToStopRequests sync.Map
+
+func (m *fakeMachine) Stop(context.Context) error { m.set(vm.StateStopped); return nil }
 func (m *fakeMachine) State() vm.State {
 	m.mu.Lock()
 	defer m.mu.Unlock()

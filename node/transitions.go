@@ -29,7 +29,6 @@ package node
 //	running        unhealthy        unhealthy          running (VM is being stopped)
 //	running        vm               vmChanged          backoff | terminated
 //	running        mainExited       mainExited         running (the VM is being shut down)
-//	running        mainGrace        mainGrace          running (the VM is being powered off)
 //	backoff        retry            retryRun           pulling | waitingSlot | booting
 //	stopping       vm               stoppingVM         stopping | gone
 //	stopping       graceExpired     hardStop           stopping
@@ -40,7 +39,9 @@ package node
 //	any but stopping/terminated/gone:
 //	               sidecarGone      sidecarGone        (unchanged; the sidecar is created again)
 //	               sidecarUnhealthy sidecarUnhealthy   (unchanged; the sidecar's run is killed)
-//	               deadline         deadlineExceeded   terminated, or (unchanged) while the VM is powered off
+//	               deadline         deadlineExceeded   terminated, or (unchanged) while the VM shuts down
+//	booting, connecting, running:
+//	               stopGrace        stopGrace          (unchanged; the VM is powered off)
 type stage int
 
 const (
@@ -89,11 +90,11 @@ const (
 	evInitStatus
 	evInitExited
 	evMainExited
-	evMainGrace
+	evStopGrace
 	evDeadline
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "mainGrace", "deadline"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "stopGrace", "deadline"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -138,7 +139,6 @@ var transitions = map[stage]map[eventKind]handler{
 		evUnhealthy:  (*podWorker).unhealthy,
 		evVM:         (*podWorker).vmChanged,
 		evMainExited: (*podWorker).mainExited,
-		evMainGrace:  (*podWorker).mainGrace,
 	},
 	stBackoff: {
 		evRetry: (*podWorker).retryRun,
@@ -167,6 +167,8 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).sidecarUnhealthy
 	case k == evDeadline && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).deadlineExceeded
+	case k == evStopGrace && (s == stBooting || s == stConnecting || s == stRunning):
+		return (*podWorker).stopGrace
 	}
 	return transitions[s][k]
 }

@@ -18,7 +18,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/vzfleet/vzfleet/node/podenv"
-	"github.com/vzfleet/vzfleet/node/supervisor"
 )
 
 // The VM container's command. When a pod gives its VM container a command
@@ -163,9 +162,9 @@ func (w *podWorker) startMain() {
 	if !hasCommand(c) {
 		return
 	}
-	w.stopMain()
+	w.cancelRunWork()
 	ctx, cancel := context.WithCancel(w.ctx)
-	w.mainCancel = cancel
+	w.runWork = cancel
 	run, path := w.run, w.rotateMainLog()
 	t := w.p.target(w.uid, w.dir, view.PodIP)
 	script := runnerScript(c, view.PodIP)
@@ -201,10 +200,12 @@ func (w *podWorker) rotateMainLog() string {
 	return path
 }
 
-func (w *podWorker) stopMain() {
-	if w.mainCancel != nil {
-		w.mainCancel()
-		w.mainCancel = nil
+// cancelRunWork ends the work that belongs to the VM's current run: its
+// command's follower, or the shutdown after it.
+func (w *podWorker) cancelRunWork() {
+	if w.runWork != nil {
+		w.runWork()
+		w.runWork = nil
 	}
 }
 
@@ -261,35 +262,7 @@ func (w *podWorker) mainExited(ev event) stage {
 	} else {
 		w.event(corev1.EventTypeWarning, "CommandFailed", "The VM's command exited with code %d; shutting the VM down", code)
 	}
-	pod, view := w.snapshot()
-	t := w.p.target(w.uid, w.dir, view.PodIP)
-	run := w.run
-	// The shutdown is this run's: it ends when the VM does (exited).
-	w.stopMain()
-	ctx, cancel := context.WithCancel(w.ctx)
-	w.mainCancel = cancel
-	go func() {
-		gctx, cancel := context.WithTimeout(ctx, gracePeriod(pod))
-		defer cancel()
-		if err := w.p.cfg.Guest.Shutdown(gctx, t); err != nil && ctx.Err() == nil {
-			w.log.Info("guest shutdown over SSH failed; asking the VM to stop", "err", err)
-			_ = supervisor.Client{Socket: supervisor.SocketPath(w.dir)}.RequestStop(gctx)
-		}
-		<-gctx.Done()
-		if ctx.Err() == nil {
-			w.post(event{kind: evMainGrace, run: run})
-		}
-	}()
-	return w.stage
-}
-
-// mainGrace powers off a VM that did not shut down within the grace period
-// after its command exited.
-func (w *podWorker) mainGrace(ev event) stage {
-	if ev.run == w.run {
-		w.event(corev1.EventTypeNormal, "Killing", "The VM did not shut down within its grace period after its command exited; powering it off")
-		w.killVM()
-	}
+	w.shutdownVM("its command exited", false)
 	return w.stage
 }
 

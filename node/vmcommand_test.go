@@ -132,6 +132,32 @@ func TestVMCommand(t *testing.T) {
 	}
 }
 
+// A VM whose guest does not shut down after its command exited is powered
+// off once the pod's grace period is over; the container still ends with
+// the command's exit code.
+func TestVMCommandShutdownGrace(t *testing.T) {
+	f := newFixture(t, 2, withShellGuest(t))
+	deafToStopRequests.Store("uid-stubborn", true)
+	t.Cleanup(func() { deafToStopRequests.Delete("uid-stubborn") })
+	grace := int64(1)
+	pod := testPod("stubborn", withCommand("exit 0"), func(p *corev1.Pod) {
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		p.Spec.TerminationGracePeriodSeconds = &grace
+	})
+	if err := f.p.CreatePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor("stubborn", "succeeded", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodSucceeded })
+	if term := vmTerminated(st); term == nil || term.ExitCode != 0 || term.Reason != "Completed" {
+		t.Fatalf("VM container %+v, want completed with the command's exit code", term)
+	}
+	events := strings.Join(drainEvents(f.events), "\n")
+	if !strings.Contains(events, "The VM did not shut down within its grace period after its command exited; powering it off") {
+		t.Fatalf("no power-off event among:\n%s", events)
+	}
+	f.deletePod(pod, 1)
+}
+
 // The command outlives a vz-node restart, which follows it on: its log
 // holds each line once, and its exit still ends the container.
 func TestVMCommandAcrossRestart(t *testing.T) {

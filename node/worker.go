@@ -41,8 +41,9 @@ type event struct {
 	// probeRun names the container run a sidecar probe result is for.
 	probeRun string
 	started  bool
-	// reason says why a sidecarUnhealthy kills the run: Unhealthy (its
-	// liveness probe) or FailedPostStartHook.
+	// reason says why a sidecarUnhealthy kills the run (Unhealthy, its
+	// liveness probe, or FailedPostStartHook), or why a stopGrace's VM
+	// was being shut down.
 	reason string
 	// renew is when a configured pod's volumes first need writing again.
 	renew time.Time
@@ -98,7 +99,7 @@ type podWorker struct {
 	sidecarsUp    bool                     // startSidecars has started the sidecars' loops
 	initRunning   bool                     // an init container's run is under way (runInit)
 	initWaiting   string                   // the native sidecar the init containers wait for
-	mainCancel    context.CancelFunc       // ends following the VM's command (startMain)
+	runWork       context.CancelFunc       // ends the VM run's command follower (startMain) or shutdown (shutdownVM)
 	deadlineTimer *time.Timer              // posts evDeadline (armDeadline)
 	deadlineHit   bool                     // activeDeadlineSeconds ran out
 	probes        map[string]*sidecarProbe // by sidecar name
@@ -628,6 +629,46 @@ func (w *podWorker) killVM() {
 	}()
 }
 
+// shutdownVM shuts the guest down over SSH (after the VM container's
+// preStop hook, when preStop is set), else asks the VM to stop, and powers
+// it off if it has not stopped within the pod's grace period. The
+// shutdown is this run's: it ends when the VM does (exited).
+func (w *podWorker) shutdownVM(why string, preStop bool) {
+	pod, view := w.snapshot()
+	t := w.p.target(w.uid, w.dir, view.PodIP)
+	run, reachable := w.run, view.PodIP != "" && w.stage != stBooting
+	w.cancelRunWork()
+	ctx, cancel := context.WithCancel(w.ctx)
+	w.runWork = cancel
+	go func() {
+		gctx, cancel := context.WithTimeout(ctx, gracePeriod(pod))
+		defer cancel()
+		if h := vmContainer(pod).Lifecycle; preStop && reachable && h != nil && h.PreStop != nil {
+			if err := w.p.runHook(gctx, pod, t, h.PreStop); err != nil && ctx.Err() == nil {
+				w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook failed: %v", err)
+			}
+		}
+		if err := w.p.cfg.Guest.Shutdown(gctx, t); (err != nil || !reachable) && ctx.Err() == nil {
+			w.log.Info("guest shutdown over SSH failed; asking the VM to stop", "err", err)
+			_ = supervisor.Client{Socket: supervisor.SocketPath(w.dir)}.RequestStop(gctx)
+		}
+		<-gctx.Done()
+		if ctx.Err() == nil {
+			w.post(event{kind: evStopGrace, run: run, reason: why})
+		}
+	}()
+}
+
+// stopGrace powers off a VM that did not shut down within the grace period
+// shutdownVM gave it.
+func (w *podWorker) stopGrace(ev event) stage {
+	if ev.run == w.run {
+		w.event(corev1.EventTypeNormal, "Killing", "The VM did not shut down within its grace period after %s; powering it off", ev.reason)
+		w.killVM()
+	}
+	return w.stage
+}
+
 func (w *podWorker) probed(ev event) stage {
 	w.setView(func(v *podView) {
 		if ev.ready != v.Ready {
@@ -649,10 +690,15 @@ func (w *podWorker) unhealthy(ev event) stage {
 // not start).
 func (w *podWorker) exited(st supervisor.State) stage {
 	w.cancelActivity()
-	w.stopMain()
+	w.cancelRunWork()
 	w.p.slots.release(w.uid)
 	if w.deadlineHit {
 		term := w.termination(st)
+		// vz-node stopped it, however cleanly it went down.
+		term.Reason, term.Message = ReasonDeadlineExceeded, deadlineMessage
+		if term.ExitCode == 0 {
+			term.ExitCode = 137
+		}
 		pod, _ := w.snapshot()
 		w.stopSidecars(gracePeriod(pod))
 		w.setView(func(v *podView) {
@@ -781,7 +827,7 @@ func (w *podWorker) beginDelete(ev event) stage {
 		w.mu.Unlock()
 	}
 	w.cancelActivity()
-	w.stopMain()
+	w.cancelRunWork()
 	pod, view := w.snapshot()
 	grace := gracePeriod(pod)
 	w.stopSidecars(grace)
