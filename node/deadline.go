@@ -42,7 +42,8 @@ func (w *podWorker) deadlineExceeded(event) stage {
 	switch w.stage {
 	case stBooting, stConnecting, stRunning:
 		w.event(corev1.EventTypeWarning, ReasonDeadlineExceeded, "%s; stopping the VM", deadlineMessage)
-		w.stopSidecars(gracePeriod(pod))
+		w.stopDone = make(chan struct{}) // closed by exited
+		w.stopSidecars(gracePeriod(pod), w.stopDone)
 		w.shutdownVM("its deadline", true)
 		return w.stage
 	}

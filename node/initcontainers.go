@@ -249,7 +249,7 @@ func (w *podWorker) initExited(ev event) stage {
 		msg := fmt.Sprintf("Init container %s exited with code %d and the pod's restartPolicy is Never", cs[i].Name, *ev.exit)
 		w.event(corev1.EventTypeWarning, "Failed", "%s", msg)
 		w.cancelActivity() // the VM image's pull
-		w.stopSidecars(gracePeriod(pod))
+		w.stopSidecars(gracePeriod(pod), nil)
 		w.setView(func(v *podView) {
 			v.Final, v.Message = corev1.PodFailed, msg
 			v.Stage, v.WaitingReason, v.WaitingMessage, v.Ready = stageWaiting, reasonPodInitializing, "", false

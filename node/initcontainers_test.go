@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -245,4 +247,53 @@ func TestNativeSidecar(t *testing.T) {
 	}
 	f.deletePod(pod, 1)
 	f.waitNoContainers("uid-native")
+}
+
+// When the pod is deleted, its native sidecars stop last: after the other
+// containers, and in reverse order.
+func TestNativeSidecarsStopLast(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	out := t.TempDir()
+	always := corev1.ContainerRestartPolicyAlways
+	// Each records on SIGTERM which of the others had stopped before it.
+	stopper := func(name string) corev1.Container {
+		c := sh(name, `trap 'ls /out > /out/`+name+`; exit 0' TERM; touch /out/.`+name+`-up; while :; do sleep 0.1; done`)
+		c.VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+		return c
+	}
+	first, second := stopper("first"), stopper("second")
+	first.RestartPolicy, second.RestartPolicy = &always, &always
+	agent := stopper("agent")
+	agent.Image, agent.ImagePullPolicy = sidecarImage, corev1.PullIfNotPresent
+	pod := testPod("ordered", withInit(first, second), func(p *corev1.Pod) {
+		for i := range p.Spec.InitContainers {
+			p.Spec.InitContainers[i].VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, agent)
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out}}})
+	})
+	if err := f.p.CreatePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("ordered", "running", isRunningReadyWith(1))
+	f.deletePod(pod, 10)
+	f.waitNoContainers("uid-ordered")
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatalf("%s recorded nothing when it stopped: %v", name, err)
+		}
+		return strings.Join(strings.Fields(string(b)), " ")
+	}
+	// ls lists what was there when each got SIGTERM (the files of those
+	// stopped before it), besides its own file's name.
+	if got := read("agent"); got != "agent" {
+		t.Errorf("the agent stopped after %q, want first", got)
+	}
+	if got := read("second"); got != "agent second" {
+		t.Errorf("the second native sidecar stopped after %q, want after the agent only", got)
+	}
+	if got := read("first"); got != "agent first second" {
+		t.Errorf("the first native sidecar stopped after %q, want last", got)
+	}
 }

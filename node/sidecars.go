@@ -630,10 +630,13 @@ func (w *podWorker) sidecarGone(ev event) stage {
 	return w.stage
 }
 
-// stopSidecars stops the pod's sidecars, and an init container that
-// runs, within grace, after the loops that create them have ended. Docker
-// calls never run on the worker's loop.
-func (w *podWorker) stopSidecars(grace time.Duration) {
+// stopSidecars stops the pod's Docker containers within grace, after the
+// loops that create them have ended, in the kubelet's order: the sidecars
+// after the VM and a running init container at once, the native sidecars
+// (which the VM may use while it stops) once vmDone is closed (nil: the VM
+// is not running), one after the other in reverse order. Docker calls
+// never run on the worker's loop.
+func (w *podWorker) stopSidecars(grace time.Duration, vmDone <-chan struct{}) {
 	run := w.sidecars
 	if run == nil || run.stopped != nil {
 		return
@@ -641,29 +644,45 @@ func (w *podWorker) stopSidecars(grace time.Duration) {
 	run.cancel()
 	run.stopped = make(chan struct{})
 	pod, _ := w.snapshot()
+	deadline := time.Now().Add(grace)
 	go func() {
 		defer close(run.stopped)
 		run.wg.Wait()
 		// The worker may finish meanwhile; the stop still gets its grace.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+15*time.Second)
 		defer cancel()
+		stop := func(c corev1.Container) {
+			name := sidecar.Name(pod, c.Name)
+			left := max(0, time.Until(deadline))
+			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+				// The hook runs only in a running container.
+				if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
+					left = w.p.preStop(ctx, w, c, ct.ID, left)
+				}
+			}
+			if err := w.p.cfg.Docker.Stop(ctx, name, left); err != nil && !sidecar.IsNotFound(err) {
+				w.log.Warn("stop sidecar", "container", c.Name, "err", err)
+			}
+		}
 		var wg sync.WaitGroup
+		var natives []corev1.Container
 		for _, c := range dockerContainers(pod) {
-			wg.Go(func() {
-				name := sidecar.Name(pod, c.Name)
-				left := grace
-				if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
-					// The hook runs only in a running container.
-					if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
-						left = w.p.preStop(ctx, w, c, ct.ID, grace)
-					}
-				}
-				if err := w.p.cfg.Docker.Stop(ctx, name, left); err != nil && !sidecar.IsNotFound(err) {
-					w.log.Warn("stop sidecar", "container", c.Name, "err", err)
-				}
-			})
+			if isNativeSidecar(c) {
+				natives = append(natives, c)
+				continue
+			}
+			wg.Go(func() { stop(c) })
 		}
 		wg.Wait()
+		if vmDone != nil && len(natives) > 0 {
+			select {
+			case <-vmDone:
+			case <-time.After(time.Until(deadline)):
+			}
+		}
+		for _, c := range slices.Backward(natives) {
+			stop(c)
+		}
 	}()
 }
 

@@ -244,7 +244,7 @@ func (w *podWorker) waiting(reason, msg string) {
 func (w *podWorker) fail(reason, msg string) stage {
 	w.event(corev1.EventTypeWarning, reason, "%s", msg)
 	pod, _ := w.snapshot()
-	w.stopSidecars(gracePeriod(pod))
+	w.stopSidecars(gracePeriod(pod), nil)
 	now := w.now()
 	w.setView(func(v *podView) {
 		v.Final, v.Reason, v.Message = corev1.PodFailed, reason, msg
@@ -700,7 +700,11 @@ func (w *podWorker) exited(st supervisor.State) stage {
 			term.ExitCode = 137
 		}
 		pod, _ := w.snapshot()
-		w.stopSidecars(gracePeriod(pod))
+		w.stopSidecars(gracePeriod(pod), nil)
+		if w.stopDone != nil {
+			close(w.stopDone)
+			w.stopDone = nil
+		}
 		w.setView(func(v *podView) {
 			v.Final, v.Reason, v.Message = corev1.PodFailed, ReasonDeadlineExceeded, deadlineMessage
 			v.Stage, v.Terminated, v.Ready = stageTerminated, term, false
@@ -727,7 +731,7 @@ func (w *podWorker) exited(st supervisor.State) stage {
 	restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways || pod.Spec.RestartPolicy == "" ||
 		pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure && term.ExitCode != 0
 	if !restart {
-		w.stopSidecars(gracePeriod(pod))
+		w.stopSidecars(gracePeriod(pod), nil)
 		phase := corev1.PodSucceeded
 		if term.ExitCode != 0 {
 			phase = corev1.PodFailed
@@ -830,16 +834,19 @@ func (w *podWorker) beginDelete(ev event) stage {
 	w.cancelRunWork()
 	pod, view := w.snapshot()
 	grace := gracePeriod(pod)
-	w.stopSidecars(grace)
 	switch w.stage {
 	case stBooting, stConnecting, stRunning:
 	default:
 		// No VM runs: nothing to stop.
+		w.stopSidecars(grace, nil)
 		return w.finishDeleted(true)
 	}
 	w.event(corev1.EventTypeNormal, "Killing", "Stopping VM (grace period %s)", grace)
-	w.stopDone = make(chan struct{})
+	if w.stopDone == nil {
+		w.stopDone = make(chan struct{})
+	}
 	done := w.stopDone
+	w.stopSidecars(grace, done)
 	ip := view.PodIP
 	booting := w.stage == stBooting
 	go func() {
@@ -899,6 +906,7 @@ func (w *podWorker) stoppingVM(ev event) stage {
 		return stStopping
 	}
 	close(w.stopDone)
+	w.stopDone = nil
 	term := w.termination(ev.vm)
 	w.setView(func(v *podView) { v.Terminated = term })
 	return w.finishDeleted(false)
