@@ -37,6 +37,9 @@ func (w *podWorker) armDeadline() {
 // pod's grace period (exited then fails the pod), anything else stops at
 // once.
 func (w *podWorker) deadlineExceeded(event) stage {
+	if w.deadlineHit {
+		return w.stage // re-armed by an update while the VM stops
+	}
 	w.deadlineHit = true
 	pod, _ := w.snapshot()
 	switch w.stage {
