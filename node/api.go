@@ -113,8 +113,9 @@ func (p *PodProvider) RunInContainer(ctx context.Context, ns, name, container st
 	return p.exec(ctx, t, withEnv(vmEnv(vmContainer(pod), view.PodIP), cmd), attach)
 }
 
-// AttachToContainer attaches to a sidecar's main process, or opens the
-// guest user's login shell (a VM has no single main process to attach to).
+// AttachToContainer attaches to a sidecar's main process, to the output of
+// the VM's command from now on (it runs detached, so it takes no input),
+// or, for a VM without one, opens the guest user's login shell.
 func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container string, attach api.AttachIO) error {
 	if id, _, ok := p.dockerContainer(ns, name, container); ok {
 		defer closeOutputs(attach)
@@ -123,11 +124,31 @@ func (p *PodProvider) AttachToContainer(ctx context.Context, ns, name, container
 		}
 		return nil
 	}
-	_, t, err := p.running(ns, name, container)
+	w, t, err := p.running(ns, name, container)
 	if err != nil {
 		return err
 	}
+	if pod, _ := w.snapshot(); hasCommand(vmContainer(pod)) {
+		return p.attachMain(ctx, w, attach)
+	}
 	return p.exec(ctx, t, nil, attach)
+}
+
+// attachMain streams the VM command's output from now on until it ends.
+func (p *PodProvider) attachMain(ctx context.Context, w *podWorker, attach api.AttachIO) error {
+	stdout, _ := outputs(attach)
+	defer closeOutputs(attach)
+	rc, err := p.mainLogs(ctx, w, api.ContainerLogOpts{Follow: true, SinceTime: p.cfg.Now()})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	defer stop()
+	if _, err := io.Copy(stdout, rc); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("attach to the VM's command: %w", err)
+	}
+	return nil
 }
 
 func (p *PodProvider) exec(ctx context.Context, t GuestTarget, argv []string, attach api.AttachIO) error {

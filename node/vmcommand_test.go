@@ -180,6 +180,14 @@ func TestVMCommandAcrossRestart(t *testing.T) {
 	f.p.Close()
 	f.p = f.newProvider(2)
 	f.waitFor("job", "re-adopted", isRunningReady)
+	// kubectl attach shows the command's output from now on, to its end.
+	var attached bytes.Buffer
+	attachDone := make(chan error, 1)
+	go func() {
+		attachDone <- f.p.AttachToContainer(ctx, "default", "job", "macos", &testIO{stdout: &attached})
+	}()
+	// It shows the output from when it begins: give it a moment to.
+	time.Sleep(time.Second)
 	// A follower reads the log on to the command's end.
 	follow, err := f.p.GetContainerLogs(ctx, "default", "job", "macos", api.ContainerLogOpts{Follow: true})
 	if err != nil {
@@ -198,6 +206,9 @@ func TestVMCommandAcrossRestart(t *testing.T) {
 	got, err := io.ReadAll(follow)
 	if err != nil || string(got) != "before\nafter\n" {
 		t.Fatalf("followed logs %q (%v)", got, err)
+	}
+	if err := <-attachDone; err != nil || attached.String() != "after\n" {
+		t.Fatalf("attach: %q (%v), want the output after it attached", attached.String(), err)
 	}
 	f.deletePod(pod, 1)
 }
