@@ -117,7 +117,7 @@ func statusIndex(list []corev1.ContainerStatus, name string) int {
 // hasDockerContainers reports whether any of the pod's containers run in
 // Docker.
 func hasDockerContainers(pod *corev1.Pod) bool {
-	return len(dockerContainers(pod)) > 0
+	return len(pod.Spec.InitContainers) > 0 || len(pod.Spec.Containers) > 1
 }
 
 // dockerRun returns the worker's Docker work, begun on first use.

@@ -385,6 +385,8 @@ func (p *PodProvider) mainLogs(ctx context.Context, w *podWorker, opts api.Conta
 		var buf []byte
 		first := true
 		for {
+			// Once the command is done, the file holds all it will.
+			done := !opts.Follow || w.mainDone(path)
 			b, err := io.ReadAll(f)
 			if err != nil {
 				pw.CloseWithError(err)
@@ -402,14 +404,7 @@ func (p *PodProvider) mainLogs(ctx context.Context, w *podWorker, opts api.Conta
 				return
 			}
 			buf = append(buf[:0], buf[whole:]...)
-			if !opts.Follow || w.mainDone(path) {
-				// Done, once what came before the end is read too.
-				if opts.Follow {
-					if b, _ := io.ReadAll(f); len(b) > 0 {
-						buf = append(buf, b...)
-						continue
-					}
-				}
+			if done {
 				pw.Close()
 				return
 			}
