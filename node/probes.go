@@ -27,7 +27,7 @@ func (w *podWorker) startProbes() {
 	c := vmContainer(pod)
 	t := w.p.target(w.uid, w.dir, view.PodIP)
 	vars := vmEnv(c, view.PodIP)
-	env := probeEnv{c: c, ip: view.PodIP, exec: func(ctx context.Context, argv []string) error { return w.p.execSucceeds(ctx, t, vars, argv) }}
+	env := probeEnv{c: c, addr: guestAddr(view.PodIP), exec: func(ctx context.Context, argv []string) error { return w.p.execSucceeds(ctx, t, vars, argv) }}
 	go func() {
 		if c.StartupProbe != nil {
 			if err := probeUntil(ctx, env, c.StartupProbe, true); err != nil {
@@ -57,12 +57,73 @@ func (w *podWorker) startProbes() {
 	}()
 }
 
-// probeEnv is what probes run against: the container, the address its
-// network probes reach, and how a command runs in it.
+// probeEnv is what probes run against: the container, where its network
+// probes reach it, and how a command runs in it.
 type probeEnv struct {
 	c    corev1.Container
-	ip   string
-	exec func(ctx context.Context, argv []string) error
+	addr portAddr
+	// proxied is set when addr leads to a port proxy (see tcpConnect).
+	proxied bool
+	exec    func(ctx context.Context, argv []string) error
+}
+
+// portAddr is the address (host:port) where vz-node reaches a container's
+// TCP port.
+type portAddr func(ctx context.Context, port int) (string, error)
+
+// guestAddr reaches a VM's ports at its address, ip.
+func guestAddr(ip string) portAddr {
+	return func(_ context.Context, port int) (string, error) {
+		return net.JoinHostPort(ip, strconv.Itoa(port)), nil
+	}
+}
+
+// handlerAddr is where a network probe or hook on port p goes: host when
+// the handler names one, else the container's own port.
+func handlerAddr(ctx context.Context, own portAddr, c corev1.Container, host string, p intstr.IntOrString) (string, error) {
+	port, err := resolvePort(p, c)
+	if err != nil {
+		return "", err
+	}
+	if host != "" {
+		return net.JoinHostPort(host, strconv.Itoa(port)), nil
+	}
+	return own(ctx, port)
+}
+
+// proxyHangUp is how long a TCP probe through a port proxy waits for the
+// proxy to hang up.
+const proxyHangUp = 200 * time.Millisecond
+
+// tcpConnect succeeds when a TCP connection to addr opens. Through a port
+// proxy (proxied: Docker's published ports, with docker-proxy or Docker
+// Desktop's forwarder), the connection always opens: the proxy accepts it
+// and then connects to the container, hanging up at once when nothing
+// listens there. So there the connection must also stay open, or bring
+// data, for proxyHangUp.
+func tcpConnect(ctx context.Context, addr string, proxied bool) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if !proxied {
+		return nil
+	}
+	deadline := time.Now().Add(proxyHangUp)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	var b [1]byte
+	n, err := conn.Read(b[:])
+	if ne, ok := err.(net.Error); n > 0 || ok && ne.Timeout() {
+		return nil
+	}
+	return fmt.Errorf("dial tcp %s: the port proxy hung up: nothing listens on the container's port", addr)
 }
 
 type probeTiming struct {
@@ -178,42 +239,31 @@ func probeOnce(ctx context.Context, env probeEnv, probe *corev1.Probe, timeout t
 	case h.Exec != nil:
 		return env.exec(ctx, h.Exec.Command)
 	case h.TCPSocket != nil:
-		port, err := resolvePort(h.TCPSocket.Port, env.c)
+		addr, err := handlerAddr(ctx, env.addr, env.c, h.TCPSocket.Host, h.TCPSocket.Port)
 		if err != nil {
 			return err
 		}
-		host := env.ip
-		if h.TCPSocket.Host != "" {
-			host = h.TCPSocket.Host
-		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err != nil {
-			return err
-		}
-		return conn.Close()
+		return tcpConnect(ctx, addr, env.proxied && h.TCPSocket.Host == "")
 	case h.HTTPGet != nil:
-		return httpGet(ctx, env.ip, env.c, h.HTTPGet)
+		return httpGet(ctx, env.addr, env.c, h.HTTPGet)
 	case h.GRPC != nil:
 		return fmt.Errorf("gRPC probes are not supported for macOS VMs; use exec, tcpSocket or httpGet")
 	}
 	return fmt.Errorf("probe has no handler")
 }
 
-func httpGet(ctx context.Context, ip string, c corev1.Container, g *corev1.HTTPGetAction) error {
-	port, err := resolvePort(g.Port, c)
+// httpGet runs an HTTP probe or hook of container c, whose own ports own
+// reaches.
+func httpGet(ctx context.Context, own portAddr, c corev1.Container, g *corev1.HTTPGetAction) error {
+	addr, err := handlerAddr(ctx, own, c, g.Host, g.Port)
 	if err != nil {
 		return err
-	}
-	host := ip
-	if g.Host != "" {
-		host = g.Host
 	}
 	scheme := strings.ToLower(string(g.Scheme))
 	if scheme == "" {
 		scheme = "http"
 	}
-	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: g.Path}
+	u := url.URL{Scheme: scheme, Host: addr, Path: g.Path}
 	if i := strings.IndexByte(g.Path, '?'); i >= 0 {
 		u.Path, u.RawQuery = g.Path[:i], g.Path[i+1:]
 	}
@@ -269,18 +319,13 @@ func (p *PodProvider) runHook(ctx context.Context, pod *corev1.Pod, t GuestTarge
 	case h.Exec != nil:
 		return p.execSucceeds(ctx, t, vmEnv(c, ip), h.Exec.Command)
 	case h.HTTPGet != nil:
-		return httpGet(ctx, ip, c, h.HTTPGet)
+		return httpGet(ctx, guestAddr(ip), c, h.HTTPGet)
 	case h.TCPSocket != nil:
-		port, err := resolvePort(h.TCPSocket.Port, c)
+		addr, err := handlerAddr(ctx, guestAddr(ip), c, h.TCPSocket.Host, h.TCPSocket.Port)
 		if err != nil {
 			return err
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		if err != nil {
-			return err
-		}
-		return conn.Close()
+		return tcpConnect(ctx, addr, false)
 	case h.Sleep != nil:
 		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
 		return nil

@@ -404,10 +404,10 @@ func runID(st *corev1.ContainerStatus) string {
 // for run. A failed hook kills the run, as a failed liveness probe does.
 func (w *podWorker) probeSidecar(c corev1.Container, id, run string, hook bool) context.CancelFunc {
 	ctx, cancel := context.WithCancel(w.sidecars.ctx)
-	env := probeEnv{c: c, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
+	env := probeEnv{c: c, addr: w.p.sidecarAddr(id), proxied: true, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
 	go func() {
 		if hook {
-			if err := w.p.sidecarHook(ctx, id, c.Lifecycle.PostStart); err != nil {
+			if err := w.p.sidecarHook(ctx, c, id, c.Lifecycle.PostStart); err != nil {
 				if ctx.Err() == nil {
 					w.event(corev1.EventTypeWarning, "FailedPostStartHook", "PostStart hook of sidecar %s failed: %v", c.Name, err)
 					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run, reason: "FailedPostStartHook"})
@@ -562,6 +562,32 @@ func (w *podWorker) hookBackoff(name string) time.Duration {
 	return b.delay
 }
 
+// sidecarAddr reaches the ports of sidecar container id where Docker
+// publishes them on the loopback interface (see sidecar.Spec). A run's
+// ports stay where they are, so the first answer is kept.
+func (p *PodProvider) sidecarAddr(id string) portAddr {
+	var (
+		mu  sync.Mutex
+		ct  sidecar.Container
+		got bool
+	)
+	return func(ctx context.Context, port int) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !got {
+			c, err := p.cfg.Docker.Inspect(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			ct, got = c, c.State.Running
+		}
+		if addr, ok := ct.LoopbackAddr(port); ok {
+			return addr, nil
+		}
+		return "", fmt.Errorf("port %d is not published on the host's loopback interface; declare it in the container's ports", port)
+	}
+}
+
 // sidecarExec runs argv in a sidecar's container and fails unless it
 // exits 0.
 func (p *PodProvider) sidecarExec(ctx context.Context, id string, argv []string) error {
@@ -576,12 +602,14 @@ func (p *PodProvider) sidecarExec(ctx context.Context, id string, argv []string)
 	return nil
 }
 
-// sidecarHook runs a sidecar's exec or sleep lifecycle handler (the only
-// kinds sidecar.Validate lets through).
-func (p *PodProvider) sidecarHook(ctx context.Context, id string, h *corev1.LifecycleHandler) error {
+// sidecarHook runs a lifecycle handler of sidecar c, container id: exec,
+// httpGet or sleep (the kinds sidecar.Validate lets through).
+func (p *PodProvider) sidecarHook(ctx context.Context, c corev1.Container, id string, h *corev1.LifecycleHandler) error {
 	switch {
 	case h.Exec != nil:
 		return p.sidecarExec(ctx, id, h.Exec.Command)
+	case h.HTTPGet != nil:
+		return httpGet(ctx, p.sidecarAddr(id), c, h.HTTPGet)
 	case h.Sleep != nil:
 		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
 		return nil
@@ -598,7 +626,7 @@ func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Contai
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, grace)
 	defer cancel()
-	if err := p.sidecarHook(hctx, id, c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
+	if err := p.sidecarHook(hctx, c, id, c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
 		w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook of sidecar %s failed: %v", c.Name, err)
 	}
 	return max(0, grace-time.Since(start))

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 
@@ -287,6 +290,82 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	}
 }
 
+// A sidecar's httpGet and tcpSocket probes reach it where Docker publishes
+// its ports on the loopback interface, its hostPort is published on the
+// host, and its httpGet preStop hook reaches it too.
+func TestSidecarNetworkProbes(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	hostPort, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grace := int64(1)
+	web := testPod("web", withSidecars(corev1.Container{Name: "web",
+		// httpd runs in the background, so the liveness probe can find
+		// it gone while the container still runs.
+		Command: []string{"sh", "-c", "mkdir -p /www && echo ok >/www/index.html && httpd -p 8080 -h /www && exec sleep 3600"},
+		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, HostPort: int32(hostPort)}},
+		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 5,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromString("http")}}},
+		LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 5, TerminationGracePeriodSeconds: &grace,
+			ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/gone", Port: intstr.FromInt32(8080)}}},
+	}))
+	if err := f.p.CreatePod(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("web", "web ready by its HTTP probe", sidecarRunning("web"))
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", hostPort))
+	if err != nil {
+		t.Fatalf("hostPort %d: %v", hostPort, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok\n" {
+		t.Fatalf("hostPort %d answered %s %q, want the sidecar's page", hostPort, resp.Status, body)
+	}
+
+	// A 404 makes it unready, and the page back makes it ready again.
+	run := func(argv ...string) {
+		t.Helper()
+		if err := f.p.RunInContainer(ctx, "default", "web", "web", argv, &testIO{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("rm", "/www/index.html")
+	f.waitFor("web", "web unready", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "web")
+		return c.State.Running != nil && !c.Ready
+	})
+	run("sh", "-c", "echo ok >/www/index.html")
+	f.waitFor("web", "web ready again", sidecarRunning("web"))
+
+	// With httpd gone, the TCP liveness probe fails and the container
+	// runs anew, httpd with it.
+	run("killall", "httpd")
+	f.waitFor("web", "web restarted after its failed liveness probe", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "web")
+		return c.RestartCount == 1 && c.Ready
+	})
+
+	f.deletePod(web, grace)
+	f.waitNoContainers(string(web.UID))
+	events := strings.Join(drainEvents(f.events), "\n")
+	for _, want := range []string{
+		"Readiness probe of sidecar web failed: HTTP probe http://127.0.0.1:",
+		"Liveness probe of sidecar web failed: dial tcp 127.0.0.1:", "the port proxy hung up",
+		"PreStop hook of sidecar web failed: HTTP probe http://127.0.0.1:",
+	} {
+		if !strings.Contains(events, want) {
+			t.Fatalf("no event %q among:\n%s", want, events)
+		}
+	}
+	if !strings.Contains(events, "/gone answered 404") {
+		t.Fatalf("the preStop hook did not reach the sidecar's server:\n%s", events)
+	}
+}
+
 // A sidecar's postStart hook runs once per run of its container (not again
 // when vz-node restarts); a failing one kills the run, which starts again
 // after a back-off unless restartPolicy is Never; the preStop hook runs
@@ -484,12 +563,12 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 		t.Fatalf("a pod whose env cannot be resolved started %d containers", len(cts))
 	}
 
-	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", ReadinessProbe: &corev1.Probe{}}))
+	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}}))
 	if err := f.p.CreatePod(ctx, invalid); err != nil {
 		t.Fatal(err)
 	}
 	st = f.waitFor("probe", "Failed", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
-	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": readinessProbe: only exec probes`) {
+	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": readinessProbe: gRPC probes do not run in sidecars`) {
 		t.Fatalf("invalid sidecar: reason %q message %q", st.Reason, st.Message)
 	}
 

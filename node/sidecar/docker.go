@@ -258,7 +258,20 @@ type ContainerSpec struct {
 	MemoryBytes   int64
 	NanoCPUs      int64
 	Binds         []string // host:container[:ro]
+	Ports         []Port
 }
+
+// Port publishes a container port on the host. Several Ports may publish
+// the same container port.
+type Port struct {
+	ContainerPort int
+	Protocol      string // "tcp", "udp" or "sctp"
+	HostIP        string // empty: every address of the host
+	HostPort      int    // 0: a free port the engine picks
+}
+
+// key is how the Engine API names the container port: "8080/tcp".
+func (p Port) key() string { return strconv.Itoa(p.ContainerPort) + "/" + p.Protocol }
 
 // Create creates a container and returns its ID. A name in use gives an
 // error that IsConflict recognises.
@@ -266,11 +279,16 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 	type restart struct {
 		Name string
 	}
+	type binding struct {
+		HostIP   string `json:"HostIp"`
+		HostPort string
+	}
 	type hostConfig struct {
 		RestartPolicy restart
-		Memory        int64    `json:",omitempty"`
-		NanoCpus      int64    `json:",omitempty"`
-		Binds         []string `json:",omitempty"`
+		Memory        int64                `json:",omitempty"`
+		NanoCpus      int64                `json:",omitempty"`
+		Binds         []string             `json:",omitempty"`
+		PortBindings  map[string][]binding `json:",omitempty"`
 	}
 	body := struct {
 		Image        string
@@ -284,11 +302,23 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 		AttachStdin  bool
 		AttachStdout bool
 		AttachStderr bool
+		ExposedPorts map[string]struct{} `json:",omitempty"`
 		HostConfig   hostConfig
 	}{
 		Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
 		Labels: s.Labels, Tty: s.TTY, OpenStdin: s.OpenStdin,
 		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, Binds: s.Binds},
+	}
+	for _, p := range s.Ports {
+		if body.ExposedPorts == nil {
+			body.ExposedPorts, body.HostConfig.PortBindings = map[string]struct{}{}, map[string][]binding{}
+		}
+		hostPort := ""
+		if p.HostPort != 0 {
+			hostPort = strconv.Itoa(p.HostPort)
+		}
+		body.ExposedPorts[p.key()] = struct{}{}
+		body.HostConfig.PortBindings[p.key()] = append(body.HostConfig.PortBindings[p.key()], binding{p.HostIP, hostPort})
 	}
 	var out struct {
 		ID string `json:"Id"`
@@ -368,6 +398,32 @@ type Container struct {
 		Labels map[string]string
 		Tty    bool
 	}
+	NetworkSettings struct {
+		// Ports maps "8080/tcp" to where the engine publishes it, once
+		// the container runs.
+		Ports map[string][]struct {
+			HostIP   string `json:"HostIp"`
+			HostPort string
+		}
+	}
+}
+
+// LoopbackAddr is the address on the host's loopback interface where the
+// engine forwards the container's TCP port, or false if it publishes the
+// port nowhere loopback reaches. This is how the host reaches a container
+// on every engine: Docker Desktop's containers have addresses that macOS
+// cannot route to.
+func (ct Container) LoopbackAddr(port int) (string, bool) {
+	found := ""
+	for _, b := range ct.NetworkSettings.Ports[strconv.Itoa(port)+"/tcp"] {
+		switch b.HostIP {
+		case "127.0.0.1":
+			return net.JoinHostPort(b.HostIP, b.HostPort), true
+		case "", "0.0.0.0", "::":
+			found = net.JoinHostPort("127.0.0.1", b.HostPort)
+		}
+	}
+	return found, found != ""
 }
 
 // Inspect reads a container by ID or name.

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/vzfleet/vzfleet/node/podenv"
 )
@@ -43,20 +44,15 @@ func Validate(c corev1.Container) error {
 		bad("volumeDevices are not supported")
 	}
 	for name, p := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
-		if p != nil && p.Exec == nil {
-			bad("%s: only exec probes run in sidecars", name)
+		if p != nil && p.GRPC != nil {
+			bad("%s: gRPC probes do not run in sidecars; use exec, httpGet or tcpSocket", name)
 		}
 	}
 	if l := c.Lifecycle; l != nil {
 		for name, h := range map[string]*corev1.LifecycleHandler{"postStart": l.PostStart, "preStop": l.PreStop} {
-			if h != nil && h.Exec == nil && h.Sleep == nil {
-				bad("lifecycle.%s: only exec and sleep hooks run in sidecars", name)
+			if h != nil && h.Exec == nil && h.Sleep == nil && h.HTTPGet == nil {
+				bad("lifecycle.%s: only exec, httpGet and sleep hooks run in sidecars", name)
 			}
-		}
-	}
-	for _, p := range c.Ports {
-		if p.HostPort != 0 {
-			bad("ports[%s].hostPort is not supported", p.Name)
 		}
 	}
 	for _, e := range c.Env {
@@ -102,6 +98,7 @@ func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) Cont
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name,
 		},
 		Binds: binds,
+		Ports: ports(c),
 	}
 	switch {
 	case c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
@@ -124,6 +121,69 @@ func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) Cont
 		s.NanoCPUs = q.MilliValue() * 1e6
 	}
 	return s
+}
+
+// ports is what a sidecar publishes: every declared port on 127.0.0.1 at
+// a port the engine picks, where vz-node's network probes and hooks reach
+// it (with Docker Desktop, macOS cannot route to a container's own
+// address), and also at its hostPort when it has one, as the kubelet does.
+// Ports that probes or hooks name by number without declaring them are
+// published on 127.0.0.1 too.
+func ports(c corev1.Container) []Port {
+	var ps []Port
+	loopback := map[int]bool{}
+	publish := func(port int, proto string) {
+		if proto == "tcp" {
+			if loopback[port] {
+				return
+			}
+			loopback[port] = true
+		}
+		ps = append(ps, Port{ContainerPort: port, Protocol: proto, HostIP: "127.0.0.1"})
+	}
+	for _, p := range c.Ports {
+		proto := strings.ToLower(string(p.Protocol))
+		if proto == "" {
+			proto = "tcp"
+		}
+		publish(int(p.ContainerPort), proto)
+		if p.HostPort != 0 {
+			ps = append(ps, Port{ContainerPort: int(p.ContainerPort), Protocol: proto, HostIP: p.HostIP, HostPort: int(p.HostPort)})
+		}
+	}
+	for _, port := range handlerPorts(c) {
+		if port.Type == intstr.Int {
+			publish(int(port.IntVal), "tcp")
+		}
+	}
+	return ps
+}
+
+// handlerPorts are the ports of c's network probes and hooks that reach
+// the container itself (not a host the handler names).
+func handlerPorts(c corev1.Container) []intstr.IntOrString {
+	var ps []intstr.IntOrString
+	add := func(http *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction) {
+		switch {
+		case http != nil && http.Host == "":
+			ps = append(ps, http.Port)
+		case tcp != nil && tcp.Host == "":
+			ps = append(ps, tcp.Port)
+		}
+	}
+	for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		if p != nil {
+			add(p.HTTPGet, p.TCPSocket)
+		}
+	}
+	if l := c.Lifecycle; l != nil {
+		for _, h := range []*corev1.LifecycleHandler{l.PostStart, l.PreStop} {
+			if h != nil {
+				add(h.HTTPGet, h.TCPSocket)
+			}
+		}
+	}
+	return ps
 }
 
 // Waiting is the status of a sidecar that has no running container yet.

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 func TestValidate(t *testing.T) {
@@ -22,6 +23,14 @@ func TestValidate(t *testing.T) {
 	if err := Validate(ok); err != nil {
 		t.Fatalf("valid sidecar refused: %v", err)
 	}
+	network := ok
+	network.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, HostPort: 80}}
+	network.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("http")}}}
+	network.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
+	network.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(8080)}}}
+	if err := Validate(network); err != nil {
+		t.Fatalf("sidecar with network probes, hook and hostPort refused: %v", err)
+	}
 	cases := map[string]struct {
 		mutate func(*corev1.Container)
 		want   string
@@ -29,14 +38,12 @@ func TestValidate(t *testing.T) {
 		"no image":      {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
 		"volume device": {func(c *corev1.Container) { c.VolumeDevices = []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/v"}} }, "volumeDevices"},
 		"pod IP":        {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
-		"tcp liveness":  {func(c *corev1.Container) { c.LivenessProbe = &corev1.Probe{} }, "livenessProbe: only exec probes"},
-		"http probe": {func(c *corev1.Container) {
-			c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
-		}, "readinessProbe: only exec probes"},
-		"http hook": {func(c *corev1.Container) {
-			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
-		}, "lifecycle.preStop: only exec and sleep hooks"},
-		"host port": {func(c *corev1.Container) { c.Ports = []corev1.ContainerPort{{Name: "http", HostPort: 80}} }, "ports[http].hostPort"},
+		"grpc liveness": {func(c *corev1.Container) {
+			c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}
+		}, "livenessProbe: gRPC probes do not run in sidecars"},
+		"tcp hook": {func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}}}
+		}, "lifecycle.preStop: only exec, httpGet and sleep hooks"},
 		"resource env": {func(c *corev1.Container) {
 			c.Env[0].ValueFrom = &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{}}
 		}, "env A: resourceFieldRef"},
@@ -79,6 +86,22 @@ func TestSpec(t *testing.T) {
 			s.WorkingDir != "/srv" || !reflect.DeepEqual(s.Env, []string{"A=1"}) || !reflect.DeepEqual(s.Binds, []string{"/v/cache:/cache:ro"}) || s.Labels[LabelNode] != "mac-01" || s.Labels[LabelPodUID] != "u-1" {
 			t.Fatalf("spec %+v", s)
 		}
+	}
+	// Declared ports are published on loopback, where probes reach them,
+	// and at their hostPort; a probe's undeclared port on loopback; a
+	// probe of another host publishes nothing.
+	c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 80, HostPort: 8080, HostIP: "10.0.0.5"}, {ContainerPort: 53, Protocol: corev1.ProtocolUDP}}
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("http")}}}
+	c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9090)}}}
+	c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Host: "10.0.0.9", Port: intstr.FromInt32(7070)}}}
+	want := []Port{
+		{ContainerPort: 80, Protocol: "tcp", HostIP: "127.0.0.1"},
+		{ContainerPort: 80, Protocol: "tcp", HostIP: "10.0.0.5", HostPort: 8080},
+		{ContainerPort: 53, Protocol: "udp", HostIP: "127.0.0.1"},
+		{ContainerPort: 9090, Protocol: "tcp", HostIP: "127.0.0.1"},
+	}
+	if got := Spec(pod, c, "mac-01", nil).Ports; !reflect.DeepEqual(got, want) {
+		t.Errorf("ports %+v\nwant %+v", got, want)
 	}
 	// A native sidecar (an init container with restartPolicy Always)
 	// restarts whatever the pod's policy.

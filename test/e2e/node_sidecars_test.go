@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +73,11 @@ func TestVZNodeSidecars(t *testing.T) {
 	})
 	nodeKubectl(t, cp, "create", "secret", "docker-registry", "regcred", "--docker-server="+reg.Addr, "--docker-username=ci", "--docker-password=pa55word")
 	nodeKubectl(t, cp, "create", "secret", "generic", "agent-token", "--from-literal=token=t0ken")
-	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage).Replace(`apiVersion: v1
+	hostPort, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage, "HOSTPORT", strconv.Itoa(hostPort)).Replace(`apiVersion: v1
 kind: ConfigMap
 metadata:
   name: agent-settings
@@ -122,7 +129,16 @@ spec:
   - name: cache
     image: IMAGE
     restartPolicy: Always
-    command: ["sh", "-c", "echo cache up; exec sleep 3600"]
+    command: ["sh", "-c", "echo cache up; mkdir /www; echo hit > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    ports:
+    - name: http
+      containerPort: 8080
+      hostPort: HOSTPORT
+    startupProbe:
+      httpGet:
+        path: /index.html
+        port: http
+      periodSeconds: 1
   containers:
   - name: macos
     image: VM
@@ -208,6 +224,17 @@ spec:
 	}
 	if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "cache"); out != "cache up\n" {
 		t.Fatalf("kubectl logs -c cache: %q", out)
+	}
+	// The native sidecar started once its HTTP startup probe reached it,
+	// and its hostPort is published on the node.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", hostPort))
+	if err != nil {
+		t.Fatalf("the cache's hostPort %d: %v", hostPort, err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(page) != "hit\n" {
+		t.Fatalf("the cache's hostPort %d answered %s %q", hostPort, resp.Status, page)
 	}
 	if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "prepare"); out != "prepare done\n" {
 		t.Fatalf("kubectl logs -c prepare: %q", out)

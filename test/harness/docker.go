@@ -22,12 +22,15 @@ type Docker struct {
 	// Started is true when the harness started this dockerd itself.
 	Started bool
 	proc    *Process
+	// removeBridge deletes the bridge of the dockerd the harness started.
+	removeBridge func()
 }
 
 // StartDocker returns the Docker engine named by DOCKER_HOST or listening on
 // /var/run/docker.sock when one answers; otherwise it starts Debian's dockerd
-// with its own data root, exec root, pidfile and socket under dir, without
-// touching the host's bridge or iptables.
+// with its own data root, exec root, pidfile and socket under dir, and a
+// bridge of its own, without touching docker0 or iptables. Its containers
+// publish ports through docker-proxy, as Docker Desktop's reach macOS.
 func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 	for _, host := range []string{os.Getenv("DOCKER_HOST"), "unix:///var/run/docker.sock"} {
 		if host != "" && dockerPing(host) == nil {
@@ -43,17 +46,23 @@ func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Docker{Host: "unix://" + filepath.Join(sockDir, "docker.sock"), Started: true}
+	bridge, removeBridge, err := newDockerBridge()
+	if err != nil {
+		os.RemoveAll(sockDir)
+		return nil, err
+	}
+	d := &Docker{Host: "unix://" + filepath.Join(sockDir, "docker.sock"), Started: true, removeBridge: removeBridge}
 	args := []string{
 		"--data-root=" + filepath.Join(dir, "data"),
 		"--exec-root=" + filepath.Join(sockDir, "exec"),
 		"--pidfile=" + filepath.Join(sockDir, "docker.pid"),
 		"--host=" + d.Host,
-		"--bridge=none",
+		"--bridge=" + bridge,
 		"--iptables=false",
 		"--ip-masq=false",
 	}
 	if d.proc, err = StartProcess("dockerd", filepath.Join(dir, "dockerd.log"), bin, args, nil); err != nil {
+		d.Stop()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -93,7 +102,7 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	if _, err := tw.Write(data); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id"} {
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id", "httpd", "killall"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
 			return err
 		}
@@ -129,7 +138,12 @@ func checkStatic(path string) error {
 func (d *Docker) Stop() {
 	if d.proc != nil {
 		d.proc.Stop()
+	}
+	if d.Started {
 		os.RemoveAll(filepath.Dir(strings.TrimPrefix(d.Host, "unix://")))
+	}
+	if d.removeBridge != nil {
+		d.removeBridge()
 	}
 }
 
