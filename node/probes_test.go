@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -46,5 +49,45 @@ func TestProbes(t *testing.T) {
 	})
 	if term := st.ContainerStatuses[0].LastTerminationState.Terminated; term == nil || term.ExitCode != 137 {
 		t.Fatalf("last termination %+v, want exit code 137 (killed)", term)
+	}
+}
+
+// Through a port proxy, a TCP probe fails when the proxy accepts the
+// connection and hangs up (nothing listens behind it), and passes when the
+// connection stays open or brings data; without a proxy, opening it is
+// enough.
+func TestTCPConnectThroughProxy(t *testing.T) {
+	t.Parallel()
+	serve := func(handle func(net.Conn)) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go handle(c)
+			}
+		}()
+		return l.Addr().String()
+	}
+	hangUp := serve(func(c net.Conn) { c.Close() })
+	silent := serve(func(c net.Conn) { time.Sleep(time.Second); c.Close() })
+	banner := serve(func(c net.Conn) { c.Write([]byte("SSH-2.0\r\n")); c.Close() })
+	ctx := context.Background()
+	if err := tcpConnect(ctx, hangUp, true); err == nil || !strings.Contains(err.Error(), "port proxy hung up") {
+		t.Errorf("proxy hanging up: %v, want a failure saying so", err)
+	}
+	for name, addr := range map[string]string{"silent server": silent, "banner": banner} {
+		if err := tcpConnect(ctx, addr, true); err != nil {
+			t.Errorf("%s through a proxy: %v", name, err)
+		}
+	}
+	if err := tcpConnect(ctx, hangUp, false); err != nil {
+		t.Errorf("no proxy, connection opened: %v", err)
 	}
 }
