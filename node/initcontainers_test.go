@@ -297,3 +297,38 @@ func TestNativeSidecarsStopLast(t *testing.T) {
 		t.Errorf("the first native sidecar stopped after %q, want last", got)
 	}
 }
+
+// However little of the grace period is left, every Docker container gets
+// minStopGrace between SIGTERM and SIGKILL, as with the kubelet: here a
+// pod deleted with no grace at all, whose sidecars each take a second to
+// shut down cleanly, the native one after the other.
+func TestSidecarStopMinimumGrace(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	out := t.TempDir()
+	always := corev1.ContainerRestartPolicyAlways
+	slow := func(name string) corev1.Container {
+		c := sh(name, `trap 'sleep 1; touch /out/`+name+`; exit 0' TERM; while :; do sleep 0.1; done`)
+		c.VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+		return c
+	}
+	native := slow("native")
+	native.RestartPolicy = &always
+	agent := slow("agent")
+	agent.Image, agent.ImagePullPolicy = sidecarImage, corev1.PullIfNotPresent
+	pod := testPod("hasty", withInit(native), func(p *corev1.Pod) {
+		p.Spec.InitContainers[0].VolumeMounts = native.VolumeMounts
+		p.Spec.Containers = append(p.Spec.Containers, agent)
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out}}})
+	})
+	if err := f.p.CreatePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("hasty", "running", isRunningReadyWith(1))
+	f.deletePod(pod, 0)
+	f.waitNoContainers("uid-hasty")
+	for _, name := range []string{"agent", "native"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("%s was killed before it finished its clean shutdown: %v", name, err)
+		}
+	}
+}

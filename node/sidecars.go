@@ -614,14 +614,19 @@ func (p *PodProvider) sidecarHook(ctx context.Context, c corev1.Container, id st
 		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
 		return nil
 	}
-	return fmt.Errorf("lifecycle hook has no exec or sleep handler")
+	return fmt.Errorf("lifecycle hook has no exec, httpGet or sleep handler")
 }
 
+// minStopGrace is the least time a container gets between SIGTERM and
+// SIGKILL, whatever is left of the grace period: the kubelet's
+// minimumGracePeriodInSeconds.
+const minStopGrace = 2 * time.Second
+
 // preStop runs sidecar c's preStop hook, if any, within grace and returns
-// what is left of grace for the stop itself.
+// what is left of grace for the stop itself, at least minStopGrace.
 func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Container, id string, grace time.Duration) time.Duration {
 	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
-		return grace
+		return max(minStopGrace, grace)
 	}
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, grace)
@@ -629,7 +634,7 @@ func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Contai
 	if err := p.sidecarHook(hctx, c, id, c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
 		w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook of sidecar %s failed: %v", c.Name, err)
 	}
-	return max(0, grace-time.Since(start))
+	return max(minStopGrace, grace-time.Since(start))
 }
 
 // killGrace is how long a container killed for its liveness probe gets to
@@ -676,16 +681,19 @@ func (w *podWorker) stopSidecars(grace time.Duration, vmDone <-chan struct{}) {
 	go func() {
 		defer close(run.stopped)
 		run.wg.Wait()
-		// The worker may finish meanwhile; the stop still gets its grace.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+15*time.Second)
+		// The worker may finish meanwhile; the stop still gets its grace,
+		// and each native sidecar, stopping one after the other, at least
+		// minStopGrace.
+		containers := dockerContainers(pod)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), grace+time.Duration(len(containers))*minStopGrace+15*time.Second)
 		defer cancel()
 		stop := func(c corev1.Container) {
 			name := sidecar.Name(pod, c.Name)
-			left := max(0, time.Until(deadline))
+			left := max(minStopGrace, time.Until(deadline))
 			if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
 				// The hook runs only in a running container.
 				if ct, err := w.p.cfg.Docker.Inspect(ctx, name); err == nil && ct.State.Running {
-					left = w.p.preStop(ctx, w, c, ct.ID, left)
+					left = w.p.preStop(ctx, w, c, ct.ID, time.Until(deadline))
 				}
 			}
 			if err := w.p.cfg.Docker.Stop(ctx, name, left); err != nil && !sidecar.IsNotFound(err) {
@@ -694,7 +702,7 @@ func (w *podWorker) stopSidecars(grace time.Duration, vmDone <-chan struct{}) {
 		}
 		var wg sync.WaitGroup
 		var natives []corev1.Container
-		for _, c := range dockerContainers(pod) {
+		for _, c := range containers {
 			if isNativeSidecar(c) {
 				natives = append(natives, c)
 				continue
