@@ -32,15 +32,17 @@ type Guest interface {
 }
 
 // Objects is what vz-node reads from the API for a pod: the Secrets and
-// ConfigMaps it references, its service account tokens, and the Services
+// ConfigMaps it references, its service account tokens, its
+// PersistentVolumeClaims and their PersistentVolumes, and the Services
 // whose variables its containers get.
 type Objects interface {
 	volume.Source
+	volume.Claims
 	podenv.ServiceLister
 }
 
-// kubeObjects reads the Secrets and ConfigMaps a pod references, one GET
-// each: the Node authorizer lets a node get what its pods reference but
+// kubeObjects reads the Secrets, ConfigMaps and PersistentVolumeClaims a
+// pod references, and their PersistentVolumes, one GET each: the Node authorizer lets a node get what its pods reference but
 // never list or watch them, so informers' listers stay empty under node
 // credentials. Services, which nodes may list, are listed per namespace.
 type kubeObjects struct{ c kubernetes.Interface }
@@ -59,6 +61,14 @@ func (k kubeObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secre
 
 func (k kubeObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
 	return k.c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (k kubeObjects) PersistentVolumeClaim(ctx context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	return k.c.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (k kubeObjects) PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+	return k.c.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
 }
 
 // Token asks the TokenRequest API for a token bound to the pod, which the

@@ -223,11 +223,13 @@ func TestExecPassesExitCode(t *testing.T) {
 	}
 }
 
-// lateObjects is an Objects whose Secret and ConfigMap exist once arrived
-// is set; the API server's Service is always there.
+// lateObjects is an Objects whose Secret, ConfigMap and claim (bound to a
+// hostPath PersistentVolume at claimDir) exist once arrived is set; the API
+// server's Service is always there.
 type lateObjects struct {
-	mu      sync.Mutex
-	arrived bool
+	mu       sync.Mutex
+	arrived  bool
+	claimDir string
 }
 
 func (o *lateObjects) there() bool {
@@ -250,6 +252,18 @@ func (o *lateObjects) ConfigMap(_ context.Context, _, name string) (*corev1.Conf
 	return &corev1.ConfigMap{Data: map[string]string{"level": "debug"}}, nil
 }
 
+func (o *lateObjects) PersistentVolumeClaim(_ context.Context, _, name string) (*corev1.PersistentVolumeClaim, error) {
+	if !o.there() {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "persistentvolumeclaims"}, name)
+	}
+	return &corev1.PersistentVolumeClaim{Spec: corev1.PersistentVolumeClaimSpec{VolumeName: "pv-" + name}, Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound}}, nil
+}
+
+func (o *lateObjects) PersistentVolume(_ context.Context, name string) (*corev1.PersistentVolume, error) {
+	return &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PersistentVolumeSpec{
+		PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: o.claimDir}}}}, nil
+}
+
 func (o *lateObjects) Services(_ context.Context, ns string) ([]corev1.Service, error) {
 	if ns != metav1.NamespaceDefault {
 		return nil, nil
@@ -261,12 +275,12 @@ func (o *lateObjects) Token(context.Context, *corev1.Pod, string, string, int64)
 	return "tok", time.Now().Add(time.Hour), nil
 }
 
-// As the kubelet does, a pod whose Secret or ConfigMap does not exist yet
-// waits Pending (restartPolicy Never too), says why, and starts once it
-// exists.
+// As the kubelet does, a pod whose Secret, ConfigMap or
+// PersistentVolumeClaim does not exist yet waits Pending (restartPolicy
+// Never too), says why, and starts once it exists.
 func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
-	objects := &lateObjects{}
-	f := newFixture(t, 2, func(f *fixture) { f.objects = objects })
+	objects := &lateObjects{claimDir: t.TempDir()}
+	f := newFixture(t, 3, func(f *fixture) { f.objects = objects })
 	ctx := context.Background()
 	never := func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever }
 	env := testPod("env", never, func(p *corev1.Pod) {
@@ -278,7 +292,12 @@ func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
 			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "late-settings"}}}}}
 		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "settings", MountPath: "/Volumes/settings"}}
 	})
-	for _, p := range []*corev1.Pod{env, vol} {
+	claim := testPod("claim", never, func(p *corev1.Pod) {
+		p.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "late-claim", ReadOnly: true}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cache", MountPath: "/Volumes/cache"}}
+	})
+	for _, p := range []*corev1.Pod{env, vol, claim} {
 		if err := f.p.CreatePod(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -291,6 +310,7 @@ func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
 	}
 	f.waitFor("env", "waiting for its Secret", waiting(ReasonCreateContainerConfigError, `env TOKEN of container "macos": Secret "late" not found`))
 	f.waitFor("vol", "waiting for its ConfigMap", waiting(ReasonContainerCreating, `late-settings`))
+	f.waitFor("claim", "waiting for its claim", waiting(ReasonContainerCreating, `volume "cache": persistentVolumeClaim "late-claim": persistentvolumeclaims "late-claim" not found`))
 	if pods, err := f.p.GetPods(ctx); err != nil || len(pods) != 0 {
 		t.Fatalf("GetPods lists %d pods waiting for their configuration (%v), want none", len(pods), err)
 	}
@@ -304,6 +324,15 @@ func TestPodWaitsForItsSecretAndConfigMap(t *testing.T) {
 	objects.mu.Unlock()
 	f.waitFor("env", "Running", isRunningReady)
 	f.waitFor("vol", "Running", isRunningReady)
+	f.waitFor("claim", "Running", isRunningReady)
+	// The claim is its PersistentVolume's directory, shared read-only.
+	resolved, err := f.p.GetPod(ctx, "default", "claim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh := f.p.vmShares(resolved); len(sh) != 1 || sh[0].HostPath != objects.claimDir || !sh[0].ReadOnly {
+		t.Fatalf("the VM's shares %+v, want the PersistentVolume's directory %s, read-only", sh, objects.claimDir)
+	}
 	got, err := f.p.GetPod(ctx, "default", "env")
 	if err != nil {
 		t.Fatal(err)

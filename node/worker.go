@@ -255,11 +255,11 @@ func (w *podWorker) fail(reason, msg string) stage {
 	return stTerminated
 }
 
-// configure resolves the containers' environment and writes the pod's
-// volumes, off the loop; a pod configured before (recovered after a
-// restart) goes on to accept. As with the kubelet, a missing Secret or
-// ConfigMap keeps the pod Pending and is tried again, whatever its
-// restartPolicy.
+// configure resolves the containers' environment and the pod's
+// persistentVolumeClaims, and writes the pod's volumes, off the loop; a pod
+// configured before (recovered after a restart) goes on to accept. As with
+// the kubelet, a missing Secret, ConfigMap or bound claim keeps the pod
+// Pending and is tried again, whatever its restartPolicy.
 func (w *podWorker) configure(ev event) stage {
 	if w.resolved {
 		return w.accept(ev)
@@ -270,6 +270,10 @@ func (w *podWorker) configure(ev event) stage {
 		report := func(reason, msg string) { w.event(corev1.EventTypeWarning, reason, "%s", msg) }
 		if err := podenv.Resolve(ctx, pod, w.p.cfg.Objects, w.p.cfg.HostIP, report); err != nil {
 			w.post(event{kind: evConfigFailed, err: err})
+			return
+		}
+		if err := volume.ResolveClaims(ctx, pod, w.p.cfg.Objects); err != nil {
+			w.post(event{kind: evConfigFailed, err: err, mount: true})
 			return
 		}
 		w.volMu.Lock()
@@ -297,6 +301,7 @@ func (w *podWorker) configured(ev event) stage {
 	w.mu.Lock()
 	w.pod.Spec.Containers = ev.pod.Spec.Containers
 	w.pod.Spec.InitContainers = ev.pod.Spec.InitContainers
+	w.pod.Spec.Volumes = ev.pod.Spec.Volumes
 	w.resolved = true
 	pod := w.pod
 	w.mu.Unlock()

@@ -44,7 +44,8 @@ const (
 func Check(v corev1.Volume) error {
 	s := v.VolumeSource
 	switch {
-	case s.EmptyDir != nil, s.HostPath != nil, s.ConfigMap != nil, s.Secret != nil:
+	case s.EmptyDir != nil, s.HostPath != nil, s.ConfigMap != nil, s.Secret != nil, s.PersistentVolumeClaim != nil:
+		// A claim becomes a hostPath volume (see ResolveClaims).
 		return nil
 	case s.DownwardAPI != nil:
 		return checkFields(v.Name, s.DownwardAPI.Items)
@@ -62,7 +63,7 @@ func Check(v corev1.Volume) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("volume %q: only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported", v.Name)
+	return fmt.Errorf("volume %q: only emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim volumes are supported", v.Name)
 }
 
 func checkFields(name string, items []corev1.DownwardAPIVolumeFile) error {
@@ -131,8 +132,11 @@ func (w *Writer) Write(ctx context.Context, pod *corev1.Pod, dir string, src Sou
 
 func (w *Writer) write(ctx context.Context, pod *corev1.Pod, dir string, v corev1.Volume, src Source) (time.Time, error) {
 	s := v.VolumeSource
-	if s.HostPath != nil {
+	switch {
+	case s.HostPath != nil:
 		return time.Time{}, hostPath(*s.HostPath)
+	case s.PersistentVolumeClaim != nil:
+		return time.Time{}, fmt.Errorf("persistentVolumeClaim %q is not resolved to a PersistentVolume (see ResolveClaims)", s.PersistentVolumeClaim.ClaimName)
 	}
 	root := filepath.Join(dir, v.Name)
 	if s.EmptyDir != nil {

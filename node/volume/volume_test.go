@@ -83,7 +83,7 @@ func TestWrite(t *testing.T) {
 				{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
 				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
 			}}}},
-			{Name: "claim", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+			{Name: "nfs", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "filer", Path: "/x"}}},
 		}},
 	}
 	start := time.Now()
@@ -122,7 +122,7 @@ func TestWrite(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "picked", "mode")); !os.IsNotExist(err) {
 		t.Errorf("a key not among the items was written: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "claim")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "nfs")); !os.IsNotExist(err) {
 		t.Errorf("an unsupported volume was written: %v", err)
 	}
 
@@ -187,8 +187,8 @@ func TestWriteFailures(t *testing.T) {
 			}
 		})
 	}
-	if err := Check(corev1.Volume{Name: "c", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}); err == nil || !strings.Contains(err.Error(), `volume "c": only emptyDir`) {
-		t.Fatalf("Check of a PVC: %v", err)
+	if err := Check(corev1.Volume{Name: "c", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "filer", Path: "/x"}}}); err == nil || !strings.Contains(err.Error(), `volume "c": only emptyDir`) {
+		t.Fatalf("Check of an NFS volume: %v", err)
 	}
 	if err := Check(corev1.Volume{Name: "d", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{Path: "cpu", ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}}}}}); err == nil || !strings.Contains(err.Error(), "only fieldRef") {
 		t.Fatalf("Check of a resourceFieldRef item: %v", err)

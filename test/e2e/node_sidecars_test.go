@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,8 +27,11 @@ import (
 // registry: an init container prepares a volume before the VM and the
 // sidecar start, the containers' image is pulled from a registry that
 // wants the pod's imagePullSecret, their env comes from the downward API, a
-// ConfigMap and a Secret (read with the node's own credentials), kubectl
-// logs and exec reach them, and deleting the pod removes its containers.
+// ConfigMap and a Secret (read with the node's own credentials), a
+// PersistentVolumeClaim bound by the controller manager is the volume's
+// directory for the sidecar and the VM, a native sidecar starts once its
+// HTTP startup probe reaches it and publishes its hostPort, kubectl logs
+// and exec reach them, and deleting the pod removes its containers.
 func TestVZNodeSidecars(t *testing.T) {
 	harness.RequireRoot(t)
 	t.Parallel()
@@ -77,7 +81,35 @@ func TestVZNodeSidecars(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage, "HOSTPORT", strconv.Itoa(hostPort)).Replace(`apiVersion: v1
+	// A build cache on the Mac, claimed through a hostPath PersistentVolume
+	// that the controller manager binds.
+	cacheDir := t.TempDir()
+	manifest := strings.NewReplacer("NODE", node, "IMAGE", image, "VM", nodeTestImage, "HOSTPORT", strconv.Itoa(hostPort), "CACHEDIR", cacheDir).Replace(`apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: NODE-cache
+spec:
+  capacity:
+    storage: 1Gi
+  accessModes: [ReadWriteOnce]
+  storageClassName: mac-local
+  hostPath:
+    path: CACHEDIR
+    type: Directory
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: build-cache
+  namespace: default
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: mac-local
+  resources:
+    requests:
+      storage: 1Gi
+---
+apiVersion: v1
 kind: ConfigMap
 metadata:
   name: agent-settings
@@ -114,6 +146,9 @@ spec:
       name: agent-settings
   - name: work
     emptyDir: {}
+  - name: cache
+    persistentVolumeClaim:
+      claimName: build-cache
   initContainers:
   - name: prepare
     image: IMAGE
@@ -147,6 +182,8 @@ spec:
       mountPath: /Volumes/settings
     - name: work
       mountPath: /Volumes/work
+    - name: cache
+      mountPath: /Volumes/cache
   - name: agent
     image: IMAGE
     imagePullPolicy: Always
@@ -157,6 +194,8 @@ spec:
     - name: settings
       mountPath: /etc/agent-level.conf
       subPath: level
+    - name: cache
+      mountPath: /cache
     readinessProbe:
       exec:
         command: ["test", "-s", "/etc/agent/level"]
@@ -278,6 +317,17 @@ spec:
 	}
 	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "macos", "--", "cat", "Volumes/My Shared Files/settings/level"); code != 0 || out != "debug" {
 		t.Fatalf("the ConfigMap volume in the VM: exit %d, %q", code, out)
+	}
+	// The claim: what the sidecar writes is in the PersistentVolume's
+	// directory on the host and in the VM's share.
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "sh", "-c", "echo warm > /cache/state"); code != 0 {
+		t.Fatalf("writing the claimed volume in the sidecar: exit %d, %q", code, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(cacheDir, "state")); err != nil || string(b) != "warm\n" {
+		t.Fatalf("the PersistentVolume's directory holds %q (%v), want what the sidecar wrote", b, err)
+	}
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "macos", "--", "cat", "Volumes/My Shared Files/cache/state"); code != 0 || out != "warm\n" {
+		t.Fatalf("the claimed volume in the VM: exit %d, %q", code, out)
 	}
 	const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
 	token, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", sa+"token")
