@@ -2,8 +2,8 @@
 # Installs the Debian packages the tests and the lab run as real components:
 # the OCI registry, OpenSSH (the simulated Mac hosts), the Docker engine
 # (sidecars) and a static busybox for its test images, iproute2/iptables
-# (host network namespaces) and tmux (the status UI test). Only what is
-# missing is installed.
+# (host network namespaces), tmux (the status UI test), and gcc with libc6-dev
+# (the pods' sandbox program). Only what is missing is installed.
 set -euo pipefail
 
 declare -A want=(
@@ -16,6 +16,7 @@ declare -A want=(
   [tmux]=tmux
   [busybox]=busybox-static
   [sudo]=sudo
+  [gcc]=gcc
 )
 missing=()
 for cmd in "${!want[@]}"; do
@@ -27,6 +28,10 @@ done
 # is linked dynamically and would not run in them.
 if bb=$(command -v busybox) && ldd "$bb" >/dev/null 2>&1; then
   missing+=(busybox-static)
+fi
+# The pause program of the tests' pod sandboxes is linked statically.
+if [[ ! -e /usr/lib/x86_64-linux-gnu/libc.a && ! -e /usr/lib/$(uname -m)-linux-gnu/libc.a ]]; then
+  missing+=(libc6-dev)
 fi
 if ((${#missing[@]} == 0)); then
   echo "deps: all system packages present"

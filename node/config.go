@@ -98,6 +98,9 @@ type Config struct {
 	// DockerHost is the Docker daemon for sidecars (DOCKER_HOST); empty means
 	// sidecars are not configured.
 	DockerHost string `yaml:"dockerHost"`
+	// SandboxImage is the pause image of each pod's sandbox container,
+	// whose network namespace the pod's Docker containers share.
+	SandboxImage string `yaml:"sandboxImage"`
 }
 
 // Duration is a time.Duration that reads either Go syntax ("90s") or a bare
@@ -204,6 +207,7 @@ func DefaultConfig() Config {
 		DiskPressureFreeBytesMinimum: MustQuantity("10Gi"),
 		Driver:                       defaultDriver,
 		MaxVMs:                       2,
+		SandboxImage:                 DefaultSandboxImage,
 		CacheDir:                     defaultCacheDir(),
 		StateDir:                     defaultStateDir(),
 		LeasesPath:                   defaultLeasesPath,
@@ -228,6 +232,9 @@ func LoadConfigFile(path string, base Config) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// DefaultSandboxImage is the kubelet's pause image of Kubernetes 1.35.
+const DefaultSandboxImage = "registry.k8s.io/pause:3.10.1"
 
 // Environment variable names, as macOS-vz-kubelet reads them.
 const (
@@ -297,6 +304,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxVMs < 1 {
 		bad("--max-vms %d: want at least 1", c.MaxVMs)
+	}
+	if c.DockerHost != "" && strings.TrimSpace(c.SandboxImage) == "" {
+		bad("--sandbox-image is empty: pods' Docker containers need a pause image to share a network namespace (the default is %s)", DefaultSandboxImage)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":

@@ -58,8 +58,9 @@ func TestConfigFileEnvAndValidation(t *testing.T) {
 
 	bad := cfg
 	bad.MaxVMs, bad.LogLevel, bad.InternalIP, bad.KeyPath, bad.SSHPasswordFile = 0, "loud", "not-an-ip", "", "/pw"
+	bad.DockerHost, bad.SandboxImage = "unix:///var/run/docker.sock", " "
 	err = bad.Validate()
-	for _, want := range []string{"--max-vms", "--log-level", "not an IP", "must be set together", "VZ_SSH_PASSWORD and VZ_SSH_PASSWORD_FILE are both set"} {
+	for _, want := range []string{"--max-vms", "--log-level", "not an IP", "must be set together", "VZ_SSH_PASSWORD and VZ_SSH_PASSWORD_FILE are both set", "--sandbox-image is empty"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error %v does not mention %q", err, want)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/vzfleet/vzfleet/node/sidecar"
 	"github.com/vzfleet/vzfleet/node/supervisor"
 	"github.com/vzfleet/vzfleet/node/vm"
+	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // fakeDriver boots instantly; its machines stop when asked.
@@ -200,7 +201,7 @@ func (f *fixture) newProvider(maxVMs int) *PodProvider {
 			f.mu.Unlock()
 			return nil
 		},
-		Docker:  f.docker,
+		Docker: f.docker, SandboxImage: harness.PauseImage,
 		Objects: f.objects,
 		Log:     discardLog(),
 	})

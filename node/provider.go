@@ -55,6 +55,8 @@ type PodProviderConfig struct {
 	Objects Objects
 	// Docker runs the pods' sidecars; nil means pods with sidecars fail.
 	Docker *sidecar.Client
+	// SandboxImage is the pause image of each pod's sandbox container.
+	SandboxImage string
 	// Launch starts the supervisor of VM id (supervisor.Launch with the
 	// vz-node binary).
 	Launch func(stateDir, id string) (int, error)

@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			MaxVMs: cfg.MaxVMs, NetworkMode: mode, BridgeInterface: cfg.BridgeInterface, GuestSSHPort: cfg.GuestSSHPort,
 			Images: deps.images, Overlays: overlayMaker{},
 			Addresses: leaseFinder{path: cfg.LeasesPath}, Guest: guest, Recorder: recorder,
-			Objects: kubeObjects{client}, Docker: docker, Log: log,
+			Objects: kubeObjects{client}, Docker: docker, SandboxImage: cfg.SandboxImage, Log: log,
 			Launch: func(_, id string) (int, error) { return launcher.Launch(id) },
 			DeletePod: func(ctx context.Context, pod *corev1.Pod) error {
 				return forceDelete(ctx, client, pod)

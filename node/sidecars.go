@@ -212,14 +212,21 @@ func (p *PodProvider) ensureContainer(ctx context.Context, w *podWorker, pod *co
 	}
 	name := sidecar.Name(pod, c.Name)
 	ct, err := d.Inspect(ctx, name)
+	missing := sidecar.IsNotFound(err)
 	switch {
 	case err == nil && ct.State.Status != "created":
 		return ct, nil
-	case err == nil:
-		// Created but never started (vz-node stopped in between).
-	case !sidecar.IsNotFound(err):
+	case err != nil && !missing:
 		return ct, &sidecarError{reasonCreateContainerError, err}
-	default:
+	}
+	// One created but never started (vz-node stopped in between) is
+	// started now. The container joins the sandbox's network, which must
+	// run before it starts.
+	sandbox, err := p.ensureSandbox(ctx, w, pod)
+	if err != nil {
+		return ct, err
+	}
+	if missing {
 		if err := p.sidecarImage(ctx, w, pod, c); err != nil {
 			return ct, err
 		}
@@ -228,6 +235,7 @@ func (p *PodProvider) ensureContainer(ctx context.Context, w *podWorker, pod *co
 			return ct, &sidecarError{ReasonCreateContainerConfigError, err}
 		}
 		spec := sidecar.Spec(pod, c, p.cfg.NodeName, binds)
+		spec.NetworkMode = "container:" + sandbox
 		if init {
 			// vz-node runs a failed init container again itself.
 			spec.RestartPolicy = "no"
@@ -250,6 +258,36 @@ func (p *PodProvider) ensureContainer(ctx context.Context, w *podWorker, pod *co
 		return ct, &sidecarError{reasonCreateContainerError, err}
 	}
 	return ct, nil
+}
+
+// ensureSandbox returns the ID of the pod's sandbox (see sidecar.Sandbox),
+// creating it first from the sandbox image (pulled if the engine lacks
+// it), and starting it if it does not run.
+func (p *PodProvider) ensureSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod) (string, error) {
+	w.sandboxMu.Lock()
+	defer w.sandboxMu.Unlock()
+	d := p.cfg.Docker
+	name := sidecar.SandboxName(pod)
+	ct, err := d.Inspect(ctx, name)
+	if sidecar.IsNotFound(err) {
+		pause := corev1.Container{Name: "POD", Image: p.cfg.SandboxImage, ImagePullPolicy: corev1.PullIfNotPresent}
+		if err := p.sidecarImage(ctx, w, pod, pause); err != nil {
+			return "", fmt.Errorf("pod sandbox: %w (set vz-node's sandboxImage to a pause image the engine can get)", err)
+		}
+		if _, err := d.Create(ctx, sidecar.Sandbox(pod, p.cfg.NodeName, p.cfg.SandboxImage, dockerContainers(pod))); err != nil && !sidecar.IsConflict(err) {
+			return "", &sidecarError{reasonCreateContainerError, fmt.Errorf("pod sandbox: %w", err)}
+		}
+		ct, err = d.Inspect(ctx, name)
+	}
+	if err != nil {
+		return "", &sidecarError{reasonCreateContainerError, fmt.Errorf("pod sandbox: %w", err)}
+	}
+	if !ct.State.Running {
+		if err := d.Start(ctx, ct.ID); err != nil {
+			return "", &sidecarError{reasonRunContainerError, fmt.Errorf("pod sandbox: %w", err)}
+		}
+	}
+	return ct.ID, nil
 }
 
 // sidecarImage makes sure the engine has c's image, as its pull policy
@@ -404,10 +442,11 @@ func runID(st *corev1.ContainerStatus) string {
 // for run. A failed hook kills the run, as a failed liveness probe does.
 func (w *podWorker) probeSidecar(c corev1.Container, id, run string, hook bool) context.CancelFunc {
 	ctx, cancel := context.WithCancel(w.sidecars.ctx)
-	env := probeEnv{c: c, addr: w.p.sidecarAddr(id), proxied: true, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
+	addr := w.sidecarAddr(id)
+	env := probeEnv{c: c, addr: addr, proxied: true, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
 	go func() {
 		if hook {
-			if err := w.p.sidecarHook(ctx, c, id, c.Lifecycle.PostStart); err != nil {
+			if err := w.p.sidecarHook(ctx, c, id, addr, c.Lifecycle.PostStart); err != nil {
 				if ctx.Err() == nil {
 					w.event(corev1.EventTypeWarning, "FailedPostStartHook", "PostStart hook of sidecar %s failed: %v", c.Name, err)
 					w.post(event{kind: evSidecarUnhealthy, name: c.Name, probeRun: run, reason: "FailedPostStartHook"})
@@ -563,9 +602,13 @@ func (w *podWorker) hookBackoff(name string) time.Duration {
 }
 
 // sidecarAddr reaches the ports of sidecar container id where Docker
-// publishes them on the loopback interface (see sidecar.Spec). A run's
-// ports stay where they are, so the first answer is kept.
-func (p *PodProvider) sidecarAddr(id string) portAddr {
+// publishes them on the loopback interface: its pod's sandbox's ports (see
+// sidecar.Sandbox), or its own for a container created without a sandbox
+// by an earlier vz-node. They stay where they are while it runs, so the
+// first answer is kept.
+//
+// The pod is read at the first call: callers may hold the worker's lock.
+func (w *podWorker) sidecarAddr(id string) portAddr {
 	var (
 		mu  sync.Mutex
 		ct  sidecar.Container
@@ -575,7 +618,11 @@ func (p *PodProvider) sidecarAddr(id string) portAddr {
 		mu.Lock()
 		defer mu.Unlock()
 		if !got {
-			c, err := p.cfg.Docker.Inspect(ctx, id)
+			pod, _ := w.snapshot()
+			c, err := w.p.cfg.Docker.Inspect(ctx, sidecar.SandboxName(pod))
+			if sidecar.IsNotFound(err) {
+				c, err = w.p.cfg.Docker.Inspect(ctx, id)
+			}
 			if err != nil {
 				return "", err
 			}
@@ -602,14 +649,15 @@ func (p *PodProvider) sidecarExec(ctx context.Context, id string, argv []string)
 	return nil
 }
 
-// sidecarHook runs a lifecycle handler of sidecar c, container id: exec,
-// httpGet or sleep (the kinds sidecar.Validate lets through).
-func (p *PodProvider) sidecarHook(ctx context.Context, c corev1.Container, id string, h *corev1.LifecycleHandler) error {
+// sidecarHook runs a lifecycle handler of sidecar c, container id, whose
+// ports addr reaches: exec, httpGet or sleep (the kinds sidecar.Validate
+// lets through).
+func (p *PodProvider) sidecarHook(ctx context.Context, c corev1.Container, id string, addr portAddr, h *corev1.LifecycleHandler) error {
 	switch {
 	case h.Exec != nil:
 		return p.sidecarExec(ctx, id, h.Exec.Command)
 	case h.HTTPGet != nil:
-		return httpGet(ctx, p.sidecarAddr(id), c, h.HTTPGet)
+		return httpGet(ctx, addr, c, h.HTTPGet)
 	case h.Sleep != nil:
 		sleepCtx(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
 		return nil
@@ -631,7 +679,7 @@ func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Contai
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, grace)
 	defer cancel()
-	if err := p.sidecarHook(hctx, c, id, c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
+	if err := p.sidecarHook(hctx, c, id, w.sidecarAddr(id), c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
 		w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook of sidecar %s failed: %v", c.Name, err)
 	}
 	return max(minStopGrace, grace-time.Since(start))
@@ -759,9 +807,9 @@ func (w *podWorker) removeSidecars(released string) {
 			w.log.Warn("list sidecars to remove", "err", err)
 			return
 		}
-		for _, ct := range cts {
+		for _, ct := range sandboxesLast(cts) {
 			if err := d.Remove(ctx, ct.ID); err != nil {
-				w.log.Warn("remove sidecar", "container", ct.Labels[sidecar.LabelContainer], "err", err)
+				w.log.Warn("remove sidecar", "container", strings.TrimPrefix(firstName(ct.Names), "/"), "err", err)
 			}
 		}
 	}()
@@ -891,7 +939,7 @@ func (p *PodProvider) collectSidecarOrphans() {
 		p.log.Warn("list sidecars to collect orphans", "err", err)
 		return
 	}
-	for _, ct := range cts {
+	for _, ct := range sandboxesLast(cts) {
 		if p.workerByUID(ct.Labels[sidecar.LabelPodUID]) != nil {
 			continue
 		}
@@ -900,6 +948,15 @@ func (p *PodProvider) collectSidecarOrphans() {
 			p.log.Warn("remove orphan sidecar", "err", err)
 		}
 	}
+}
+
+// sandboxesLast orders containers to be removed: pods' sandboxes after
+// the containers that use their network.
+func sandboxesLast(cts []sidecar.Summary) []sidecar.Summary {
+	slices.SortStableFunc(cts, func(a, b sidecar.Summary) int {
+		return strings.Compare(a.Labels[sidecar.LabelSandbox], b.Labels[sidecar.LabelSandbox])
+	})
+	return cts
 }
 
 func firstName(names []string) string {

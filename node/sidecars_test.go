@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -291,8 +292,9 @@ func TestSidecarLivenessProbe(t *testing.T) {
 }
 
 // A sidecar's httpGet and tcpSocket probes reach it where Docker publishes
-// its ports on the loopback interface, its hostPort is published on the
-// host, and its httpGet preStop hook reaches it too.
+// its ports (through the pod's sandbox) on the loopback interface, its
+// hostPort is published on the host, its httpGet preStop hook reaches it
+// too, and the pod's other containers reach it on localhost.
 func TestSidecarNetworkProbes(t *testing.T) {
 	f := newFixture(t, 2, withDocker(t))
 	ctx := context.Background()
@@ -311,7 +313,7 @@ func TestSidecarNetworkProbes(t *testing.T) {
 		LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 5, TerminationGracePeriodSeconds: &grace,
 			ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
 		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/gone", Port: intstr.FromInt32(8080)}}},
-	}))
+	}, corev1.Container{Name: "client", Command: []string{"sleep", "3600"}}))
 	if err := f.p.CreatePod(ctx, web); err != nil {
 		t.Fatal(err)
 	}
@@ -340,6 +342,13 @@ func TestSidecarNetworkProbes(t *testing.T) {
 	})
 	run("sh", "-c", "echo ok >/www/index.html")
 	f.waitFor("web", "web ready again", sidecarRunning("web"))
+
+	// The pod's containers share its sandbox's network: the client
+	// reaches the server on localhost.
+	var page bytes.Buffer
+	if err := f.p.RunInContainer(ctx, "default", "web", "client", []string{"wget", "-qO-", "http://127.0.0.1:8080/index.html"}, &testIO{stdout: &page}); err != nil || page.String() != "ok\n" {
+		t.Fatalf("the client fetching the server's page over localhost: %q, %v", page.String(), err)
+	}
 
 	// With httpd gone, the TCP liveness probe fails and the container
 	// runs anew, httpd with it.

@@ -109,6 +109,7 @@ type podWorker struct {
 	// token nears its expiry); zero means at the next sync.
 	renewVolumes time.Time
 	volMu        sync.Mutex // guards volumes, and orders writes before the pod's files go
+	sandboxMu    sync.Mutex // orders the creation of the pod's sandbox
 	volumes      volume.Writer
 	volumesGone  bool
 

@@ -31,6 +31,7 @@ func bindFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "address of the kubelet API (HTTPS)")
 	fs.StringVar(&c.Driver, "driver", c.Driver, "VM driver: vz (Virtualization.framework) or sim (simulator)")
 	fs.IntVar(&c.MaxVMs, "max-vms", c.MaxVMs, "VMs that may run at once (the node's pod capacity)")
+	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "pause image of each pod's sandbox container, whose network namespace the pod's Docker containers share")
 	fs.StringVar(&c.CacheDir, "cache-dir", c.CacheDir, "VM image cache directory")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "per-VM state directory (overlays, supervisor state)")
 	fs.StringSliceVar(&c.InsecureRegistries, "insecure-registry", c.InsecureRegistries, "registry (host[:port]) reached over plain HTTP; repeatable")

@@ -33,6 +33,23 @@ build() { # name version dir package
   echo "tools: built $name in $((SECONDS - start))s"
 }
 
+# build_pause compiles the kubelet's pod sandbox program (pause.c from the
+# same Kubernetes source) statically: the tests' Docker engines import it
+# as their pause image, as they cannot pull registry.k8s.io/pause.
+build_pause() {
+  local stamp="$bin/.pause.version"
+  if [[ -x "$bin/pause" && -f "$stamp" && "$(cat "$stamp")" == "$k8s_version" ]]; then
+    echo "tools: pause $k8s_version is up to date"
+    return
+  fi
+  local src
+  src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  gcc -Os -static -DVERSION="$k8s_version" -o "$bin/pause.tmp" "$src"
+  mv "$bin/pause.tmp" "$bin/pause"
+  echo "$k8s_version" >"$stamp"
+  echo "tools: built pause"
+}
+
 main() {
   build etcd "$etcd_version" etcd go.etcd.io/etcd/server/v3
   build staticcheck "$staticcheck_version" lint honnef.co/go/tools/cmd/staticcheck
@@ -42,6 +59,7 @@ main() {
   build kube-apiserver "$k8s_version" . k8s.io/kubernetes/cmd/kube-apiserver
   build metrics-server "$metrics_version" metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server
   build oras "$oras_version" oras oras.land/oras/cmd/oras
+  build_pause
 }
 
 # Bash reads a script as it runs; calling main last means an edit to this

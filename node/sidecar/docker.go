@@ -259,6 +259,9 @@ type ContainerSpec struct {
 	NanoCPUs      int64
 	Binds         []string // host:container[:ro]
 	Ports         []Port
+	// NetworkMode is "container:ID" to join that container's network
+	// namespace; empty means the engine's default network.
+	NetworkMode string
 }
 
 // Port publishes a container port on the host. Several Ports may publish
@@ -289,6 +292,7 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 		NanoCpus      int64                `json:",omitempty"`
 		Binds         []string             `json:",omitempty"`
 		PortBindings  map[string][]binding `json:",omitempty"`
+		NetworkMode   string               `json:",omitempty"`
 	}
 	body := struct {
 		Image        string
@@ -307,7 +311,7 @@ func (c *Client) Create(ctx context.Context, s ContainerSpec) (string, error) {
 	}{
 		Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, Env: s.Env, WorkingDir: s.WorkingDir,
 		Labels: s.Labels, Tty: s.TTY, OpenStdin: s.OpenStdin,
-		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, Binds: s.Binds},
+		HostConfig: hostConfig{RestartPolicy: restart{s.RestartPolicy}, Memory: s.MemoryBytes, NanoCpus: s.NanoCPUs, Binds: s.Binds, NetworkMode: s.NetworkMode},
 	}
 	for _, p := range s.Ports {
 		if body.ExposedPorts == nil {

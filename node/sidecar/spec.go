@@ -19,6 +19,9 @@ const (
 	LabelNode      = "dev.vzfleet.node"
 	LabelPodUID    = "dev.vzfleet.pod-uid"
 	LabelContainer = "dev.vzfleet.container"
+	// LabelSandbox marks a pod's sandbox (see Sandbox), which has no
+	// LabelContainer.
+	LabelSandbox = "dev.vzfleet.sandbox"
 
 	labelPodName       = "io.kubernetes.pod.name"
 	labelPodNamespace  = "io.kubernetes.pod.namespace"
@@ -98,7 +101,6 @@ func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) Cont
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: c.Name,
 		},
 		Binds: binds,
-		Ports: ports(c),
 	}
 	switch {
 	case c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
@@ -123,7 +125,43 @@ func Spec(pod *corev1.Pod, c corev1.Container, node string, binds []string) Cont
 	return s
 }
 
-// ports is what a sidecar publishes: every declared port on 127.0.0.1 at
+// SandboxName is the Docker name of a pod's sandbox, as the dockershim
+// named it.
+func SandboxName(pod *corev1.Pod) string {
+	return fmt.Sprintf("k8s_POD_%s_%s_%s", pod.Name, pod.Namespace, pod.UID)
+}
+
+// Sandbox is the Docker container of image (a pause image) that holds the
+// network namespace all of the pod's Docker containers, cs, join, as the
+// kubelet's pod sandbox does: they reach each other on localhost, and their
+// ports are the sandbox's. A container that joins another's network cannot
+// publish ports, so the sandbox publishes those of every container in cs.
+func Sandbox(pod *corev1.Pod, node, image string, cs []corev1.Container) ContainerSpec {
+	var ps []Port
+	seen := map[Port]bool{}
+	for _, c := range cs {
+		for _, p := range ports(c) {
+			if !seen[p] {
+				seen[p] = true
+				ps = append(ps, p)
+			}
+		}
+	}
+	return ContainerSpec{
+		Name:  SandboxName(pod),
+		Image: image,
+		Labels: map[string]string{
+			LabelNode: node, LabelPodUID: string(pod.UID), LabelSandbox: "true",
+			labelPodName: pod.Name, labelPodNamespace: pod.Namespace, labelContainerName: "POD",
+		},
+		// Started again with the engine, before the containers that
+		// join it.
+		RestartPolicy: "unless-stopped",
+		Ports:         ps,
+	}
+}
+
+// ports is what a sidecar publishes (through its pod's sandbox): every declared port on 127.0.0.1 at
 // a port the engine picks, where vz-node's network probes and hooks reach
 // it (with Docker Desktop, macOS cannot route to a container's own
 // address), and also at its hostPort when it has one, as the kubelet does.

@@ -100,8 +100,17 @@ func TestSpec(t *testing.T) {
 		{ContainerPort: 53, Protocol: "udp", HostIP: "127.0.0.1"},
 		{ContainerPort: 9090, Protocol: "tcp", HostIP: "127.0.0.1"},
 	}
-	if got := Spec(pod, c, "mac-01", nil).Ports; !reflect.DeepEqual(got, want) {
-		t.Errorf("ports %+v\nwant %+v", got, want)
+	// The sandbox publishes them for all the pod's containers, each once.
+	other := corev1.Container{Name: "other", Ports: []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 9000}}}
+	sb := Sandbox(pod, "mac-01", "pause:3.10", []corev1.Container{c, other})
+	if got := sb.Ports; !reflect.DeepEqual(got, append(want, Port{ContainerPort: 9000, Protocol: "tcp", HostIP: "127.0.0.1"})) {
+		t.Errorf("sandbox ports %+v\nwant %+v and 9000", got, want)
+	}
+	if sb.Name != "k8s_POD_ci-1_builds_u-1" || sb.Image != "pause:3.10" || sb.Labels[LabelSandbox] != "true" || sb.Labels[LabelContainer] != "" || sb.Labels[LabelPodUID] != "u-1" {
+		t.Errorf("sandbox %+v", sb)
+	}
+	if got := Spec(pod, c, "mac-01", nil).Ports; got != nil {
+		t.Errorf("a container publishes %+v itself; its sandbox publishes its ports", got)
 	}
 	// A native sidecar (an init container with restartPolicy Always)
 	// restarts whatever the pod's policy.

@@ -30,7 +30,8 @@ import (
 // ConfigMap and a Secret (read with the node's own credentials), a
 // PersistentVolumeClaim bound by the controller manager is the volume's
 // directory for the sidecar and the VM, a native sidecar starts once its
-// HTTP startup probe reaches it and publishes its hostPort, kubectl logs
+// HTTP startup probe reaches it and publishes its hostPort, the containers
+// reach each other on localhost through the pod's sandbox, kubectl logs
 // and exec reach them, and deleting the pod removes its containers.
 func TestVZNodeSidecars(t *testing.T) {
 	harness.RequireRoot(t)
@@ -274,6 +275,11 @@ spec:
 	resp.Body.Close()
 	if string(page) != "hit\n" {
 		t.Fatalf("the cache's hostPort %d answered %s %q", hostPort, resp.Status, page)
+	}
+	// The pod's Docker containers share its sandbox's network: the agent
+	// reaches the cache on localhost.
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "wget", "-qO-", "http://127.0.0.1:8080/index.html"); code != 0 || out != "hit\n" {
+		t.Fatalf("the agent fetching the cache's page over localhost: exit %d, %q", code, out)
 	}
 	if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "prepare"); out != "prepare done\n" {
 		t.Fatalf("kubectl logs -c prepare: %q", out)

@@ -74,6 +74,40 @@ func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 	return d, nil
 }
 
+// PauseImage is the pods' sandbox image in the harness's engines: the
+// kubelet's pause program (hack/tools/bin/pause, built from the Kubernetes
+// source by `make tools`), imported as registry.k8s.io/pause is built.
+const PauseImage = "vzfleet-test/pause:1"
+
+// ImportPause imports PauseImage.
+func (d *Docker) ImportPause(ctx context.Context) error {
+	bin, err := Tool("pause")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "docker", "--host", d.Host, "import", "--change", `ENTRYPOINT ["/pause"]`, "-", PauseImage)
+	cmd.Stdin = &buf
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker import %s: %v\n%s", PauseImage, err, out)
+	}
+	return nil
+}
+
 // BusyboxImage makes the local image ref: Debian's static busybox with
 // links for its common applets, imported as a one-layer rootfs (the lab has
 // no registry to pull from). Re-importing replaces the tag.
@@ -102,7 +136,7 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	if _, err := tw.Write(data); err != nil {
 		return err
 	}
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id", "httpd", "killall"} {
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id", "httpd", "killall", "wget"} {
 		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
 			return err
 		}
@@ -134,9 +168,11 @@ func checkStatic(path string) error {
 	return nil
 }
 
-// Stop stops dockerd if the harness started it.
+// Stop stops dockerd if the harness started it, removing its containers
+// first: their processes, under containerd's shims, would outlive it.
 func (d *Docker) Stop() {
 	if d.proc != nil {
+		d.removeContainers()
 		d.proc.Stop()
 	}
 	if d.Started {
@@ -144,6 +180,17 @@ func (d *Docker) Stop() {
 	}
 	if d.removeBridge != nil {
 		d.removeBridge()
+	}
+}
+
+// removeContainers force-removes every container of the engine. Failures
+// only leave processes behind, so they are ignored.
+func (d *Docker) removeContainers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "--host", d.Host, "ps", "-aq").Output()
+	if ids := strings.Fields(string(out)); err == nil && len(ids) > 0 {
+		_ = exec.CommandContext(ctx, "docker", append([]string{"--host", d.Host, "rm", "-f"}, ids...)...).Run()
 	}
 }
 

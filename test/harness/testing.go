@@ -57,13 +57,16 @@ func AuthRegistryT(t testing.TB, user, password string) *Registry {
 }
 
 // DockerWithImageT returns a Docker engine for a test that has the busybox
-// image ref (see BusyboxImage).
+// image ref (see BusyboxImage) and the pods' sandbox image, PauseImage.
 func DockerWithImageT(t testing.TB, ref string) *Docker {
 	t.Helper()
 	d := DockerT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.BusyboxImage(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ImportPause(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return d

@@ -120,6 +120,7 @@ func Start(cp *harness.ControlPlane, dir string, opts Options) (*Node, error) {
 		"--startup-timeout", "60",
 		"--condition-check-interval", "2s",
 		"--log-level", "debug",
+		"--sandbox-image", harness.PauseImage,
 	}, opts.Args...)
 	n.env = []string{
 		"KUBECONFIG=" + kubeconfig,
