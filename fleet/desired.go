@@ -55,6 +55,7 @@ func desiredFiles(h inventory.Host, binarySum string, binarySize int64, s secret
 		ReserveMemory:   h.Node.Reserve.Memory.String(),
 		BridgeInterface: h.Node.BridgeInterface,
 		DockerHost:      h.Node.DockerHost,
+		SandboxImage:    h.Node.SandboxImage,
 		CacheDir:        p.CacheDir,
 		StateDir:        p.StateDir,
 		Kubeconfig:      p.Kubeconfig(),

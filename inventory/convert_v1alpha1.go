@@ -72,6 +72,7 @@ func convertHost(name string, s *v1alpha1.HostSpec) Host {
 			},
 			BridgeInterface: deref(s.Node.BridgeInterface),
 			DockerHost:      deref(s.Node.DockerHost),
+			SandboxImage:    deref(s.Node.SandboxImage),
 			Driver:          Driver(*s.Node.Driver),
 			LogLevel:        LogLevel(*s.Node.LogLevel),
 		},

@@ -112,6 +112,7 @@ type Node struct {
 	Reserve         Reserve
 	BridgeInterface string // empty: NAT
 	DockerHost      string // empty: no sidecars
+	SandboxImage    string // empty: vz-node's default
 	Driver          Driver
 	LogLevel        LogLevel
 }

@@ -83,6 +83,8 @@ var (
 	launchdLabelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	interfaceRE    = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,14}$`)
 	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// imageRE is a Docker image reference: [host[:port]/]path[:tag][@digest].
+	imageRE = regexp.MustCompile(`^([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$`)
 )
 
 // validateHost checks one host. partial is for the defaults block: values
@@ -286,6 +288,9 @@ func validateNode(l *errorList, h *Host) {
 		if err := checkDockerHost(n.DockerHost); err != "" {
 			l.host(h, "node.dockerHost", "%q %s; use unix:///var/run/docker.sock (or your engine's socket) or tcp://host:port", clip(n.DockerHost), err)
 		}
+	}
+	if n.SandboxImage != "" && !imageRE.MatchString(n.SandboxImage) {
+		l.host(h, "node.sandboxImage", "%q is not an image reference; use a name like registry.k8s.io/pause:3.10.1, or leave it empty for that default", clip(n.SandboxImage))
 	}
 	switch n.Driver {
 	case DriverVZ, DriverSim:

@@ -96,6 +96,7 @@ type NodeConfig struct {
 	ReserveMemory   string
 	BridgeInterface string
 	DockerHost      string
+	SandboxImage    string
 	InternalIP      string
 	CacheDir        string
 	StateDir        string

@@ -88,7 +88,7 @@ func TestRenderGolden(t *testing.T) {
 func standardConfig() NodeConfig {
 	return NodeConfig{
 		NodeName: "mini-01", LogLevel: "info", Driver: "vz", MaxVMs: 2,
-		ReserveCPU: "1", ReserveMemory: "2Gi", BridgeInterface: "en0", DockerHost: "unix:///Users/admin/.colima/default/docker.sock", InternalIP: "10.20.0.11",
+		ReserveCPU: "1", ReserveMemory: "2Gi", BridgeInterface: "en0", DockerHost: "unix:///Users/admin/.colima/default/docker.sock", SandboxImage: "mirror.example.com/pause:3.10.1", InternalIP: "10.20.0.11",
 		CacheDir: "/Library/Caches/vzfleet", StateDir: "/var/db/vzfleet",
 		Kubeconfig:   "/Library/Application Support/vzfleet/kubeconfig",
 		CertPath:     "/Library/Application Support/vzfleet/kubelet-serving.crt",
@@ -309,7 +309,7 @@ func TestNodeConfigValuesSurviveRoundTrip(t *testing.T) {
 		if m["nodeName"] != v || m["stateDir"] != v || m["bridgeInterface"] != v {
 			t.Errorf("%q: round trip gave nodeName=%q stateDir=%q bridgeInterface=%q", v, m["nodeName"], m["stateDir"], m["bridgeInterface"])
 		}
-		if m["maxVMs"] != 2 || len(m) != 17 {
+		if m["maxVMs"] != 2 || len(m) != 18 {
 			t.Errorf("%q: keys = %v", v, m)
 		}
 		var extra map[string]any

@@ -75,6 +75,7 @@ type Node struct {
 	Reserve         *Reserve          `yaml:"reserve" doc:"Host resources held back from pods for macOS and vz-node itself."`
 	BridgeInterface *string           `yaml:"bridgeInterface" doc:"Host network interface (e.g. en0) for bridged VM networking. Empty means NAT."`
 	DockerHost      *string           `yaml:"dockerHost" doc:"Docker engine that runs pods' sidecar containers (every container after the VM), as a DOCKER_HOST value: unix:///path/to/docker.sock (Docker Desktop, colima) or tcp://host:port. Empty means pods with sidecars fail on this node."`
+	SandboxImage    *string           `yaml:"sandboxImage" doc:"Pause image of each pod's sandbox container, whose network namespace the pod's Docker containers share. Empty means vz-node's default, registry.k8s.io/pause:3.10.1; name a mirror the Docker engine can pull from, or an image loaded into it, where that registry is out of reach."`
 	Driver          *string           `yaml:"driver" default:"vz" enum:"vz,sim" doc:"VM driver: vz (Apple Virtualization.framework) or sim (the simulator used for tests and the lab)."`
 	LogLevel        *string           `yaml:"logLevel" default:"info" enum:"debug,info,warn,error" doc:"vz-node log level."`
 }
