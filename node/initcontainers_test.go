@@ -272,13 +272,7 @@ func TestNativeSidecarsStopLast(t *testing.T) {
 	first.RestartPolicy, second.RestartPolicy = &always, &always
 	agent := stopper("agent")
 	agent.Image, agent.ImagePullPolicy = sidecarImage, corev1.PullIfNotPresent
-	pod := testPod("ordered", withInit(first, second), func(p *corev1.Pod) {
-		for i := range p.Spec.InitContainers {
-			p.Spec.InitContainers[i].VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
-		}
-		p.Spec.Containers = append(p.Spec.Containers, agent)
-		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out}}})
-	})
+	pod := testPod("ordered", withInit(first, second), withOutDir(out, agent))
 	if err := f.p.CreatePod(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
@@ -305,6 +299,19 @@ func TestNativeSidecarsStopLast(t *testing.T) {
 	}
 }
 
+// withOutDir gives the pod a hostPath volume "out" of dir, mounted at /out
+// in its init containers, and appends sidecars (which mount it
+// themselves).
+func withOutDir(dir string, sidecars ...corev1.Container) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		for i := range p.Spec.InitContainers {
+			p.Spec.InitContainers[i].VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, sidecars...)
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}}})
+	}
+}
+
 // However little of the grace period is left, every Docker container gets
 // minStopGrace between SIGTERM and SIGKILL, as with the kubelet: here a
 // pod deleted with no grace at all, whose sidecars each take a second to
@@ -322,11 +329,7 @@ func TestSidecarStopMinimumGrace(t *testing.T) {
 	native.RestartPolicy = &always
 	agent := slow("agent")
 	agent.Image, agent.ImagePullPolicy = sidecarImage, corev1.PullIfNotPresent
-	pod := testPod("hasty", withInit(native), func(p *corev1.Pod) {
-		p.Spec.InitContainers[0].VolumeMounts = native.VolumeMounts
-		p.Spec.Containers = append(p.Spec.Containers, agent)
-		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out}}})
-	})
+	pod := testPod("hasty", withInit(native), withOutDir(out, agent))
 	if err := f.p.CreatePod(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}

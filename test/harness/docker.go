@@ -85,27 +85,9 @@ func (d *Docker) ImportPause(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "docker", "--host", d.Host, "import", "--change", `ENTRYPOINT ["/pause"]`, "-", PauseImage)
-	cmd.Stdin = &buf
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("docker import %s: %v\n%s", PauseImage, err, out)
-	}
-	return nil
+	return d.importRootfs(ctx, PauseImage, `ENTRYPOINT ["/pause"]`, func(tw *tar.Writer) error {
+		return addFile(tw, "pause", bin)
+	})
 }
 
 // BusyboxImage makes the local image ref: Debian's static busybox with
@@ -119,37 +101,54 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 	if err := checkStatic(bin); err != nil {
 		return err
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
+	return d.importRootfs(ctx, ref, "ENV PATH=/bin", func(tw *tar.Writer) error {
+		for _, dir := range []string{"bin/", "tmp/", "proc/", "sys/", "dev/", "etc/"} {
+			if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+				return err
+			}
+		}
+		if err := addFile(tw, "bin/busybox", bin); err != nil {
+			return err
+		}
+		for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id", "httpd", "killall", "wget"} {
+			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// importRootfs imports what fill writes as the one-layer image ref, with
+// one Dockerfile instruction, change, applied.
+func (d *Docker) importRootfs(ctx context.Context, ref, change string, fill func(*tar.Writer) error) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, dir := range []string{"bin/", "tmp/", "proc/", "sys/", "dev/", "etc/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-			return err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}); err != nil {
+	if err := fill(tw); err != nil {
 		return err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return err
-	}
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "ls", "env", "true", "false", "printf", "kill", "ps", "wc", "head", "tail", "grep", "date", "hostname", "test", "touch", "mkdir", "rm", "id", "httpd", "killall", "wget"} {
-		if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
-			return err
-		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "docker", "--host", d.Host, "import", "--change", "ENV PATH=/bin", "-", ref)
+	cmd := exec.CommandContext(ctx, "docker", "--host", d.Host, "import", "--change", change, "-", ref)
 	cmd.Stdin = &buf
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker import %s: %v\n%s", ref, err, out)
 	}
 	return nil
+}
+
+// addFile writes the program at path to tw as name.
+func addFile(tw *tar.Writer, name, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}); err != nil {
+		return err
+	}
+	_, err = tw.Write(data)
+	return err
 }
 
 // checkStatic fails for a dynamically linked program, which would not run
