@@ -442,7 +442,7 @@ func runID(st *corev1.ContainerStatus) string {
 // for run. A failed hook kills the run, as a failed liveness probe does.
 func (w *podWorker) probeSidecar(c corev1.Container, id, run string, hook bool) context.CancelFunc {
 	ctx, cancel := context.WithCancel(w.sidecars.ctx)
-	addr := w.sidecarAddr(id)
+	addr := w.sidecarAddr()
 	env := probeEnv{c: c, addr: addr, proxied: true, exec: func(ctx context.Context, argv []string) error { return w.p.sidecarExec(ctx, id, argv) }}
 	go func() {
 		if hook {
@@ -601,14 +601,13 @@ func (w *podWorker) hookBackoff(name string) time.Duration {
 	return b.delay
 }
 
-// sidecarAddr reaches the ports of sidecar container id where Docker
-// publishes them on the loopback interface: its pod's sandbox's ports (see
-// sidecar.Sandbox), or its own for a container created without a sandbox
-// by an earlier vz-node. They stay where they are while it runs, so the
-// first answer is kept.
+// sidecarAddr reaches the ports of the pod's sidecars where Docker
+// publishes them on the loopback interface: the pod's sandbox's ports (see
+// sidecar.Sandbox). They stay where they are while it runs, so the first
+// answer is kept.
 //
 // The pod is read at the first call: callers may hold the worker's lock.
-func (w *podWorker) sidecarAddr(id string) portAddr {
+func (w *podWorker) sidecarAddr() portAddr {
 	var (
 		mu  sync.Mutex
 		ct  sidecar.Container
@@ -620,9 +619,6 @@ func (w *podWorker) sidecarAddr(id string) portAddr {
 		if !got {
 			pod, _ := w.snapshot()
 			c, err := w.p.cfg.Docker.Inspect(ctx, sidecar.SandboxName(pod))
-			if sidecar.IsNotFound(err) {
-				c, err = w.p.cfg.Docker.Inspect(ctx, id)
-			}
 			if err != nil {
 				return "", err
 			}
@@ -679,7 +675,7 @@ func (p *PodProvider) preStop(ctx context.Context, w *podWorker, c corev1.Contai
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, grace)
 	defer cancel()
-	if err := p.sidecarHook(hctx, c, id, w.sidecarAddr(id), c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
+	if err := p.sidecarHook(hctx, c, id, w.sidecarAddr(), c.Lifecycle.PreStop); err != nil && ctx.Err() == nil {
 		w.event(corev1.EventTypeWarning, "FailedPreStopHook", "PreStop hook of sidecar %s failed: %v", c.Name, err)
 	}
 	return max(minStopGrace, grace-time.Since(start))

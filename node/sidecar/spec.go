@@ -161,52 +161,48 @@ func Sandbox(pod *corev1.Pod, node, image string, cs []corev1.Container) Contain
 	}
 }
 
-// ports is what a sidecar publishes (through its pod's sandbox): every declared port on 127.0.0.1 at
-// a port the engine picks, where vz-node's network probes and hooks reach
-// it (with Docker Desktop, macOS cannot route to a container's own
-// address), and also at its hostPort when it has one, as the kubelet does.
-// Ports that probes or hooks name by number without declaring them are
-// published on 127.0.0.1 too.
+// ports is what a sidecar publishes (through its pod's sandbox, which
+// drops repeats): every declared port on 127.0.0.1 at a port the engine
+// picks, where vz-node's network probes and hooks reach it (with Docker
+// Desktop, macOS cannot route to a container's own address), and also at
+// its hostPort when it has one, as the kubelet does. Ports that probes or
+// hooks name by number without declaring them are published on 127.0.0.1
+// too.
 func ports(c corev1.Container) []Port {
 	var ps []Port
-	loopback := map[int]bool{}
-	publish := func(port int, proto string) {
-		if proto == "tcp" {
-			if loopback[port] {
-				return
-			}
-			loopback[port] = true
-		}
-		ps = append(ps, Port{ContainerPort: port, Protocol: proto, HostIP: "127.0.0.1"})
-	}
 	for _, p := range c.Ports {
 		proto := strings.ToLower(string(p.Protocol))
 		if proto == "" {
 			proto = "tcp"
 		}
-		publish(int(p.ContainerPort), proto)
+		ps = append(ps, Port{ContainerPort: int(p.ContainerPort), Protocol: proto, HostIP: "127.0.0.1"})
 		if p.HostPort != 0 {
 			ps = append(ps, Port{ContainerPort: int(p.ContainerPort), Protocol: proto, HostIP: p.HostIP, HostPort: int(p.HostPort)})
 		}
 	}
 	for _, port := range handlerPorts(c) {
-		if port.Type == intstr.Int {
-			publish(int(port.IntVal), "tcp")
-		}
+		ps = append(ps, Port{ContainerPort: port, Protocol: "tcp", HostIP: "127.0.0.1"})
 	}
 	return ps
 }
 
-// handlerPorts are the ports of c's network probes and hooks that reach
-// the container itself (not a host the handler names).
-func handlerPorts(c corev1.Container) []intstr.IntOrString {
-	var ps []intstr.IntOrString
+// handlerPorts are the ports that c's network probes and hooks name by
+// number on the container itself (not on a host the handler names); named
+// ports are declared ones.
+func handlerPorts(c corev1.Container) []int {
+	var ps []int
 	add := func(http *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction) {
+		var port intstr.IntOrString
 		switch {
 		case http != nil && http.Host == "":
-			ps = append(ps, http.Port)
+			port = http.Port
 		case tcp != nil && tcp.Host == "":
-			ps = append(ps, tcp.Port)
+			port = tcp.Port
+		default:
+			return
+		}
+		if port.Type == intstr.Int {
+			ps = append(ps, int(port.IntVal))
 		}
 	}
 	for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
