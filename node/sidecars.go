@@ -153,6 +153,9 @@ func (w *podWorker) startSidecars() {
 	for _, c := range cs {
 		w.ensureSidecar(c)
 	}
+	// Sidecars that outlived a vz-node restart may be in a sandbox that
+	// died meanwhile.
+	w.sandboxChanged(event{})
 }
 
 // ensureSidecar creates and starts sidecar c unless its container exists,
@@ -258,36 +261,6 @@ func (p *PodProvider) ensureContainer(ctx context.Context, w *podWorker, pod *co
 		return ct, &sidecarError{reasonCreateContainerError, err}
 	}
 	return ct, nil
-}
-
-// ensureSandbox returns the ID of the pod's sandbox (see sidecar.Sandbox),
-// creating it first from the sandbox image (pulled if the engine lacks
-// it), and starting it if it does not run.
-func (p *PodProvider) ensureSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod) (string, error) {
-	w.sandboxMu.Lock()
-	defer w.sandboxMu.Unlock()
-	d := p.cfg.Docker
-	name := sidecar.SandboxName(pod)
-	ct, err := d.Inspect(ctx, name)
-	if sidecar.IsNotFound(err) {
-		pause := corev1.Container{Name: "POD", Image: p.cfg.SandboxImage, ImagePullPolicy: corev1.PullIfNotPresent}
-		if err := p.sidecarImage(ctx, w, pod, pause); err != nil {
-			return "", fmt.Errorf("pod sandbox: %w (set vz-node's sandboxImage to a pause image the engine can get)", err)
-		}
-		if _, err := d.Create(ctx, sidecar.Sandbox(pod, p.cfg.NodeName, p.cfg.SandboxImage, dockerContainers(pod))); err != nil && !sidecar.IsConflict(err) {
-			return "", &sidecarError{reasonCreateContainerError, fmt.Errorf("pod sandbox: %w", err)}
-		}
-		ct, err = d.Inspect(ctx, name)
-	}
-	if err != nil {
-		return "", &sidecarError{reasonCreateContainerError, fmt.Errorf("pod sandbox: %w", err)}
-	}
-	if !ct.State.Running {
-		if err := d.Start(ctx, ct.ID); err != nil {
-			return "", &sidecarError{reasonRunContainerError, fmt.Errorf("pod sandbox: %w", err)}
-		}
-	}
-	return ct.ID, nil
 }
 
 // sidecarImage makes sure the engine has c's image, as its pull policy
@@ -694,15 +667,26 @@ func killGrace(pod *corev1.Pod, probe *corev1.Probe) time.Duration {
 }
 
 // sidecarGone recreates a sidecar whose container was removed behind
-// vz-node's back, while the pod still runs.
+// vz-node's back (or out of a sandbox that is gone), while the pod still
+// runs. The new container's run counts as a restart, as the kubelet's
+// does; Docker counts from zero for it.
 func (w *podWorker) sidecarGone(ev event) stage {
+	if run := w.sidecars; run == nil || run.ctx.Err() != nil {
+		return w.stage
+	}
 	pod, _ := w.snapshot()
 	for _, c := range sidecarsOf(pod) {
-		if c.Name == ev.name {
-			st := sidecar.Waiting(c, reasonContainerCreating, "the container was removed; creating it again")
-			w.sidecarChanged(event{name: c.Name, status: &st})
-			w.ensureSidecar(c)
+		if c.Name != ev.name {
+			continue
 		}
+		w.setView(func(v *podView) {
+			if slot := sidecarSlot(v, c.Name); slot != nil && slot.ContainerID != "" {
+				v.SidecarKills = withEntry(v.SidecarKills, c.Name, slot.RestartCount+1)
+			}
+		})
+		st := sidecar.Waiting(c, reasonContainerCreating, "the container was removed; creating it again")
+		w.sidecarChanged(event{name: c.Name, status: &st})
+		w.ensureSidecar(c)
 	}
 	return w.stage
 }
@@ -868,6 +852,13 @@ func (p *PodProvider) watchSidecars() {
 // sidecarEvent turns one Docker event into a status update.
 func (p *PodProvider) sidecarEvent(ev sidecar.Event) {
 	w := p.workerByUID(ev.Attributes[sidecar.LabelPodUID])
+	if w != nil && ev.Attributes[sidecar.LabelSandbox] != "" {
+		switch ev.Action {
+		case "start", "die", "destroy":
+			w.post(event{kind: evSandbox})
+		}
+		return
+	}
 	name := ev.Attributes[sidecar.LabelContainer]
 	if w == nil || name == "" {
 		return
@@ -911,6 +902,7 @@ func (p *PodProvider) refreshSidecars() {
 				w.post(event{kind: evSidecar, name: c.Name, ct: &ct})
 			}
 		}
+		w.post(event{kind: evSandbox})
 	}
 }
 
@@ -944,15 +936,6 @@ func (p *PodProvider) collectSidecarOrphans() {
 			p.log.Warn("remove orphan sidecar", "err", err)
 		}
 	}
-}
-
-// sandboxesLast orders containers to be removed: pods' sandboxes after
-// the containers that use their network.
-func sandboxesLast(cts []sidecar.Summary) []sidecar.Summary {
-	slices.SortStableFunc(cts, func(a, b sidecar.Summary) int {
-		return strings.Compare(a.Labels[sidecar.LabelSandbox], b.Labels[sidecar.LabelSandbox])
-	})
-	return cts
 }
 
 func firstName(names []string) string {

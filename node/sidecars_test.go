@@ -191,13 +191,14 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 		t.Fatalf("agent after vz-node's restart %+v, want the same container %s not restarted", a, agent.ContainerID)
 	}
 
-	// A sidecar removed behind vz-node's back is created again.
+	// A sidecar removed behind vz-node's back is created again, and the
+	// new container counts as a restart.
 	if out, err := exec.Command("docker", "--host", f.docker.Host(), "rm", "-f", sidecar.Name(pod, "agent")).CombinedOutput(); err != nil {
 		t.Fatalf("docker rm: %v\n%s", err, out)
 	}
-	f.waitFor("hybrid", "the agent recreated", func(s corev1.PodStatus) bool {
+	f.waitFor("hybrid", "the agent recreated, its restart counted", func(s corev1.PodStatus) bool {
 		a, _ := containerStatus(s, "agent")
-		return a.Ready && a.ContainerID != agent.ContainerID
+		return a.Ready && a.ContainerID != agent.ContainerID && a.RestartCount == 1
 	})
 
 	// Delete: every container of the pod goes.

@@ -70,9 +70,9 @@ type podView struct {
 	// Sidecars are the statuses of the Docker containers after the VM, in
 	// the pod's order.
 	Sidecars []corev1.ContainerStatus `json:",omitempty"`
-	// SidecarKills counts, by sidecar name, the restarts vz-node made after
-	// a failed liveness probe: Docker counts only those its restart
-	// policy makes.
+	// SidecarKills counts, by sidecar name, the restarts Docker does not:
+	// it counts only those its restart policy makes in one container, not
+	// vz-node's after a failed liveness probe, nor a container replaced.
 	SidecarKills map[string]int32 `json:",omitempty"`
 	// SidecarHooked is, by sidecar name, the run whose postStart hook
 	// was started, so a vz-node restart does not run it twice.

@@ -85,6 +85,7 @@ const (
 	evSidecarGone
 	evSidecarProbe
 	evSidecarUnhealthy
+	evSandbox
 	evConfigured
 	evConfigFailed
 	evInitStatus
@@ -94,7 +95,7 @@ const (
 	evDeadline
 )
 
-var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "configured", "configFailed", "initStatus", "initExited", "mainExited", "stopGrace", "deadline"}
+var eventNames = [...]string{"start", "adopt", "update", "delete", "imageReady", "imageFailed", "retry", "slotGranted", "vm", "address", "guestReady", "guestFailed", "probe", "unhealthy", "graceExpired", "sidecar", "sidecarGone", "sidecarProbe", "sidecarUnhealthy", "sandbox", "configured", "configFailed", "initStatus", "initExited", "mainExited", "stopGrace", "deadline"}
 
 func (e eventKind) String() string { return eventNames[e] }
 
@@ -165,6 +166,8 @@ func lookup(s stage, k eventKind) handler {
 		return (*podWorker).sidecarGone
 	case k == evSidecarUnhealthy && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).sidecarUnhealthy
+	case k == evSandbox && s != stGone && s != stStopping && s != stTerminated:
+		return (*podWorker).sandboxChanged
 	case k == evDeadline && s != stGone && s != stStopping && s != stTerminated:
 		return (*podWorker).deadlineExceeded
 	case k == evStopGrace && (s == stBooting || s == stConnecting || s == stRunning):

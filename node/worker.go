@@ -110,6 +110,7 @@ type podWorker struct {
 	renewVolumes time.Time
 	volMu        sync.Mutex // guards volumes, and orders writes before the pod's files go
 	sandboxMu    sync.Mutex // orders the creation of the pod's sandbox
+	renewMu      sync.Mutex // runs renewSandbox's checks one at a time
 	volumes      volume.Writer
 	volumesGone  bool
 

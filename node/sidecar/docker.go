@@ -402,6 +402,9 @@ type Container struct {
 		Labels map[string]string
 		Tty    bool
 	}
+	HostConfig struct {
+		NetworkMode string // "container:<sandbox ID>" for a pod's containers
+	}
 	NetworkSettings struct {
 		// Ports maps "8080/tcp" to where the engine publishes it, once
 		// the container runs.

@@ -380,6 +380,35 @@ spec:
 		t.Fatalf("the agent's postStart hook: exit %d, %q, want a line per run", code, out)
 	}
 
+	// The pod's sandbox removed behind vz-node's back: as with the
+	// kubelet's SandboxChanged, its Docker containers start anew in a new
+	// one, where they reach each other on localhost again.
+	d, err := sidecar.New(docker.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Remove(ctx, sidecar.SandboxName(pod)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the agent and the cache restarted in a new sandbox", func() error {
+		p, err := nodeGetPod(t, cp, "default", "hybrid")
+		if err != nil {
+			return err
+		}
+		a, c := p.Status.ContainerStatuses[1], p.Status.InitContainerStatuses[1]
+		if a.RestartCount != 2 || !a.Ready || c.RestartCount != 1 || !c.Ready {
+			return fmt.Errorf("agent restarts %d ready %v, cache restarts %d ready %v", a.RestartCount, a.Ready, c.RestartCount, c.Ready)
+		}
+		return nil
+	})
+	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "wget", "-qO-", "http://127.0.0.1:8080/index.html"); code != 0 || out != "hit\n" {
+		t.Fatalf("the agent fetching the cache's page over localhost in the new sandbox: exit %d, %q", code, out)
+	}
+	events = nodeKubectl(t, cp, "get", "events", "--field-selector", "involvedObject.name=hybrid", "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
+	if !strings.Contains(events, "SandboxChanged") || !strings.Contains(events, "Pod sandbox changed, it will be killed and re-created.") {
+		t.Fatalf("pod events lack SandboxChanged:\n%s", events)
+	}
+
 	// A pod whose Secret does not exist yet waits Pending, restartPolicy
 	// Never or not, and starts once it exists, as with the kubelet.
 	late := strings.NewReplacer("NODE", node, "VM", nodeTestImage).Replace(`apiVersion: v1
@@ -439,10 +468,6 @@ spec:
 	// may not: no informer lists Secrets or ConfigMaps cluster-wide.
 	if log, err := os.ReadFile(vz.LogPath); err != nil || bytes.Contains(log, []byte("forbidden")) {
 		t.Fatalf("vz-node's log (%v) shows requests the node was refused:\n%s", err, forbiddenLines(log))
-	}
-	d, err := sidecar.New(docker.Host)
-	if err != nil {
-		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the pod's containers removed", func() error {
 		left, err := d.List(ctx, map[string]string{sidecar.LabelPodUID: string(pod.UID)})

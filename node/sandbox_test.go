@@ -1,0 +1,133 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vzfleet/vzfleet/node/sidecar"
+)
+
+// When a pod's sandbox dies (the engine restarts it with a new network
+// namespace) or is removed, the containers that joined it are killed and
+// started anew in the sandbox as it runs, each restart counted: they reach
+// each other on localhost again, and their probes find the ports the
+// sandbox publishes now, also when it died while vz-node was down. The VM
+// keeps running, and a sidecar of a pod that never restarts stays
+// terminated.
+func TestSandboxChanged(t *testing.T) {
+	f := newFixture(t, 2, withDocker(t))
+	ctx := context.Background()
+	grace := int64(1)
+	web := testPod("web", withSidecars(corev1.Container{Name: "web",
+		Command: []string{"sh", "-c", "mkdir -p /www && echo ok >/www/index.html && httpd -p 8080 -h /www && exec sleep 3600"},
+		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 2,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromString("http")}}},
+	}, corev1.Container{Name: "client", Command: []string{"sleep", "3600"}}), func(p *corev1.Pod) {
+		always := corev1.ContainerRestartPolicyAlways
+		p.Spec.InitContainers = []corev1.Container{{Name: "proxy", Image: sidecarImage, Command: []string{"sleep", "3600"}, RestartPolicy: &always}}
+		p.Spec.TerminationGracePeriodSeconds = &grace
+	})
+	lone := testPod("lone", withSidecars(corev1.Container{Name: "svc", Command: []string{"sleep", "3600"}}), func(p *corev1.Pod) {
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		p.Spec.TerminationGracePeriodSeconds = &grace
+	})
+	for _, p := range []*corev1.Pod{web, lone} {
+		if err := f.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted := func(n int32) func(corev1.PodStatus) bool {
+		return func(s corev1.PodStatus) bool {
+			w, _ := containerStatus(s, "web")
+			c, _ := containerStatus(s, "client")
+			var p corev1.ContainerStatus
+			if len(s.InitContainerStatuses) == 1 {
+				p = s.InitContainerStatuses[0]
+			}
+			return s.Phase == corev1.PodRunning && w.RestartCount == n && w.Ready && c.RestartCount == n && c.State.Running != nil &&
+				p.RestartCount == n && p.State.Running != nil
+		}
+	}
+	fetch := func(when string) {
+		t.Helper()
+		var page bytes.Buffer
+		err := f.p.RunInContainer(ctx, "default", "web", "client", []string{"wget", "-qO-", "http://127.0.0.1:8080/index.html"}, &testIO{stdout: &page})
+		if err != nil || page.String() != "ok\n" {
+			t.Fatalf("%s: the client fetching the server's page over localhost: %q, %v", when, page.String(), err)
+		}
+	}
+	sandbox := func(pod *corev1.Pod) sidecar.Container {
+		t.Helper()
+		ct, err := f.docker.Inspect(ctx, sidecar.SandboxName(pod))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	kill := func(pod *corev1.Pod) {
+		t.Helper()
+		if err := syscall.Kill(sandbox(pod).State.Pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill the sandbox of %s: %v", pod.Name, err)
+		}
+	}
+	f.waitFor("web", "web ready", restarted(0))
+	f.waitFor("lone", "svc running", sidecarRunning("svc"))
+	fetch("at first")
+	first := sandbox(web)
+
+	// Its process dies: the engine starts the same sandbox again, in a
+	// new network namespace.
+	kill(web)
+	f.waitFor("web", "both containers restarted in the sandbox the engine restarted", restarted(1))
+	if again := sandbox(web); again.ID != first.ID || !again.State.StartedAt.After(first.State.StartedAt) {
+		t.Fatalf("sandbox after its death: %s started %s, want %s started again after %s", again.ID, again.State.StartedAt, first.ID, first.State.StartedAt)
+	}
+	fetch("after the sandbox died")
+
+	// Removed: vz-node makes a new one.
+	if err := f.docker.Remove(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("web", "both containers restarted in a new sandbox", restarted(2))
+	if again := sandbox(web); again.ID == first.ID {
+		t.Fatalf("the removed sandbox %s is still there", first.ID)
+	}
+	fetch("after the sandbox was removed")
+
+	// It dies while vz-node is down: found when vz-node starts again.
+	f.p.Close()
+	kill(web)
+	f.p = f.newProvider(2)
+	f.waitFor("web", "both containers restarted after vz-node's restart", restarted(3))
+	fetch("after the sandbox died while vz-node was down")
+
+	// restartPolicy Never: the sidecar is killed, not started again, and
+	// the VM runs on.
+	kill(lone)
+	st := f.waitFor("lone", "svc killed, not restarted", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "svc")
+		return c.State.Terminated != nil
+	})
+	if c, _ := containerStatus(st, "svc"); c.RestartCount != 0 || st.Phase != corev1.PodRunning {
+		t.Fatalf("lone after its sandbox died: phase %s, svc %+v; want Running with svc terminated and not restarted", st.Phase, c)
+	}
+	if vm, _ := containerStatus(st, "macos"); vm.State.Running == nil || vm.RestartCount != 0 {
+		t.Fatalf("the VM after its pod's sandbox died: %+v, want it running on", vm)
+	}
+
+	events := strings.Join(drainEvents(f.events), "\n")
+	if n := strings.Count(events, "Normal SandboxChanged Pod sandbox changed, it will be killed and re-created."); n != 4 {
+		t.Fatalf("%d SandboxChanged events, want 4 (three for web, one for lone):\n%s", n, events)
+	}
+	for _, p := range []*corev1.Pod{web, lone} {
+		f.deletePod(p, grace)
+		f.waitNoContainers(string(p.UID))
+	}
+}
