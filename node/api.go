@@ -35,6 +35,39 @@ func logShowArgv(opts api.ContainerLogOpts, now time.Time) []string {
 
 var logStreamArgv = []string{"log", "stream", "--style", "syslog"}
 
+// forwardAddr is where this host reaches port of pod ns/name (see
+// PortForward).
+func (p *PodProvider) forwardAddr(ctx context.Context, ns, name string, port int32) (string, error) {
+	if w := p.worker(ns, name); w != nil && p.cfg.Docker != nil {
+		pod, _ := w.snapshot()
+		if declaresPort(dockerContainers(pod), port) && !declaresPort([]corev1.Container{vmContainer(pod)}, port) {
+			addr, err := w.sidecarAddr()(ctx, int(port))
+			if err != nil {
+				return "", errdefs.InvalidInputf("port %d of pod %s/%s, which its Docker containers declare: %v", port, ns, name, err)
+			}
+			return addr, nil
+		}
+	}
+	_, t, err := p.running(ns, name, "")
+	if err != nil {
+		return "", err
+	}
+	ip, _, _ := net.SplitHostPort(t.Addr)
+	return net.JoinHostPort(ip, strconv.Itoa(int(port))), nil
+}
+
+// declaresPort reports whether one of cs declares TCP port.
+func declaresPort(cs []corev1.Container, port int32) bool {
+	for _, c := range cs {
+		for _, cp := range c.Ports {
+			if cp.ContainerPort == port && (cp.Protocol == "" || cp.Protocol == corev1.ProtocolTCP) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // running returns the worker of a pod whose VM container is container and
 // whose guest is reachable.
 func (p *PodProvider) running(ns, name, container string) (*podWorker, GuestTarget, error) {
@@ -363,18 +396,21 @@ func (t *timestampWriter) flush() {
 	}
 }
 
-// PortForward connects stream to port in the guest (kubectl port-forward).
+// PortForward connects stream to port in the pod (kubectl port-forward).
+// A port that one of the pod's Docker containers declares, and the VM
+// container does not, is reached where their sandbox publishes it on the
+// host's loopback interface, as their probes reach it; any other port is
+// the VM's.
 func (p *PodProvider) PortForward(ctx context.Context, ns, name string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	_, t, err := p.running(ns, name, "")
+	addr, err := p.forwardAddr(ctx, ns, name, port)
 	if err != nil {
 		return err
 	}
-	ip, _, _ := net.SplitHostPort(t.Addr)
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(int(port))))
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("port-forward to %s port %d: %w", ip, port, err)
+		return fmt.Errorf("port-forward to pod %s/%s port %d at %s: %w", ns, name, port, addr, err)
 	}
 	defer conn.Close()
 	done := make(chan struct{}, 2)

@@ -595,7 +595,10 @@ func (w *podWorker) sidecarAddr() portAddr {
 			if err != nil {
 				return "", err
 			}
-			ct, got = c, c.State.Running
+			if !c.State.Running {
+				return "", fmt.Errorf("the pod's sandbox %s does not run", sidecar.SandboxName(pod))
+			}
+			ct, got = c, true
 		}
 		if addr, ok := ct.LoopbackAddr(port); ok {
 			return addr, nil

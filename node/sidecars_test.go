@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -206,6 +207,18 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 	f.waitNoContainers("uid-hybrid")
 }
 
+// forward sends request through a port-forward to port of pod name and
+// returns all it answers until the forward ends.
+func (f *fixture) forward(name string, port int32, request string) (string, error) {
+	local, remote := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- f.p.PortForward(context.Background(), "default", name, port, remote) }()
+	go func() { _, _ = io.WriteString(local, request) }()
+	answer, _ := io.ReadAll(local)
+	local.Close()
+	return string(answer), <-done
+}
+
 // waitNoContainers waits until the pod with uid has no Docker container.
 func (f *fixture) waitNoContainers(uid string) {
 	f.t.Helper()
@@ -327,6 +340,12 @@ func TestSidecarNetworkProbes(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "ok\n" {
 		t.Fatalf("hostPort %d answered %s %q, want the sidecar's page", hostPort, resp.Status, body)
+	}
+
+	// kubectl port-forward to the declared port reaches the sidecar, not
+	// the VM.
+	if got, err := f.forward("web", 8080, "GET /index.html HTTP/1.0\r\n\r\n"); err != nil || !strings.HasSuffix(got, "\r\n\r\nok\n") {
+		t.Fatalf("port-forward to port 8080: %q, %v; want the sidecar's page", got, err)
 	}
 
 	// A 404 makes it unready, and the page back makes it ready again.

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -113,4 +116,42 @@ spec:
         cpu: "1"
         memory: 2Gi
 `, "NAME", name)
+}
+
+// portForward runs `kubectl port-forward pod/POD :PORT` as the cluster
+// admin until the test ends, and returns the local address kubectl
+// forwards from.
+func portForward(t *testing.T, cp *harness.ControlPlane, pod string, port int) string {
+	t.Helper()
+	bin, err := harness.Tool("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig="+cp.AdminKubeconfig, "port-forward", "--address=127.0.0.1", "pod/"+pod, fmt.Sprintf(":%d", port))
+	var stderr harness.LockedBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	// It prints "Forwarding from 127.0.0.1:NNNNN -> PORT" once listening.
+	timer := time.AfterFunc(30*time.Second, cancel)
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n')
+	timer.Stop()
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	_, rest, ok := strings.Cut(line, "Forwarding from ")
+	if err != nil || !ok {
+		t.Fatalf("kubectl port-forward pod/%s :%d: %q, %v\n%s", pod, port, line, err, stderr.String())
+	}
+	return strings.Fields(rest)[0]
 }

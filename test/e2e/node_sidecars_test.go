@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -281,6 +283,14 @@ spec:
 	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "wget", "-qO-", "http://127.0.0.1:8080/index.html"); code != 0 || out != "hit\n" {
 		t.Fatalf("the agent fetching the cache's page over localhost: exit %d, %q", code, out)
 	}
+	// kubectl port-forward reaches a port the Docker containers declare
+	// (the cache's), and any other in the VM (the guest's SSH server).
+	if page, err := httpGet("http://" + portForward(t, cp, "hybrid", 8080) + "/index.html"); err != nil || page != "hit\n" {
+		t.Fatalf("the cache's page through kubectl port-forward: %q, %v", page, err)
+	}
+	if banner, err := readLine(portForward(t, cp, "hybrid", 22)); err != nil || !strings.HasPrefix(banner, "SSH-2.0-") {
+		t.Fatalf("the VM's SSH server through kubectl port-forward: %q, %v", banner, err)
+	}
 	if out := nodeKubectl(t, cp, "logs", "hybrid", "-c", "prepare"); out != "prepare done\n" {
 		t.Fatalf("kubectl logs -c prepare: %q", out)
 	}
@@ -488,4 +498,29 @@ func forbiddenLines(log []byte) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// httpGet returns the body url answers with 200 OK.
+func httpGet(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	return string(b), err
+}
+
+// readLine returns the first line a TCP server at addr sends.
+func readLine(addr string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return bufio.NewReader(conn).ReadString('\n')
 }
