@@ -6,11 +6,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/vzfleet/vzfleet/node/sidecar"
+	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // When a pod's sandbox dies (the engine restarts it with a new network
@@ -23,17 +25,8 @@ import (
 func TestSandboxChanged(t *testing.T) {
 	f := newFixture(t, 2, withDocker(t))
 	ctx := context.Background()
-	grace := int64(1)
-	web := testPod("web", withSidecars(corev1.Container{Name: "web",
-		Command: []string{"sh", "-c", "mkdir -p /www && echo ok >/www/index.html && httpd -p 8080 -h /www && exec sleep 3600"},
-		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 2,
-			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromString("http")}}},
-	}, corev1.Container{Name: "client", Command: []string{"sleep", "3600"}}), func(p *corev1.Pod) {
-		always := corev1.ContainerRestartPolicyAlways
-		p.Spec.InitContainers = []corev1.Container{{Name: "proxy", Image: sidecarImage, Command: []string{"sleep", "3600"}, RestartPolicy: &always}}
-		p.Spec.TerminationGracePeriodSeconds = &grace
-	})
+	web := webPod()
+	grace := *web.Spec.TerminationGracePeriodSeconds
 	lone := testPod("lone", withSidecars(corev1.Container{Name: "svc", Command: []string{"sleep", "3600"}}), func(p *corev1.Pod) {
 		p.Spec.RestartPolicy = corev1.RestartPolicyNever
 		p.Spec.TerminationGracePeriodSeconds = &grace
@@ -55,14 +48,7 @@ func TestSandboxChanged(t *testing.T) {
 				p.RestartCount == n && p.State.Running != nil
 		}
 	}
-	fetch := func(when string) {
-		t.Helper()
-		var page bytes.Buffer
-		err := f.p.RunInContainer(ctx, "default", "web", "client", []string{"wget", "-qO-", "http://127.0.0.1:8080/index.html"}, &testIO{stdout: &page})
-		if err != nil || page.String() != "ok\n" {
-			t.Fatalf("%s: the client fetching the server's page over localhost: %q, %v", when, page.String(), err)
-		}
-	}
+	fetch := f.fetchWebPage
 	sandbox := func(pod *corev1.Pod) sidecar.Container {
 		t.Helper()
 		ct, err := f.docker.Inspect(ctx, sidecar.SandboxName(pod))
@@ -130,4 +116,73 @@ func TestSandboxChanged(t *testing.T) {
 		f.deletePod(p, grace)
 		f.waitNoContainers(string(p.UID))
 	}
+}
+
+// webPod has a server sidecar, which declares its port and is ready when
+// it serves its page, a client sidecar and a native sidecar.
+func webPod() *corev1.Pod {
+	grace := int64(1)
+	return testPod("web", withSidecars(corev1.Container{Name: "web",
+		Command: []string{"sh", "-c", "mkdir -p /www && echo ok >/www/index.html && httpd -p 8080 -h /www && exec sleep 3600"},
+		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 2,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/index.html", Port: intstr.FromString("http")}}},
+	}, corev1.Container{Name: "client", Command: []string{"sleep", "3600"}}), func(p *corev1.Pod) {
+		always := corev1.ContainerRestartPolicyAlways
+		p.Spec.InitContainers = []corev1.Container{{Name: "proxy", Image: sidecarImage, Command: []string{"sleep", "3600"}, RestartPolicy: &always}}
+		p.Spec.TerminationGracePeriodSeconds = &grace
+	})
+}
+
+// fetchWebPage has webPod's client fetch the server's page over
+// localhost.
+func (f *fixture) fetchWebPage(when string) {
+	f.t.Helper()
+	var page bytes.Buffer
+	err := f.p.RunInContainer(context.Background(), "default", "web", "client", []string{"wget", "-qO-", "http://127.0.0.1:8080/index.html"}, &testIO{stdout: &page})
+	if err != nil || page.String() != "ok\n" {
+		f.t.Fatalf("%s: the client fetching the server's page over localhost: %q, %v", when, page.String(), err)
+	}
+}
+
+// When the engine restarts (as Docker Desktop does on an update), the
+// pod's containers come back with it, in the sandbox, and vz-node follows
+// their new runs; the VM is untouched.
+func TestSidecarsAfterEngineRestart(t *testing.T) {
+	harness.RequireRoot(t)
+	engine := harness.DockerWithImageT(t, sidecarImage)
+	client, err := sidecar.New(engine.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 2, func(f *fixture) { f.docker = client })
+	ctx := context.Background()
+	web := webPod()
+	if err := f.p.CreatePod(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	before := f.waitFor("web", "web ready", sidecarRunning("web"))
+	f.fetchWebPage("before the engine restarted")
+
+	restarted := time.Now()
+	if err := engine.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := f.waitFor("web", "every container running again after the engine restarted", func(s corev1.PodStatus) bool {
+		for _, name := range []string{"web", "client"} {
+			c, _ := containerStatus(s, name)
+			if c.State.Running == nil || c.State.Running.StartedAt.Time.Before(restarted.Truncate(time.Second)) || name == "web" && !c.Ready {
+				return false
+			}
+		}
+		p := s.InitContainerStatuses
+		return len(p) == 1 && p[0].State.Running != nil && !p[0].State.Running.StartedAt.Time.Before(restarted.Truncate(time.Second))
+	})
+	f.fetchWebPage("after the engine restarted")
+	vmBefore, _ := containerStatus(before, "macos")
+	if vm, _ := containerStatus(after, "macos"); vm.State.Running == nil || !vm.State.Running.StartedAt.Equal(&vmBefore.State.Running.StartedAt) || vm.RestartCount != 0 {
+		t.Fatalf("the VM after the engine restarted: %+v, want it running on since %s", vm, vmBefore.State.Running.StartedAt)
+	}
+	f.deletePod(web, *web.Spec.TerminationGracePeriodSeconds)
+	f.waitNoContainers(string(web.UID))
 }
