@@ -79,6 +79,8 @@ func (r *runner) phases() []phase {
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}}
 	case ModePlan:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}}
+	case ModeRetire:
+		return []phase{connectPhase{}, drainPhase{}, stopPhase{}, removePhase{}, deregisterPhase{}}
 	default:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}, uploadPhase{}, servicePhase{}, nodePhase{}, imagesPhase{}}
 	}
@@ -88,7 +90,7 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 	start := time.Now()
 	res := HostResult{Host: h.Name, Node: h.Node.Name}
 	hr := &hostRun{r: r, h: h, res: &res}
-	if r.mode != ModeDoctor {
+	if r.mode == ModeApply || r.mode == ModePlan {
 		hr.node = r.nodeAhead(ctx, h)
 	}
 	defer func() {
@@ -124,6 +126,8 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 		switch {
 		case r.mode == ModeDoctor:
 			res.Status = StatusOK
+		case r.mode == ModeRetire:
+			res.Status = StatusRetired
 		case res.Plan.Empty():
 			res.Status = StatusUnchanged
 		case r.mode == ModePlan:

@@ -43,6 +43,11 @@ func (r *Report) WriteSummary(w io.Writer) error {
 		for _, h := range r.Hosts {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Status, orUnknown(h.Facts.MacOSVersion), orUnknown(h.Facts.Arch), humanBytes(h.Facts.FreeDiskBytes), detail(h))
 		}
+	} else if r.Mode == ModeRetire {
+		fmt.Fprintln(tw, "HOST\tNODE\tSTATUS\tTIME\tDETAIL")
+		for _, h := range r.Hosts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Host, h.Node, h.Status, h.Duration.Round(10_000_000), detail(h))
+		}
 	} else {
 		fmt.Fprintln(tw, "HOST\tNODE\tSTATUS\tFILES\tSERVICE\tVERSION\tIMAGES\tTIME\tDETAIL")
 		for _, h := range r.Hosts {
@@ -91,6 +96,10 @@ func (r *Report) sentence() string {
 		return fmt.Sprintf("all %d hosts pass the preflight checks", n)
 	case r.Mode == ModeDoctor:
 		return fmt.Sprintf("%d of %d hosts fail the preflight checks", failed, n)
+	case r.Mode == ModeRetire && failed == 0:
+		return fmt.Sprintf("retired %d of %d hosts: drained, vz-node removed, nodes deleted", n, n)
+	case r.Mode == ModeRetire:
+		return fmt.Sprintf("%d retired, %d failed (a host that failed at its drain stays cordoned, with vz-node installed)", counts[StatusRetired], failed)
 	case failed == 0 && counts[StatusUnchanged] == n:
 		return fmt.Sprintf("no changes: all %d hosts are up to date; nothing uploaded, nothing restarted", n)
 	case r.Mode == ModePlan && failed == 0:

@@ -28,6 +28,8 @@ const (
 	ModePlan
 	// ModeDoctor runs the preflight checks only.
 	ModeDoctor
+	// ModeRetire takes the hosts out of the fleet (see retire.go).
+	ModeRetire
 )
 
 // Options configure Run.
@@ -79,6 +81,11 @@ type Options struct {
 	MaxPulls           int
 	PullPolicy         string
 	InsecureRegistries []string
+	// DrainTimeout bounds how long a retire waits for a node's pods to
+	// leave (default DefaultDrainTimeout); Purge makes it remove the VM
+	// image cache and vz-node's log too.
+	DrainTimeout time.Duration
+	Purge        bool
 }
 
 // DefaultPhaseTimeout bounds a phase on a host when Options.PhaseTimeout
@@ -273,6 +280,9 @@ func newRunner(mode Mode, inv *inventory.Inventory, n int, opts Options) *runner
 	}
 	if r.opts.CSRTimeout <= 0 {
 		r.opts.CSRTimeout = time.Minute
+	}
+	if r.opts.DrainTimeout <= 0 {
+		r.opts.DrainTimeout = DefaultDrainTimeout
 	}
 	if r.opts.LaunchdPause <= 0 {
 		r.opts.LaunchdPause = 500 * time.Millisecond

@@ -22,6 +22,7 @@ makes the host a Kubernetes node whose pods are macOS virtual machines.`,
 	root.AddCommand(newApplyCommand())
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newDoctorCommand())
+	root.AddCommand(newRetireCommand())
 	root.AddCommand(newStatusCommand())
 	root.AddCommand(newImageCommand())
 	root.AddCommand(newPrepullCommand())

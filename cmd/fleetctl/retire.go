@@ -1,0 +1,76 @@
+package main
+
+import (
+	"errors"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vzfleet/vzfleet/fleet"
+)
+
+func newRetireCommand() *cobra.Command {
+	var (
+		flags fleetFlags
+		drain time.Duration
+		purge bool
+		all   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "retire [INVENTORY] --limit HOSTS",
+		Short: "Take hosts out of the fleet: drain their nodes, remove vz-node, delete the nodes",
+		Long: `retire takes the selected hosts out of the fleet, for a Mac that is
+going for repair, a reinstall or another team, without losing work:
+
+  1. drain: the host's node is cordoned, and its pods are evicted as with
+     kubectl drain (PodDisruptionBudgets and grace periods are honoured;
+     DaemonSet pods are left to go with the node). retire waits, up to
+     --drain-timeout, until vz-node has stopped their VMs and the pods are
+     gone.
+  2. stop: vz-node's launchd job is booted out.
+  3. remove: everything apply installed (binary, entitlements, plist,
+     configuration, credentials, guest SSH secrets, rollback copies) and
+     vz-node's state directory are deleted; with --purge also the VM image
+     cache and vz-node's log.
+  4. deregister: the Node object is deleted.
+
+A host whose pods do not leave in time fails at the drain and is left as
+it was, but cordoned: nothing is stopped or removed. Hosts run in parallel
+and one host's failure never stops the others. To bring a retired host back,
+apply the inventory to it again. Remove it from the inventory to keep a
+later apply from doing so.
+
+Because it removes capacity, retire wants the hosts named: --limit, or
+--all for every host in the inventory.`,
+		Example: `  fleetctl retire inventory.yaml --limit mini-07
+  fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if flags.limit == "" && !all {
+				return errors.New("which hosts? retire takes hosts out of the fleet, so name them with --limit (e.g. --limit mini-07), or pass --all to retire every host in the inventory")
+			}
+			if flags.limit != "" && all {
+				return errors.New("give either --limit or --all, not both")
+			}
+			if drain <= 0 {
+				return errors.New("--drain-timeout must be positive: it bounds the wait for the pods, which retire never skips")
+			}
+			inv, hosts, err := flags.load(args)
+			if err != nil {
+				return err
+			}
+			opts := flags.options(cmd)
+			opts.DrainTimeout, opts.Purge = drain, purge
+			rep := fleet.Run(cmd.Context(), fleet.ModeRetire, inv, hosts, opts)
+			if err := rep.WriteSummary(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			return rep.Err()
+		},
+	}
+	flags.bind(cmd.Flags(), false)
+	cmd.Flags().DurationVar(&drain, "drain-timeout", fleet.DefaultDrainTimeout, "how long to wait for a node's pods to leave before failing that host (it stays cordoned, vz-node installed)")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the VM image cache and vz-node's log")
+	cmd.Flags().BoolVar(&all, "all", false, "retire every host in the inventory")
+	return cmd
+}

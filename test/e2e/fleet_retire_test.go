@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/test/harness"
+)
+
+// retire takes one host out of a running fleet. While a
+// PodDisruptionBudget forbids evicting its running VM pod, the host fails
+// at its drain and keeps everything but its cordon. Without the budget the
+// pod is evicted and its VM stopped; vz-node's launchd job, its files and
+// the Node go, and no vz-node registers the node again; the other hosts
+// are untouched. apply brings the retired host back.
+func TestFleetRetire(t *testing.T) {
+	fl := startFleetLab(t)
+	reg := harness.RegistryT(t)
+	fl.forward(reg.Addr)
+	vm := filepath.Join(fl.dir, "vm")
+	makeTestVM(t, vm, 32<<20)
+	ref := reg.Addr + "/e2e/retire:v1"
+	mustRun(t, 2*time.Minute, fl.fleetctlBin, "image", "push", vm, ref, "--chunk-size", "8388608")
+	fl.writeInventory(map[string]string{"mini-02": "    images:\n      - " + ref + "\n"})
+	if out, code := fl.apply("v0.1.0-e2e"); code != 0 {
+		t.Fatalf("cold apply exited %d:\n%s", code, out)
+	}
+	if out, code := fl.fleetctl("retire", "-f", fl.inventory); code == 0 || !strings.Contains(out, "which hosts?") {
+		t.Fatalf("retire without --limit: exit %d, want a refusal that asks which hosts:\n%s", code, out)
+	}
+
+	ctx := context.Background()
+	manifest := strings.NewReplacer("IMAGE", ref).Replace(`apiVersion: v1
+kind: Pod
+metadata:
+  name: build
+  namespace: default
+  labels: {app: build}
+spec:
+  nodeName: mini-02
+  terminationGracePeriodSeconds: 5
+  tolerations:
+  - {key: vzfleet.dev/macos, operator: Exists}
+  - {key: virtual-kubelet.io/provider, operator: Exists}
+  containers:
+  - name: macos
+    image: IMAGE
+    resources: {requests: {cpu: "1", memory: 2Gi}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: build
+  namespace: default
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels: {app: build}
+`)
+	if out, err := fl.cp.Apply(ctx, manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	pods := fl.cp.Client.CoreV1().Pods("default")
+	eventually(t, 90*time.Second, "the build pod running on mini-02", func() error {
+		p, err := pods.Get(ctx, "build", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			t.Fatalf("the build pod failed: %s %s", p.Status.Reason, p.Status.Message)
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s: %s %s %+v", p.Status.Phase, p.Status.Reason, p.Status.Message, p.Status.ContainerStatuses)
+		}
+		return nil
+	})
+
+	// The budget forbids the eviction: the drain fails in time, and the
+	// host keeps its pod, vz-node and files; only the cordon is new.
+	out, code := fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-02", "--drain-timeout", "5s")
+	if l := summaryLine(t, out, "mini-02"); code == 0 || !strings.Contains(l, "FAILED") || !strings.Contains(l, "drain: node mini-02 still runs 1 pod(s)") ||
+		!strings.Contains(l, "default/build") || !strings.Contains(l, "eviction refused") {
+		t.Fatalf("retire under a PodDisruptionBudget: exit %d, summary %q; want mini-02 FAILED at its drain, naming the pod and the refusal", code, l)
+	}
+	if n := fl.assertNodeReady("mini-02", "v0.1.0-e2e"); !n.Spec.Unschedulable {
+		t.Error("mini-02 is not cordoned after its drain failed")
+	}
+	if p, err := pods.Get(ctx, "build", metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Fatalf("the protected pod after the failed drain: %v (deleting: %v)", err, p.DeletionTimestamp)
+	}
+	h := fl.lab.Host("mini-02")
+	if _, err := os.Stat(h.Path(binaryPath)); err != nil {
+		t.Fatalf("vz-node was removed although the drain failed: %v", err)
+	}
+
+	// Without the budget: the pod is evicted, and the host retired.
+	if err := fl.cp.Client.PolicyV1().PodDisruptionBudgets("default").Delete(ctx, "build", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-02", "--drain-timeout", "2m")
+	if l := summaryLine(t, out, "mini-02"); code != 0 || !strings.Contains(l, "retired") {
+		t.Fatalf("retire: exit %d, summary %q", code, l)
+	}
+	for _, want := range []string{"evicting pod default/build", "launchctl bootout system/", "node mini-02 deleted", "retired 1 of 1 hosts"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("retire's output lacks %q", want)
+		}
+	}
+	if _, err := pods.Get(ctx, "build", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the build pod after the retire: %v, want it gone", err)
+	}
+	for _, p := range []string{binaryPath, configDir + "/kubeconfig", configDir + "/guest-ssh-key", configDir + "/vz-node.yaml", "/Library/LaunchDaemons/dev.vzfleet.vz-node.plist", "/var/db/vzfleet"} {
+		if _, err := os.Stat(h.Path(p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s on the retired host: %v, want it removed", p, err)
+		}
+	}
+	if _, err := os.Stat(h.Path("/Library/Caches/vzfleet")); err != nil {
+		t.Errorf("the image cache, which only --purge removes: %v", err)
+	}
+	if stdout, _, code, err := h.Launchctl("print", "system/dev.vzfleet.vz-node"); err != nil || code == 0 {
+		t.Errorf("launchctl print after the retire: exit %d, %v\n%s; want the job not loaded", code, err, stdout)
+	}
+	// Nothing registers the node again.
+	time.Sleep(3 * time.Second)
+	if _, err := fl.cp.Client.CoreV1().Nodes().Get(ctx, "mini-02", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node mini-02 after the retire: %v, want it deleted", err)
+	}
+	for _, other := range []string{"mini-01", "mini-03"} {
+		if n := fl.assertNodeReady(other, "v0.1.0-e2e"); n.Spec.Unschedulable {
+			t.Errorf("%s was cordoned by mini-02's retire", other)
+		}
+	}
+
+	// apply brings it back, from nothing.
+	if out, code := fl.apply("v0.1.0-e2e", "--limit", "mini-02"); code != 0 {
+		t.Fatalf("apply after the retire exited %d:\n%s", code, out)
+	}
+	if n := fl.assertNodeReady("mini-02", "v0.1.0-e2e"); n.Spec.Unschedulable {
+		t.Error("mini-02 is still cordoned after apply brought it back")
+	}
+}
