@@ -247,7 +247,15 @@ func probeOnce(ctx context.Context, env probeEnv, probe *corev1.Probe, timeout t
 	case h.HTTPGet != nil:
 		return httpGet(ctx, env.addr, env.c, h.HTTPGet)
 	case h.GRPC != nil:
-		return fmt.Errorf("gRPC probes are not supported for macOS VMs; use exec, tcpSocket or httpGet")
+		addr, err := env.addr(ctx, int(h.GRPC.Port))
+		if err != nil {
+			return err
+		}
+		var service string
+		if h.GRPC.Service != nil {
+			service = *h.GRPC.Service
+		}
+		return grpcHealth(ctx, addr, service)
 	}
 	return fmt.Errorf("probe has no handler")
 }

@@ -186,3 +186,49 @@ func TestSidecarsAfterEngineRestart(t *testing.T) {
 	f.deletePod(web, *web.Spec.TerminationGracePeriodSeconds)
 	f.waitNoContainers(string(web.UID))
 }
+
+// A sidecar's gRPC probe reaches its health service where the sandbox
+// publishes the probe's port: ready while it answers SERVING, unready on
+// NOT_SERVING, with the kubelet's reason in the Event.
+func TestSidecarGRPCProbe(t *testing.T) {
+	harness.RequireRoot(t)
+	engine := harness.DockerWithImageT(t, sidecarImage)
+	ctx := context.Background()
+	const image = "vzfleet-test/grpchealth:1"
+	if err := engine.GRPCHealthImage(ctx, image); err != nil {
+		t.Fatal(err)
+	}
+	client, err := sidecar.New(engine.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 2, func(f *fixture) { f.docker = client })
+	pod := testPod("grpc", withSidecars(corev1.Container{Name: "api", Image: image,
+		Command: []string{"grpchealthd", "-port", "9000", "-down", "/tmp/down"},
+		ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 2,
+			ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}},
+	}))
+	if err := f.p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("grpc", "api ready by its gRPC probe", sidecarRunning("api"))
+	run := func(argv ...string) {
+		t.Helper()
+		if err := f.p.RunInContainer(ctx, "default", "grpc", "api", argv, &testIO{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("touch", "/tmp/down")
+	f.waitFor("grpc", "api unready on NOT_SERVING", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "api")
+		return c.State.Running != nil && !c.Ready
+	})
+	run("rm", "/tmp/down")
+	f.waitFor("grpc", "api ready again", sidecarRunning("api"))
+	f.deletePod(pod, 1)
+	f.waitNoContainers(string(pod.UID))
+	if events := strings.Join(drainEvents(f.events), "\n"); !strings.Contains(events, `Readiness probe of sidecar api failed: gRPC probe of 127.0.0.1:`) ||
+		!strings.Contains(events, `service "" is unhealthy (responded with NOT_SERVING)`) {
+		t.Fatalf("no Event for the failed gRPC probe among:\n%s", events)
+	}
+}

@@ -592,12 +592,13 @@ func TestSidecarFailuresAndOrphans(t *testing.T) {
 		t.Fatalf("a pod whose env cannot be resolved started %d containers", len(cts))
 	}
 
-	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}}))
+	invalid := testPod("probe", withSidecars(corev1.Container{Name: "tool", Lifecycle: &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9000)}}}}))
 	if err := f.p.CreatePod(ctx, invalid); err != nil {
 		t.Fatal(err)
 	}
 	st = f.waitFor("probe", "Failed", func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
-	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": readinessProbe: gRPC probes do not run in sidecars`) {
+	if st.Reason != ReasonInvalidSidecar || !strings.Contains(st.Message, `container "tool": lifecycle.postStart: only exec, httpGet and sleep hooks run in sidecars`) {
 		t.Fatalf("invalid sidecar: reason %q message %q", st.Reason, st.Message)
 	}
 

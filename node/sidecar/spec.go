@@ -46,11 +46,6 @@ func Validate(c corev1.Container) error {
 	if len(c.VolumeDevices) > 0 {
 		bad("volumeDevices are not supported")
 	}
-	for name, p := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
-		if p != nil && p.GRPC != nil {
-			bad("%s: gRPC probes do not run in sidecars; use exec, httpGet or tcpSocket", name)
-		}
-	}
 	if l := c.Lifecycle; l != nil {
 		for name, h := range map[string]*corev1.LifecycleHandler{"postStart": l.PostStart, "preStop": l.PreStop} {
 			if h != nil && h.Exec == nil && h.Sleep == nil && h.HTTPGet == nil {
@@ -208,6 +203,9 @@ func handlerPorts(c corev1.Container) []int {
 	for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
 		if p != nil {
 			add(p.HTTPGet, p.TCPSocket)
+			if p.GRPC != nil {
+				ps = append(ps, int(p.GRPC.Port))
+			}
 		}
 	}
 	if l := c.Lifecycle; l != nil {

@@ -28,8 +28,9 @@ func TestValidate(t *testing.T) {
 	network.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("http")}}}
 	network.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
 	network.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(8080)}}}
+	network.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}
 	if err := Validate(network); err != nil {
-		t.Fatalf("sidecar with network probes, hook and hostPort refused: %v", err)
+		t.Fatalf("sidecar with network probes (gRPC too), hook and hostPort refused: %v", err)
 	}
 	cases := map[string]struct {
 		mutate func(*corev1.Container)
@@ -38,9 +39,6 @@ func TestValidate(t *testing.T) {
 		"no image":      {func(c *corev1.Container) { c.Image = "" }, "image is empty"},
 		"volume device": {func(c *corev1.Container) { c.VolumeDevices = []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/v"}} }, "volumeDevices"},
 		"pod IP":        {func(c *corev1.Container) { c.Env[1].ValueFrom = fieldRef("status.podIP") }, "the pod IP is the VM's"},
-		"grpc liveness": {func(c *corev1.Container) {
-			c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}
-		}, "livenessProbe: gRPC probes do not run in sidecars"},
 		"tcp hook": {func(c *corev1.Container) {
 			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}}}
 		}, "lifecycle.preStop: only exec, httpGet and sleep hooks"},
@@ -100,11 +98,13 @@ func TestSpec(t *testing.T) {
 		{ContainerPort: 53, Protocol: "udp", HostIP: "127.0.0.1"},
 		{ContainerPort: 9090, Protocol: "tcp", HostIP: "127.0.0.1"},
 	}
-	// The sandbox publishes them for all the pod's containers, each once.
-	other := corev1.Container{Name: "other", Ports: []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 9000}}}
+	// The sandbox publishes them for all the pod's containers, each once,
+	// a gRPC probe's port too.
+	other := corev1.Container{Name: "other", Ports: []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 9000}},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 50051}}}}
 	sb := Sandbox(pod, "mac-01", "pause:3.10", []corev1.Container{c, other})
-	if got := sb.Ports; !reflect.DeepEqual(got, append(want, Port{ContainerPort: 9000, Protocol: "tcp", HostIP: "127.0.0.1"})) {
-		t.Errorf("sandbox ports %+v\nwant %+v and 9000", got, want)
+	if got := sb.Ports; !reflect.DeepEqual(got, append(want, Port{ContainerPort: 9000, Protocol: "tcp", HostIP: "127.0.0.1"}, Port{ContainerPort: 50051, Protocol: "tcp", HostIP: "127.0.0.1"})) {
+		t.Errorf("sandbox ports %+v\nwant %+v, 9000 and 50051", got, want)
 	}
 	if sb.Name != "k8s_POD_ci-1_builds_u-1" || sb.Image != "pause:3.10" || sb.Labels[LabelSandbox] != "true" || sb.Labels[LabelContainer] != "" || sb.Labels[LabelPodUID] != "u-1" {
 		t.Errorf("sandbox %+v", sb)

@@ -125,6 +125,23 @@ func (d *Docker) ImportPause(ctx context.Context) error {
 // links for its common applets, imported as a one-layer rootfs (the lab has
 // no registry to pull from). Re-importing replaces the tag.
 func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
+	return d.busyboxImage(ctx, ref, nil)
+}
+
+// GRPCHealthImage makes the local image ref: BusyboxImage's, with
+// test/harness/grpchealthd built into /bin.
+func (d *Docker) GRPCHealthImage(ctx context.Context, ref string) error {
+	bin := filepath.Join(filepath.Dir(strings.TrimPrefix(d.Host, "unix://")), "grpchealthd")
+	if err := GoBuild(ctx, bin, "./test/harness/grpchealthd"); err != nil {
+		return err
+	}
+	defer os.Remove(bin)
+	return d.busyboxImage(ctx, ref, func(tw *tar.Writer) error { return addFile(tw, "bin/grpchealthd", bin) })
+}
+
+// busyboxImage imports BusyboxImage's rootfs as ref, with what extra (if
+// set) adds.
+func (d *Docker) busyboxImage(ctx context.Context, ref string, extra func(*tar.Writer) error) error {
 	bin, err := exec.LookPath("busybox")
 	if err != nil {
 		return fmt.Errorf("busybox is not installed: %w (install busybox-static, or run `make deps`)", err)
@@ -145,6 +162,9 @@ func (d *Docker) BusyboxImage(ctx context.Context, ref string) error {
 			if err := tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
 				return err
 			}
+		}
+		if extra != nil {
+			return extra(tw)
 		}
 		return nil
 	})
