@@ -35,8 +35,10 @@ going for repair, a reinstall or another team, without losing work:
   4. deregister: the Node object is deleted.
 
 A host whose pods do not leave in time fails at the drain and is left as
-it was, but cordoned: nothing is stopped or removed. Hosts run in parallel
-and one host's failure never stops the others. To bring a retired host back,
+it was, but cordoned: nothing is stopped or removed (kubectl uncordon NODE
+puts it back in service). A host that fails in a later step is finished by
+running retire again. Hosts run in parallel and one host's failure never
+stops the others. To bring a retired host back,
 apply the inventory to it again. Remove it from the inventory to keep a
 later apply from doing so.
 

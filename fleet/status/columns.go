@@ -26,7 +26,7 @@ var Columns = []Column{
 	{Name: "HOST", Priority: 0, Max: 24, Value: func(r Row, _ time.Time) string { return r.Host }},
 	{Name: "ADDRESS", Priority: 7, Max: 24, Value: func(r Row, _ time.Time) string { return r.Address }},
 	{Name: "SSH", Priority: 3, Max: 4, Value: func(r Row, _ time.Time) string { return sshCell(r) }},
-	{Name: "READY", Priority: 1, Max: 7, Value: func(r Row, _ time.Time) string { return r.Ready }},
+	{Name: "READY", Priority: 1, Max: 16, Value: func(r Row, _ time.Time) string { return r.ReadyText() }},
 	{Name: "AGENT", Priority: 2, Max: 24, Value: func(r Row, _ time.Time) string { return agentCell(r) }},
 	{Name: "LAUNCHD", Priority: 6, Max: 20, Value: func(r Row, _ time.Time) string { return dash(r.Launchd) }},
 	{Name: "VMS", Priority: 2, Max: 5, Value: func(r Row, _ time.Time) string { return fmt.Sprintf("%d/%d", r.VMsUsed, r.VMsMax) }},

@@ -92,7 +92,8 @@ func facts(version string, freeGiB int64) Facts {
 
 // fleetFixture is four hosts in different shapes at t0:
 //   - mini-01: healthy, one VM running, one pending;
-//   - mini-02: Ready but runs an old vz-node (drift), low on disk;
+//   - mini-02: Ready but cordoned, runs an old vz-node (drift), low on
+//     disk;
 //   - mini-03: SSH fails (OFFLINE), its node NotReady;
 //   - mini-04: reachable, vz-node not installed, no node.
 func fleetFixture(c *clock) *Store {
@@ -105,6 +106,7 @@ func fleetFixture(c *clock) *Store {
 	n2 := node("mini-02", "True", "0.3.0", t0.Add(-5*time.Second))
 	n2.Labels["vzfleet.dev/pool"] = "release"
 	n2.Annotations = map[string]string{AnnotationPullProgress: "macos-sonoma:latest 42%"}
+	n2.Spec.Unschedulable = true
 	kube := &fakeKube{
 		nodes: map[string]*corev1.Node{
 			"mini-01": node("mini-01", "True", "0.4.0", t0.Add(-3*time.Second)),

@@ -50,6 +50,9 @@ type Row struct {
 	// Ready is the node's Ready condition (ReadyTrue, ReadyFalse,
 	// ReadyUnknown) or NotRegistered.
 	Ready string `json:"ready" yaml:"ready"`
+	// Cordoned: the node takes no new pods (kubectl cordon, or a
+	// fleetctl retire whose drain failed); its free slots are not counted.
+	Cordoned bool `json:"cordoned" yaml:"cordoned"`
 	// AgentVersion is the vz-node version: the node's reported runtime
 	// version when registered, else the installed binary's (SSH).
 	AgentVersion   string `json:"agentVersion" yaml:"agentVersion"`
@@ -77,6 +80,15 @@ type Row struct {
 	// Updated is when the row's data was last refreshed from its sources.
 	Updated time.Time         `json:"updated" yaml:"updated"`
 	Labels  map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+}
+
+// ReadyText is the node's readiness as the table shows it, with
+// ",cordoned" on a cordoned node (kubectl's SchedulingDisabled).
+func (r Row) ReadyText() string {
+	if r.Cordoned {
+		return r.Ready + ",cordoned"
+	}
+	return r.Ready
 }
 
 // VMsRunning counts the row's pods in phase Running.
@@ -157,7 +169,9 @@ func TotalsOf(rows []Row) Totals {
 		t.VMsRunning += r.VMsRunning()
 		if r.Ready == ReadyTrue {
 			t.Ready++
-			t.SlotsFree += max(r.VMsMax-r.VMsUsed, 0)
+			if !r.Cordoned {
+				t.SlotsFree += max(r.VMsMax-r.VMsUsed, 0)
+			}
 		}
 	}
 	return t

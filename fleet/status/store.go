@@ -195,6 +195,7 @@ func (s *Store) row(h inventory.Host, st sshState, now time.Time) Row {
 
 func (s *Store) fromNode(r *Row, n *corev1.Node) {
 	r.Ready = ReadyUnknown
+	r.Cordoned = n.Spec.Unschedulable
 	for _, c := range n.Status.Conditions {
 		if c.Type != corev1.NodeReady {
 			continue

@@ -60,10 +60,14 @@ func TestRowsMergeKubernetesAndSSH(t *testing.T) {
 	if !r1.LastSeen.Equal(t0.Add(-time.Second)) {
 		t.Errorf("mini-01 last seen %v, want the newer of SSH and heartbeat", r1.LastSeen)
 	}
-	if r2 := rowOf(t, snap, "mini-02"); r2.PullProgress != "macos-sonoma:latest 42%" || r2.Labels["vzfleet.dev/pool"] != "release" {
-		t.Errorf("mini-02 pull %q labels %v", r2.PullProgress, r2.Labels)
+	if r2 := rowOf(t, snap, "mini-02"); r2.PullProgress != "macos-sonoma:latest 42%" || r2.Labels["vzfleet.dev/pool"] != "release" || !r2.Cordoned || r2.ReadyText() != "True,cordoned" {
+		t.Errorf("mini-02 pull %q labels %v cordoned %v (%q)", r2.PullProgress, r2.Labels, r2.Cordoned, r2.ReadyText())
 	}
-	want := Totals{Hosts: 4, Ready: 2, Live: 3, Offline: 1, VMsRunning: 1, SlotsFree: 2, Drifted: 1}
+	if r1.Cordoned {
+		t.Error("mini-01 is not cordoned")
+	}
+	// The cordoned mini-02's two free slots take no pods.
+	want := Totals{Hosts: 4, Ready: 2, Live: 3, Offline: 1, VMsRunning: 1, SlotsFree: 0, Drifted: 1}
 	if snap.Totals != want {
 		t.Errorf("totals = %+v, want %+v", snap.Totals, want)
 	}

@@ -188,7 +188,7 @@ func (m Model) detailView() []string {
 		styleHeader.Render("Facts"),
 		kv("state", fmt.Sprintf("%s (updated %s ago)", r.Freshness, status.Age(r.Updated, now))),
 		kv("address", r.Address),
-		kv("node", fmt.Sprintf("%s  ready %s", r.Node, r.Ready)),
+		kv("node", fmt.Sprintf("%s  ready %s", r.Node, r.ReadyText())),
 		kv("agent", agentLine(r)),
 		kv("launchd", dash(r.Launchd)),
 		kv("macOS", dash(r.MacOS)),
