@@ -212,12 +212,7 @@ func TestSidecarGRPCProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitFor("grpc", "api ready by its gRPC probe", sidecarRunning("api"))
-	run := func(argv ...string) {
-		t.Helper()
-		if err := f.p.RunInContainer(ctx, "default", "grpc", "api", argv, &testIO{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	run := f.runner("grpc", "api")
 	run("touch", "/tmp/down")
 	f.waitFor("grpc", "api unready on NOT_SERVING", func(s corev1.PodStatus) bool {
 		c, _ := containerStatus(s, "api")

@@ -207,6 +207,17 @@ func TestSidecarsRunBesideTheVM(t *testing.T) {
 	f.waitNoContainers("uid-hybrid")
 }
 
+// runner returns a function that runs a command in container of pod name
+// and fails the test unless it exits 0.
+func (f *fixture) runner(name, container string) func(argv ...string) {
+	return func(argv ...string) {
+		f.t.Helper()
+		if err := f.p.RunInContainer(context.Background(), "default", name, container, argv, &testIO{}); err != nil {
+			f.t.Fatalf("%s in %s/%s: %v", argv, name, container, err)
+		}
+	}
+}
+
 // forward sends request through a port-forward to port of pod name and
 // returns all it answers until the forward ends.
 func (f *fixture) forward(name string, port int32, request string) (string, error) {
@@ -349,12 +360,7 @@ func TestSidecarNetworkProbes(t *testing.T) {
 	}
 
 	// A 404 makes it unready, and the page back makes it ready again.
-	run := func(argv ...string) {
-		t.Helper()
-		if err := f.p.RunInContainer(ctx, "default", "web", "web", argv, &testIO{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	run := f.runner("web", "web")
 	run("rm", "/www/index.html")
 	f.waitFor("web", "web unready", func(s corev1.PodStatus) bool {
 		c, _ := containerStatus(s, "web")

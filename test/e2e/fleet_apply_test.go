@@ -113,6 +113,29 @@ func startFleetLab(t *testing.T) *fleetLab {
 	return fl
 }
 
+// labImage is a generated VM pushed to a registry every simulated Mac
+// reaches (through the forwarded loopback).
+type labImage struct {
+	registry string // host:port
+	vm       string // the directory pushed
+	ref      string
+	pushed   string // what push printed: the reference by digest
+}
+
+// pushTestVM generates a VM with a disk of size bytes and pushes it to a
+// new harness registry as repoTag ("e2e/name:tag").
+func (fl *fleetLab) pushTestVM(repoTag string, size int64) labImage {
+	t := fl.t
+	t.Helper()
+	reg := harness.RegistryT(t)
+	fl.forward(reg.Addr)
+	img := labImage{registry: reg.Addr, vm: filepath.Join(fl.dir, "vm"), ref: reg.Addr + "/" + repoTag}
+	makeTestVM(t, img.vm, size)
+	out, _ := mustRun(t, 2*time.Minute, fl.fleetctlBin, "image", "push", img.vm, img.ref, "--chunk-size", "8388608")
+	img.pushed = strings.TrimSpace(out)
+	return img
+}
+
 func (fl *fleetLab) build(name, pkg, version string) string {
 	fl.t.Helper()
 	out := filepath.Join(fl.dir, name)

@@ -5,9 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // apply pre-pulls the images the inventory lists for each host once its
@@ -17,14 +14,9 @@ import (
 // re-apply finds the images cached and changes nothing.
 func TestFleetApplyPrepullsImages(t *testing.T) {
 	fl := startFleetLab(t)
-	reg := harness.RegistryT(t)
-	fl.forward(reg.Addr)
-	vm := filepath.Join(fl.dir, "vm")
-	makeTestVM(t, vm, 32<<20)
-	ref := reg.Addr + "/e2e/apply-images:v1"
-	missing := reg.Addr + "/e2e/missing:v1"
-	out, _ := mustRun(t, 2*time.Minute, fl.fleetctlBin, "image", "push", vm, ref, "--chunk-size", "8388608")
-	pushed := strings.TrimSpace(out)
+	img := fl.pushTestVM("e2e/apply-images:v1", 32<<20)
+	vm, ref, pushed := img.vm, img.ref, img.pushed
+	missing := img.registry + "/e2e/missing:v1"
 
 	images := func(refs ...string) string {
 		return "    images:\n      - " + strings.Join(refs, "\n      - ") + "\n"

@@ -2,10 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // retire takes one host out of a running fleet. While a
@@ -25,12 +23,7 @@ import (
 // are untouched. apply brings the retired host back.
 func TestFleetRetire(t *testing.T) {
 	fl := startFleetLab(t)
-	reg := harness.RegistryT(t)
-	fl.forward(reg.Addr)
-	vm := filepath.Join(fl.dir, "vm")
-	makeTestVM(t, vm, 32<<20)
-	ref := reg.Addr + "/e2e/retire:v1"
-	mustRun(t, 2*time.Minute, fl.fleetctlBin, "image", "push", vm, ref, "--chunk-size", "8388608")
+	ref := fl.pushTestVM("e2e/retire:v1", 32<<20).ref
 	fl.writeInventory(map[string]string{"mini-02": "    images:\n      - " + ref + "\n"})
 	if out, code := fl.apply("v0.1.0-e2e"); code != 0 {
 		t.Fatalf("cold apply exited %d:\n%s", code, out)
@@ -101,6 +94,18 @@ spec:
 	h := fl.lab.Host("mini-02")
 	if _, err := os.Stat(h.Path(binaryPath)); err != nil {
 		t.Fatalf("vz-node was removed although the drain failed: %v", err)
+	}
+	// fleetctl status shows the cordon.
+	js, _ := runFleetctl(t, fl.fleetctlBin, "status", fl.inventory, "-o", "json", "--ssh-config", "none", "--limit", "mini-02")
+	var st struct {
+		Hosts []struct {
+			Host     string `json:"host"`
+			Ready    string `json:"ready"`
+			Cordoned bool   `json:"cordoned"`
+		} `json:"hosts"`
+	}
+	if err := json.Unmarshal(js, &st); err != nil || len(st.Hosts) != 1 || !st.Hosts[0].Cordoned || st.Hosts[0].Ready != "True" {
+		t.Errorf("fleetctl status -o json after the failed drain: %+v (%v), want mini-02 Ready and cordoned\n%s", st, err, js)
 	}
 
 	// Without the budget: the pod is evicted, and the host retired.

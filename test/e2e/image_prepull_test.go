@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vzfleet/vzfleet/test/harness"
 )
 
 // fleetctl prepull runs vz-node pull on the lab's three simulated Macs over
@@ -20,13 +18,8 @@ import (
 // alone completes the fleet.
 func TestImagePrepullLab(t *testing.T) {
 	fl := startFleetLab(t)
-	reg := harness.RegistryT(t)
-	fl.forward(reg.Addr)
-	vm := filepath.Join(fl.dir, "vm")
-	makeTestVM(t, vm, 64<<20)
-	ref := reg.Addr + "/e2e/prepull:v1"
-	out, _ := mustRun(t, 2*time.Minute, fl.fleetctlBin, "image", "push", vm, ref, "--chunk-size", "8388608")
-	pushed := strings.TrimSpace(out)
+	img := fl.pushTestVM("e2e/prepull:v1", 64<<20)
+	vm, ref, pushed := img.vm, img.ref, img.pushed
 
 	install := func(host string) {
 		for _, h := range fl.lab.Hosts {
