@@ -87,12 +87,16 @@ func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev
 	}
 	var running []joined
 	for _, c := range dockerContainers(pod) {
-		if ct, err := d.Inspect(ctx, sidecar.Name(pod, c.Name)); err == nil && ct.State.Running {
+		if ct, err := d.Inspect(ctx, sidecar.Name(pod, c.Name)); err == nil && ct.State.Running && sandboxID(ct) != "" {
 			running = append(running, joined{c, ct})
 		}
 	}
 	if len(running) == 0 {
-		return // the next container to start makes sure of the sandbox
+		// The next container to start makes sure of the sandbox. One with
+		// a network of its own, made by a vz-node from before sandboxes,
+		// is left as it is: moving it would restart it under a running
+		// build.
+		return
 	}
 	sb, ok := p.runningSandbox(ctx, w, pod)
 	if !ok {
@@ -146,11 +150,20 @@ func (p *PodProvider) runningSandbox(ctx context.Context, w *podWorker, pod *cor
 	}
 }
 
+// sandboxID is the container whose network namespace ct joined, or ""
+// when it has a network of its own.
+func sandboxID(ct sidecar.Container) string {
+	id, _ := strings.CutPrefix(ct.HostConfig.NetworkMode, "container:")
+	if id == ct.HostConfig.NetworkMode {
+		return ""
+	}
+	return id
+}
+
 // inSandbox reports whether container ct runs in the network namespace
 // sandbox sb has now: it joined sb, and started after sb last did.
 func inSandbox(ct, sb sidecar.Container) bool {
-	joined := strings.TrimPrefix(ct.HostConfig.NetworkMode, "container:")
-	return joined == sb.ID && !ct.State.StartedAt.Before(sb.State.StartedAt)
+	return sandboxID(ct) == sb.ID && !ct.State.StartedAt.Before(sb.State.StartedAt)
 }
 
 // leaveSandbox kills container c (running as ct) out of a sandbox that is

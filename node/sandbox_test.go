@@ -227,3 +227,33 @@ func TestSidecarGRPCProbe(t *testing.T) {
 		t.Fatalf("no Event for the failed gRPC probe among:\n%s", events)
 	}
 }
+
+func TestInSandbox(t *testing.T) {
+	t.Parallel()
+	at := func(id, mode string, started time.Time) sidecar.Container {
+		var ct sidecar.Container
+		ct.ID, ct.HostConfig.NetworkMode, ct.State.StartedAt = id, mode, started
+		return ct
+	}
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	sb := at("sb1", "default", t0)
+	for _, tc := range []struct {
+		name string
+		ct   sidecar.Container
+		in   bool
+		id   string
+	}{
+		{"joined after the sandbox started", at("c", "container:sb1", t0.Add(time.Second)), true, "sb1"},
+		{"joined before the sandbox started again", at("c", "container:sb1", t0.Add(-time.Second)), false, "sb1"},
+		{"joined a sandbox that is gone", at("c", "container:sb0", t0.Add(time.Second)), false, "sb0"},
+		{"a network of its own", at("c", "default", t0.Add(time.Second)), false, ""},
+		{"a bridge network", at("c", "bridge", t0.Add(time.Second)), false, ""},
+	} {
+		if got := inSandbox(tc.ct, sb); got != tc.in {
+			t.Errorf("%s: inSandbox %v, want %v", tc.name, got, tc.in)
+		}
+		if got := sandboxID(tc.ct); got != tc.id {
+			t.Errorf("%s: sandboxID %q, want %q", tc.name, got, tc.id)
+		}
+	}
+}
