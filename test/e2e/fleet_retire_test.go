@@ -20,7 +20,8 @@ import (
 // at its drain and keeps everything but its cordon. Without the budget the
 // pod is evicted and its VM stopped; vz-node's launchd job, its files and
 // the Node go, and no vz-node registers the node again; the other hosts
-// are untouched. apply brings the retired host back.
+// are untouched. A host that elevates with sudo is retired with --purge,
+// which removes its image cache and log too. apply brings them back.
 func TestFleetRetire(t *testing.T) {
 	fl := startFleetLab(t)
 	ref := fl.pushTestVM("e2e/retire:v1", 32<<20).ref
@@ -146,11 +147,29 @@ spec:
 		}
 	}
 
-	// apply brings it back, from nothing.
-	if out, code := fl.apply("v0.1.0-e2e", "--limit", "mini-02"); code != 0 {
+	// A host that elevates with sudo, with --purge: its image cache and
+	// vz-node's log go too.
+	sudo := fl.lab.Host(sudoHost)
+	if _, err := os.Stat(sudo.Path("/Library/Logs/vz-node.log")); err != nil {
+		t.Fatalf("vz-node's log on %s before the retire: %v", sudoHost, err)
+	}
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", sudoHost, "--purge")
+	if l := summaryLine(t, out, sudoHost); code != 0 || !strings.Contains(l, "retired") {
+		t.Fatalf("retire --purge of %s: exit %d, summary %q", sudoHost, code, l)
+	}
+	for _, p := range []string{binaryPath, configDir + "/kubeconfig", "/var/db/vzfleet", "/Library/Caches/vzfleet", "/Library/Logs/vz-node.log"} {
+		if _, err := os.Stat(sudo.Path(p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s on %s after retire --purge: %v, want it removed", p, sudoHost, err)
+		}
+	}
+
+	// apply brings them back, from nothing.
+	if out, code := fl.apply("v0.1.0-e2e", "--limit", "mini-02,"+sudoHost); code != 0 {
 		t.Fatalf("apply after the retire exited %d:\n%s", code, out)
 	}
-	if n := fl.assertNodeReady("mini-02", "v0.1.0-e2e"); n.Spec.Unschedulable {
-		t.Error("mini-02 is still cordoned after apply brought it back")
+	for _, name := range []string{"mini-02", sudoHost} {
+		if n := fl.assertNodeReady(name, "v0.1.0-e2e"); n.Spec.Unschedulable {
+			t.Errorf("%s is still cordoned after apply brought it back", name)
+		}
 	}
 }
