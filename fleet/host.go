@@ -80,6 +80,9 @@ func (r *runner) phases() []phase {
 	case ModePlan:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}}
 	case ModeRetire:
+		if r.opts.DryRun {
+			return []phase{connectPhase{}, retirePlanPhase{}}
+		}
 		return []phase{connectPhase{}, drainPhase{}, stopPhase{}, removePhase{}, deregisterPhase{}}
 	default:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}, uploadPhase{}, servicePhase{}, nodePhase{}, imagesPhase{}}
@@ -126,6 +129,8 @@ func (r *runner) host(ctx context.Context, h inventory.Host) HostResult {
 		switch {
 		case r.mode == ModeDoctor:
 			res.Status = StatusOK
+		case r.mode == ModeRetire && r.opts.DryRun:
+			res.Status = StatusWouldRetire
 		case r.mode == ModeRetire:
 			res.Status = StatusRetired
 		case res.Plan.Empty():

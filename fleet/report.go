@@ -96,6 +96,8 @@ func (r *Report) sentence() string {
 		return fmt.Sprintf("all %d hosts pass the preflight checks", n)
 	case r.Mode == ModeDoctor:
 		return fmt.Sprintf("%d of %d hosts fail the preflight checks", failed, n)
+	case r.Mode == ModeRetire && failed == 0 && counts[StatusWouldRetire] == n:
+		return fmt.Sprintf("%d of %d hosts would be retired; nothing was changed (dry run)", n, n)
 	case r.Mode == ModeRetire && failed == 0:
 		return fmt.Sprintf("retired %d of %d hosts: drained, vz-node removed, nodes deleted", n, n)
 	case r.Mode == ModeRetire:

@@ -33,8 +33,11 @@ import (
 // when Options.DrainTimeout is not set.
 const DefaultDrainTimeout = 15 * time.Minute
 
-// StatusRetired is a host that retire took out of the fleet.
-const StatusRetired Status = "retired"
+// Retire's host outcomes: taken out of the fleet, or would be (a dry run).
+const (
+	StatusRetired     Status = "retired"
+	StatusWouldRetire Status = "would retire"
+)
 
 // drainPoll is how often a drain looks at the pods left on the node.
 var drainPoll = time.Second
@@ -207,4 +210,62 @@ func (deregisterPhase) run(ctx context.Context, hr *hostRun) error {
 		hr.r.progress(hr.h.Name, "node %s deleted", hr.h.Node.Name)
 	}
 	return nil
+}
+
+type retirePlanPhase struct{}
+
+func (retirePlanPhase) name() string { return "plan" }
+func (retirePlanPhase) run(ctx context.Context, hr *hostRun) error {
+	kube, err := hr.r.kubeFor(hr.h)
+	if err != nil {
+		return err
+	}
+	node := hr.h.Node.Name
+	_, err = kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		hr.r.progress(hr.h.Name, "node %s is not registered: nothing to drain or delete", node)
+	case err != nil:
+		return fmt.Errorf("read node %s: %w", node, err)
+	default:
+		pods, err := podsOn(ctx, kube, node)
+		if err != nil {
+			return err
+		}
+		names := make([]string, len(pods))
+		for i, p := range pods {
+			names[i] = p.Namespace + "/" + p.Name
+		}
+		hr.r.progress(hr.h.Name, "would cordon node %s and evict %d pod(s)%s, then delete the node", node, len(pods), listSuffix(names))
+	}
+	l := launchd{host: hr.conn, label: hr.h.Paths.LaunchdLabel, plist: hr.h.Paths.Plist, pause: hr.r.opts.LaunchdPause}
+	st, err := l.state(ctx)
+	if err != nil {
+		return err
+	}
+	hr.r.progress(hr.h.Name, "would boot out %s (%s)", l.target(), st)
+	files, dirs, err := retiredPaths(hr.h, hr.r.opts.Purge)
+	if err != nil {
+		return err
+	}
+	res, err := hr.conn.Run(ctx, remote.Cmd{Args: append([]string{"sh", "-c", `for p do [ -e "$p" ] && echo "$p"; done; true`, "sh"}, append(files, dirs...)...), Sudo: true})
+	if err != nil {
+		return fmt.Errorf("list vz-node's files: %w", err)
+	}
+	var present []string // one per line: paths hold spaces
+	for p := range strings.Lines(string(res.Stdout)) {
+		if p = strings.TrimSuffix(p, "\n"); p != "" {
+			present = append(present, p)
+		}
+	}
+	hr.r.progress(hr.h.Name, "would remove %d path(s)%s", len(present), listSuffix(present))
+	return nil
+}
+
+// listSuffix is ": a, b" for a non-empty list.
+func listSuffix(items []string) string {
+	if len(items) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(items, ", ")
 }

@@ -86,6 +86,8 @@ type Options struct {
 	// image cache and vz-node's log too.
 	DrainTimeout time.Duration
 	Purge        bool
+	// DryRun makes a retire show what it would do and change nothing.
+	DryRun bool
 }
 
 // DefaultPhaseTimeout bounds a phase on a host when Options.PhaseTimeout

@@ -11,10 +11,11 @@ import (
 
 func newRetireCommand() *cobra.Command {
 	var (
-		flags fleetFlags
-		drain time.Duration
-		purge bool
-		all   bool
+		flags  fleetFlags
+		drain  time.Duration
+		purge  bool
+		all    bool
+		dryRun bool
 	)
 	cmd := &cobra.Command{
 		Use:   "retire [INVENTORY] --limit HOSTS",
@@ -44,7 +45,8 @@ later apply from doing so.
 
 Because it removes capacity, retire wants the hosts named: --limit, or
 --all for every host in the inventory.`,
-		Example: `  fleetctl retire inventory.yaml --limit mini-07
+		Example: `  fleetctl retire inventory.yaml --limit mini-07 --dry-run
+  fleetctl retire inventory.yaml --limit mini-07
   fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -62,7 +64,7 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 				return err
 			}
 			opts := flags.options(cmd)
-			opts.DrainTimeout, opts.Purge = drain, purge
+			opts.DrainTimeout, opts.Purge, opts.DryRun = drain, purge, dryRun
 			rep := fleet.Run(cmd.Context(), fleet.ModeRetire, inv, hosts, opts)
 			if err := rep.WriteSummary(cmd.OutOrStdout()); err != nil {
 				return err
@@ -74,5 +76,6 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 	cmd.Flags().DurationVar(&drain, "drain-timeout", fleet.DefaultDrainTimeout, "how long to wait for a node's pods to leave before failing that host (it stays cordoned, vz-node installed)")
 	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the VM image cache and vz-node's log")
 	cmd.Flags().BoolVar(&all, "all", false, "retire every host in the inventory")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show the pods each host would have evicted, its launchd job and the paths that would be removed, and change nothing")
 	return cmd
 }

@@ -79,9 +79,21 @@ spec:
 		return nil
 	})
 
+	// A dry run names the pod, the job and the paths, and changes nothing.
+	out, code := fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-02", "--dry-run")
+	for _, want := range []string{"would cordon node mini-02 and evict 1 pod(s): default/build, then delete the node",
+		"would boot out system/dev.vzfleet.vz-node (running", "would remove", binaryPath, configDir + "/kubeconfig", "1 of 1 hosts would be retired; nothing was changed (dry run)"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("retire --dry-run: exit %d, output lacks %q", code, want)
+		}
+	}
+	if n := fl.node("mini-02"); n.Spec.Unschedulable {
+		t.Fatal("retire --dry-run cordoned the node")
+	}
+
 	// The budget forbids the eviction: the drain fails in time, and the
 	// host keeps its pod, vz-node and files; only the cordon is new.
-	out, code := fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-02", "--drain-timeout", "5s")
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-02", "--drain-timeout", "5s")
 	if l := summaryLine(t, out, "mini-02"); code == 0 || !strings.Contains(l, "FAILED") || !strings.Contains(l, "drain: node mini-02 still runs 1 pod(s)") ||
 		!strings.Contains(l, "default/build") || !strings.Contains(l, "eviction refused") {
 		t.Fatalf("retire under a PodDisruptionBudget: exit %d, summary %q; want mini-02 FAILED at its drain, naming the pod and the refusal", code, l)
