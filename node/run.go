@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
@@ -53,6 +54,12 @@ type runDeps struct {
 // pull engine with a cache under --cache-dir, after hand-placed images).
 func WithImageSource(src ImageSource) Option { return func(d *runDeps) { d.images = src } }
 
+// quietGRPC silences gRPC's own logging, once per process (its logger is
+// global and may not change while gRPC runs). gRPC (the probes' client,
+// the trace exporter) logs every failed connection attempt; a failing
+// probe already says why in an Event.
+var quietGRPC sync.Once
+
 // Run registers the node and serves pods until ctx ends. VMs keep running
 // when it returns; the next Run re-adopts them.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
@@ -65,9 +72,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	vklog.L = vkLogger{log}
 	ctx = vklog.WithLogger(ctx, vklog.L)
-	// gRPC (the probes' client, the trace exporter) logs every failed
-	// connection attempt; a failing probe already says why in an Event.
-	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	quietGRPC.Do(func() {
+		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	})
 
 	shutdownTracing, err := setupTracing(ctx, cfg)
 	if err != nil {
