@@ -80,6 +80,9 @@ func (r *runner) phases() []phase {
 	case ModePlan:
 		return []phase{connectPhase{}, factsPhase{}, preflightPhase{}, planPhase{}}
 	case ModeRetire:
+		if r.opts.Unreachable {
+			return []phase{unreachablePhase{}}
+		}
 		if r.opts.DryRun {
 			return []phase{connectPhase{}, retirePlanPhase{}}
 		}

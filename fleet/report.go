@@ -99,9 +99,9 @@ func (r *Report) sentence() string {
 	case r.Mode == ModeRetire && failed == 0 && counts[StatusWouldRetire] == n:
 		return fmt.Sprintf("%d of %d hosts would be retired; nothing was changed (dry run)", n, n)
 	case r.Mode == ModeRetire && failed == 0:
-		return fmt.Sprintf("retired %d of %d hosts: drained, vz-node removed, nodes deleted", n, n)
+		return fmt.Sprintf("retired %d of %d hosts", n, n)
 	case r.Mode == ModeRetire:
-		return fmt.Sprintf("%d retired, %d failed (a host that failed at its drain stays cordoned, with vz-node installed)", counts[StatusRetired], failed)
+		return fmt.Sprintf("%d retired, %d failed (a failed drain leaves the node cordoned with vz-node installed; after a later failure, retire again to finish)", counts[StatusRetired], failed)
 	case failed == 0 && counts[StatusUnchanged] == n:
 		return fmt.Sprintf("no changes: all %d hosts are up to date; nothing uploaded, nothing restarted", n)
 	case r.Mode == ModePlan && failed == 0:

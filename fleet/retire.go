@@ -269,3 +269,68 @@ func listSuffix(items []string) string {
 	}
 	return ": " + strings.Join(items, ", ")
 }
+
+// unreachablePhase retires a host that is gone for good (dead, wiped,
+// stolen) without contacting it: it cordons the node, force-deletes its
+// pods, whose VMs went with the host and which no vz-node will ever
+// confirm stopped, and deletes the node. A node whose lease is still being
+// renewed has a live vz-node, and is refused: force-deleting its pods would
+// leave their VMs running unmanaged.
+type unreachablePhase struct{}
+
+func (unreachablePhase) name() string { return "unreachable" }
+func (unreachablePhase) run(ctx context.Context, hr *hostRun) error {
+	kube, err := hr.r.kubeFor(hr.h)
+	if err != nil {
+		return err
+	}
+	hr.kube = kube
+	node := hr.h.Node.Name
+	lease, err := kube.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("read the lease of node %s: %w", node, err)
+	case lease.Spec.RenewTime != nil && lease.Spec.LeaseDurationSeconds != nil:
+		age, ttl := time.Since(lease.Spec.RenewTime.Time), time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second
+		if age < ttl {
+			return fmt.Errorf("node %s renewed its lease %s ago: its vz-node is alive, so the host is not gone; retire it without --unreachable (a host that just went away counts as gone %s after its last renewal)", node, age.Round(time.Second), ttl)
+		}
+	}
+	_, err = kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		hr.r.progress(hr.h.Name, "node %s is not registered: nothing to do", node)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read node %s: %w", node, err)
+	}
+	pods, err := podsOn(ctx, kube, node)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(pods))
+	for i, p := range pods {
+		names[i] = p.Namespace + "/" + p.Name
+	}
+	if hr.r.opts.DryRun {
+		hr.r.progress(hr.h.Name, "would delete node %s and force-delete its %d pod(s)%s, without contacting the host", node, len(pods), listSuffix(names))
+		return nil
+	}
+	if _, err := kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("cordon node %s: %w", node, err)
+	}
+	now := int64(0)
+	for _, p := range pods {
+		err := kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &now})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("force-delete pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		hr.r.progress(hr.h.Name, "force-deleted pod %s/%s (its VM went with the host)", p.Namespace, p.Name)
+	}
+	if err := (deregisterPhase{}).run(ctx, hr); err != nil {
+		return err
+	}
+	hr.r.progress(hr.h.Name, "the host was not contacted: should it come back, its vz-node registers the node again; retire it then without --unreachable")
+	return nil
+}

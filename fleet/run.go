@@ -88,6 +88,9 @@ type Options struct {
 	Purge        bool
 	// DryRun makes a retire show what it would do and change nothing.
 	DryRun bool
+	// Unreachable retires hosts that are gone for good without
+	// contacting them (see unreachablePhase).
+	Unreachable bool
 }
 
 // DefaultPhaseTimeout bounds a phase on a host when Options.PhaseTimeout

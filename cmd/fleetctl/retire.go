@@ -11,11 +11,12 @@ import (
 
 func newRetireCommand() *cobra.Command {
 	var (
-		flags  fleetFlags
-		drain  time.Duration
-		purge  bool
-		all    bool
-		dryRun bool
+		flags       fleetFlags
+		drain       time.Duration
+		purge       bool
+		all         bool
+		dryRun      bool
+		unreachable bool
 	)
 	cmd := &cobra.Command{
 		Use:   "retire [INVENTORY] --limit HOSTS",
@@ -43,11 +44,19 @@ stops the others. To bring a retired host back,
 apply the inventory to it again. Remove it from the inventory to keep a
 later apply from doing so.
 
+A Mac that is gone for good (dead, wiped) cannot be drained: its VMs went
+with it, and no vz-node will ever confirm their pods stopped. --unreachable
+retires such hosts without contacting them: it cordons each node,
+force-deletes its pods and deletes the node. It refuses a node whose lease
+vz-node still renews (a host that just went away counts as gone once its
+lease runs out, 40 s after the last renewal).
+
 Because it removes capacity, retire wants the hosts named: --limit, or
 --all for every host in the inventory.`,
 		Example: `  fleetctl retire inventory.yaml --limit mini-07 --dry-run
   fleetctl retire inventory.yaml --limit mini-07
-  fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge`,
+  fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge
+  fleetctl retire inventory.yaml --limit mini-04 --unreachable`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if flags.limit == "" && !all {
@@ -64,7 +73,7 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 				return err
 			}
 			opts := flags.options(cmd)
-			opts.DrainTimeout, opts.Purge, opts.DryRun = drain, purge, dryRun
+			opts.DrainTimeout, opts.Purge, opts.DryRun, opts.Unreachable = drain, purge, dryRun, unreachable
 			rep := fleet.Run(cmd.Context(), fleet.ModeRetire, inv, hosts, opts)
 			if err := rep.WriteSummary(cmd.OutOrStdout()); err != nil {
 				return err
@@ -76,6 +85,7 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 	cmd.Flags().DurationVar(&drain, "drain-timeout", fleet.DefaultDrainTimeout, "how long to wait for a node's pods to leave before failing that host (it stays cordoned, vz-node installed)")
 	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the VM image cache and vz-node's log")
 	cmd.Flags().BoolVar(&all, "all", false, "retire every host in the inventory")
+	cmd.Flags().BoolVar(&unreachable, "unreachable", false, "the hosts are gone for good (dead, wiped): do not contact them; force-delete their nodes' pods and delete the nodes (refused while a node's lease is being renewed)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show the pods each host would have evicted, its launchd job and the paths that would be removed, and change nothing")
 	return cmd
 }

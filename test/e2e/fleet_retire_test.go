@@ -21,7 +21,9 @@ import (
 // pod is evicted and its VM stopped; vz-node's launchd job, its files and
 // the Node go, and no vz-node registers the node again; the other hosts
 // are untouched. A host that elevates with sudo is retired with --purge,
-// which removes its image cache and log too. apply brings them back.
+// which removes its image cache and log too. apply brings them back. A host
+// that died is retired with --unreachable, which the node's live lease
+// refuses until it has run out.
 func TestFleetRetire(t *testing.T) {
 	fl := startFleetLab(t)
 	ref := fl.pushTestVM("e2e/retire:v1", 32<<20).ref
@@ -183,5 +185,57 @@ spec:
 		if n := fl.assertNodeReady(name, "v0.1.0-e2e"); n.Spec.Unschedulable {
 			t.Errorf("%s is still cordoned after apply brought it back", name)
 		}
+	}
+
+	// A host that dies with a pod on it. While its node's lease is fresh,
+	// --unreachable is refused; once dead, a plain retire cannot connect;
+	// once the lease has run out, --unreachable force-deletes the pod and
+	// deletes the node without contacting the host.
+	stranded := strings.NewReplacer("IMAGE", ref).Replace(`apiVersion: v1
+kind: Pod
+metadata: {name: stranded, namespace: default}
+spec:
+  nodeName: mini-01
+  tolerations:
+  - {key: vzfleet.dev/macos, operator: Exists}
+  - {key: virtual-kubelet.io/provider, operator: Exists}
+  containers:
+  - {name: macos, image: IMAGE, resources: {requests: {cpu: "1", memory: 2Gi}}}
+`)
+	if out, err := fl.cp.Apply(ctx, stranded); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-01", "--unreachable")
+	if l := summaryLine(t, out, "mini-01"); code == 0 || !strings.Contains(l, "renewed its lease") || !strings.Contains(l, "its vz-node is alive") {
+		t.Fatalf("retire --unreachable of a live host: exit %d, summary %q; want a refusal", code, l)
+	}
+	dead := fl.lab.Host("mini-01")
+	if _, stderr, code, err := dead.Launchctl("bootout", "system/dev.vzfleet.vz-node"); err != nil || code != 0 {
+		t.Fatalf("stopping mini-01's vz-node: exit %d, %v: %s", code, err, stderr)
+	}
+	dead.Stop()
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-01")
+	if l := summaryLine(t, out, "mini-01"); code == 0 || !strings.Contains(l, "FAILED") || !strings.Contains(l, "connect") {
+		t.Fatalf("retire of a dead host: exit %d, summary %q; want it FAILED at connect", code, l)
+	}
+	eventually(t, 2*time.Minute, "mini-01's lease to run out", func() error {
+		l, err := fl.cp.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "mini-01", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if age := time.Since(l.Spec.RenewTime.Time); age < time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second+time.Second {
+			return fmt.Errorf("renewed %s ago", age)
+		}
+		return nil
+	})
+	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-01", "--unreachable")
+	if l := summaryLine(t, out, "mini-01"); code != 0 || !strings.Contains(l, "retired") || !strings.Contains(out, "force-deleted pod default/stranded") {
+		t.Fatalf("retire --unreachable of the dead host: exit %d, summary %q", code, l)
+	}
+	if _, err := pods.Get(ctx, "stranded", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the dead host's pod after retire --unreachable: %v, want it gone", err)
+	}
+	if _, err := fl.cp.Client.CoreV1().Nodes().Get(ctx, "mini-01", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("node mini-01 after retire --unreachable: %v, want it deleted", err)
 	}
 }
