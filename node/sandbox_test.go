@@ -145,48 +145,6 @@ func (f *fixture) fetchWebPage(when string) {
 	}
 }
 
-// When the engine restarts (as Docker Desktop does on an update), the
-// pod's containers come back with it, in the sandbox, and vz-node follows
-// their new runs; the VM is untouched.
-func TestSidecarsAfterEngineRestart(t *testing.T) {
-	harness.RequireRoot(t)
-	engine := harness.DockerWithImageT(t, sidecarImage)
-	client, err := sidecar.New(engine.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, 2, func(f *fixture) { f.docker = client })
-	ctx := context.Background()
-	web := webPod()
-	if err := f.p.CreatePod(ctx, web); err != nil {
-		t.Fatal(err)
-	}
-	before := f.waitFor("web", "web ready", sidecarRunning("web"))
-	f.fetchWebPage("before the engine restarted")
-
-	restarted := time.Now()
-	if err := engine.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := f.waitFor("web", "every container running again after the engine restarted", func(s corev1.PodStatus) bool {
-		for _, name := range []string{"web", "client"} {
-			c, _ := containerStatus(s, name)
-			if c.State.Running == nil || c.State.Running.StartedAt.Time.Before(restarted.Truncate(time.Second)) || name == "web" && !c.Ready {
-				return false
-			}
-		}
-		p := s.InitContainerStatuses
-		return len(p) == 1 && p[0].State.Running != nil && !p[0].State.Running.StartedAt.Time.Before(restarted.Truncate(time.Second))
-	})
-	f.fetchWebPage("after the engine restarted")
-	vmBefore, _ := containerStatus(before, "macos")
-	if vm, _ := containerStatus(after, "macos"); vm.State.Running == nil || !vm.State.Running.StartedAt.Equal(&vmBefore.State.Running.StartedAt) || vm.RestartCount != 0 {
-		t.Fatalf("the VM after the engine restarted: %+v, want it running on since %s", vm, vmBefore.State.Running.StartedAt)
-	}
-	f.deletePod(web, *web.Spec.TerminationGracePeriodSeconds)
-	f.waitNoContainers(string(web.UID))
-}
-
 // A sidecar's gRPC probe reaches its health service where the sandbox
 // publishes the probe's port: ready while it answers SERVING, unready on
 // NOT_SERVING, with the kubelet's reason in the Event.
