@@ -206,11 +206,9 @@ type planPhase struct{}
 
 func (planPhase) name() string { return "plan" }
 func (planPhase) run(ctx context.Context, hr *hostRun) error {
-	kube, err := hr.r.kubeFor(hr.h)
-	if err != nil {
+	if _, err := hr.useKube(); err != nil {
 		return err
 	}
-	hr.kube = kube
 	binarySum, binarySize, err := hr.r.binaryInfo()
 	if err != nil {
 		return err
@@ -279,6 +277,14 @@ func (r *runner) nodeAhead(ctx context.Context, h inventory.Host) func(context.C
 			return nil, fmt.Errorf("reading node %s: %w", h.Node.Name, ctx.Err())
 		}
 	}
+}
+
+// useKube returns the operator's client for the host's cluster, and keeps
+// it for the phases after.
+func (hr *hostRun) useKube() (kubernetes.Interface, error) {
+	kube, err := hr.r.kubeFor(hr.h)
+	hr.kube = kube
+	return kube, err
 }
 
 // cat reads a file on the host with sudo; sensitive reads keep it out of

@@ -48,19 +48,18 @@ func (drainPhase) ownBound() {} // Options.DrainTimeout
 
 func (drainPhase) name() string { return "drain" }
 func (drainPhase) run(ctx context.Context, hr *hostRun) error {
-	kube, err := hr.r.kubeFor(hr.h)
+	kube, err := hr.useKube()
 	if err != nil {
 		return err
 	}
-	hr.kube = kube
 	node := hr.h.Node.Name
-	_, err = kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+	err = cordon(ctx, kube, node)
 	if apierrors.IsNotFound(err) {
 		hr.r.progress(hr.h.Name, "node %s is not registered: nothing to drain", node)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("cordon node %s: %w", node, err)
+		return err
 	}
 	hr.r.progress(hr.h.Name, "node %s cordoned; draining it (up to %s)", node, hr.r.opts.DrainTimeout)
 	ctx, cancel := context.WithTimeout(ctx, hr.r.opts.DrainTimeout)
@@ -99,10 +98,7 @@ func (drainPhase) run(ctx context.Context, hr *hostRun) error {
 		case <-ctx.Done():
 		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			names := make([]string, len(left))
-			for i, p := range left {
-				names[i] = p.Namespace + "/" + p.Name
-			}
+			names := podNames(left)
 			why := ""
 			if len(blocked) > 0 {
 				why = "; eviction refused for " + strings.Join(blocked, ", ")
@@ -125,6 +121,24 @@ func podsOn(ctx context.Context, kube kubernetes.Interface, node string) ([]core
 		ref := metav1.GetControllerOf(&p)
 		return ref != nil && ref.Kind == "DaemonSet"
 	}), nil
+}
+
+// podNames are pods as namespace/name.
+func podNames(pods []corev1.Pod) []string {
+	names := make([]string, len(pods))
+	for i, p := range pods {
+		names[i] = p.Namespace + "/" + p.Name
+	}
+	return names
+}
+
+// cordon marks node unschedulable; a missing node is an IsNotFound error.
+func cordon(ctx context.Context, kube kubernetes.Interface, node string) error {
+	_, err := kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("cordon node %s: %w", node, err)
+	}
+	return err
 }
 
 // evict asks the API server to evict p, which honours its
@@ -216,7 +230,7 @@ type retirePlanPhase struct{}
 
 func (retirePlanPhase) name() string { return "plan" }
 func (retirePlanPhase) run(ctx context.Context, hr *hostRun) error {
-	kube, err := hr.r.kubeFor(hr.h)
+	kube, err := hr.useKube()
 	if err != nil {
 		return err
 	}
@@ -232,10 +246,7 @@ func (retirePlanPhase) run(ctx context.Context, hr *hostRun) error {
 		if err != nil {
 			return err
 		}
-		names := make([]string, len(pods))
-		for i, p := range pods {
-			names[i] = p.Namespace + "/" + p.Name
-		}
+		names := podNames(pods)
 		hr.r.progress(hr.h.Name, "would cordon node %s and evict %d pod(s)%s, then delete the node", node, len(pods), listSuffix(names))
 	}
 	l := launchd{host: hr.conn, label: hr.h.Paths.LaunchdLabel, plist: hr.h.Paths.Plist, pause: hr.r.opts.LaunchdPause}
@@ -280,11 +291,10 @@ type unreachablePhase struct{}
 
 func (unreachablePhase) name() string { return "unreachable" }
 func (unreachablePhase) run(ctx context.Context, hr *hostRun) error {
-	kube, err := hr.r.kubeFor(hr.h)
+	kube, err := hr.useKube()
 	if err != nil {
 		return err
 	}
-	hr.kube = kube
 	node := hr.h.Node.Name
 	lease, err := kube.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
 	switch {
@@ -309,16 +319,13 @@ func (unreachablePhase) run(ctx context.Context, hr *hostRun) error {
 	if err != nil {
 		return err
 	}
-	names := make([]string, len(pods))
-	for i, p := range pods {
-		names[i] = p.Namespace + "/" + p.Name
-	}
+	names := podNames(pods)
 	if hr.r.opts.DryRun {
 		hr.r.progress(hr.h.Name, "would delete node %s and force-delete its %d pod(s)%s, without contacting the host", node, len(pods), listSuffix(names))
 		return nil
 	}
-	if _, err := kube.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("cordon node %s: %w", node, err)
+	if err := cordon(ctx, kube, node); err != nil && !apierrors.IsNotFound(err) {
+		return err
 	}
 	now := int64(0)
 	for _, p := range pods {
