@@ -40,7 +40,7 @@ const (
 )
 
 // drainPoll is how often a drain looks at the pods left on the node.
-var drainPoll = time.Second
+const drainPoll = time.Second
 
 type drainPhase struct{}
 
