@@ -421,21 +421,35 @@ func relayChannel(c *ssh.Client, hostUp <-chan struct{}, nc ssh.NewChannel) {
 		up.CloseWrite()
 	}()
 	go io.Copy(up.Stderr(), local.Stderr())
+	// A reply the host gave reaches the client before the channel's close
+	// does: the host may answer an exec and end the command at once, and
+	// the client would read a close before its answer as a failed exec.
+	var replying sync.RWMutex
 	go func() {
-		forwardRequests(localReqs, up)
+		forwardRequests(localReqs, up, &replying)
 		up.Close() // the client closed the channel
 	}()
-	forwardRequests(o.reqs, local) // until the host closes the channel
+	forwardRequests(o.reqs, local, nil) // until the host closes the channel
 	toLocal.Wait()
+	replying.Lock()
 	local.CloseWrite()
 	local.Close()
+	replying.Unlock()
 }
 
-func forwardRequests(reqs <-chan *ssh.Request, to ssh.Channel) {
+// forwardRequests relays reqs to a channel and the answers back, each
+// under a read lock of replying when it is not nil.
+func forwardRequests(reqs <-chan *ssh.Request, to ssh.Channel, replying *sync.RWMutex) {
 	for r := range reqs {
+		if replying != nil {
+			replying.RLock()
+		}
 		ok, err := to.SendRequest(r.Type, r.WantReply, r.Payload)
 		if r.WantReply {
 			r.Reply(ok && err == nil, nil)
+		}
+		if replying != nil {
+			replying.RUnlock()
 		}
 	}
 }

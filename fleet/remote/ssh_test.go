@@ -169,18 +169,23 @@ func TestRun(t *testing.T) {
 			})
 
 			t.Run("many at once", func(t *testing.T) {
-				// More than sshd's MaxSessions (10) on one connection.
+				// More than sshd's MaxSessions (10) on one connection, and
+				// enough short commands that a race between a command's
+				// answer and its end shows.
 				var wg sync.WaitGroup
-				errs := make(chan error, 25)
+				errs := make(chan error, 25*16)
 				for i := range 25 {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						res, err := h.Run(ctx, Cmd{Args: []string{"echo", strconv.Itoa(i)}})
-						if err == nil && string(res.Stdout) != strconv.Itoa(i)+"\n" {
-							err = errors.New("wrong output " + string(res.Stdout))
+						for j := range 16 {
+							want := fmt.Sprintf("%d.%d", i, j)
+							res, err := h.Run(ctx, Cmd{Args: []string{"echo", want}})
+							if err == nil && string(res.Stdout) != want+"\n" {
+								err = errors.New("wrong output " + string(res.Stdout))
+							}
+							errs <- err
 						}
-						errs <- err
 					}()
 				}
 				wg.Wait()
