@@ -63,13 +63,13 @@ func (p *PodProvider) ensureSandbox(ctx context.Context, w *podWorker, pod *core
 // containers are in its sandbox's network namespace. It follows every
 // start, death and removal of the sandbox, and each (re)connection to the
 // engine, which may have missed some.
-func (w *podWorker) sandboxChanged(event) stage {
+func (w *podWorker) sandboxChanged(ev event) stage {
 	run := w.sidecars
 	if run == nil || run.ctx.Err() != nil {
 		return w.stage
 	}
 	pod, _ := w.snapshot()
-	run.wg.Go(func() { w.p.renewSandbox(run.ctx, w, pod) })
+	run.wg.Go(func() { w.p.renewSandbox(run.ctx, w, pod, ev.resync) })
 	return w.stage
 }
 
@@ -77,7 +77,14 @@ func (w *podWorker) sandboxChanged(event) stage {
 // containers does, and moves those that are not in its network namespace
 // into it (see leaveSandbox). Checks run one at a time, and one finding
 // nothing to do does nothing.
-func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod) {
+//
+// Only on a resync does it start what has exited and the engine will not
+// restart: the sandbox, and the sidecars whose restart policy says they
+// run (see restartDeclined). Between resyncs that is an engine shutting
+// down, which stops every container and whose API still answers
+// meanwhile: a container started then outlives it, and the engine kills
+// it when it starts again, without restarting it.
+func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod, resync bool) {
 	w.renewMu.Lock()
 	defer w.renewMu.Unlock()
 	d := p.cfg.Docker
@@ -85,20 +92,24 @@ func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev
 		c  corev1.Container
 		ct sidecar.Container
 	}
-	var running []joined
+	var running, declined []joined
 	for _, c := range dockerContainers(pod) {
-		if ct, err := d.Inspect(ctx, sidecar.Name(pod, c.Name)); err == nil && ct.State.Running && sandboxID(ct) != "" {
+		ct, err := d.Inspect(ctx, sidecar.Name(pod, c.Name))
+		switch {
+		case err != nil || sandboxID(ct) == "":
+			// A container with a network of its own, made by a vz-node
+			// from before sandboxes, is left as it is: moving it would
+			// restart it under a running build.
+		case ct.State.Running:
 			running = append(running, joined{c, ct})
+		case resync && restartDeclined(pod, c, ct):
+			declined = append(declined, joined{c, ct})
 		}
 	}
-	if len(running) == 0 {
-		// The next container to start makes sure of the sandbox. One with
-		// a network of its own, made by a vz-node from before sandboxes,
-		// is left as it is: moving it would restart it under a running
-		// build.
-		return
+	if len(running) == 0 && len(declined) == 0 {
+		return // the next container to start makes sure of the sandbox
 	}
-	sb, ok := p.runningSandbox(ctx, w, pod)
+	sb, ok := p.runningSandbox(ctx, w, pod, resync)
 	if !ok {
 		return
 	}
@@ -108,23 +119,72 @@ func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev
 			stale = append(stale, j)
 		}
 	}
-	if len(stale) == 0 {
-		return
+	if len(stale) > 0 {
+		w.event(corev1.EventTypeNormal, reasonSandboxChanged, "Pod sandbox changed, it will be killed and re-created.")
 	}
-	w.event(corev1.EventTypeNormal, reasonSandboxChanged, "Pod sandbox changed, it will be killed and re-created.")
 	var wg sync.WaitGroup
 	for _, j := range stale {
 		wg.Go(func() { p.leaveSandbox(ctx, w, pod, j.c, j.ct) })
 	}
+	for _, j := range declined {
+		wg.Go(func() { p.restartSidecar(ctx, w, j.c, j.ct, sb) })
+	}
 	wg.Wait()
+}
+
+// restartDeclined reports whether sidecar c, whose container ct has
+// exited, should run again by its restart policy although the engine will
+// not restart it: a user stopped it with docker stop, or the engine,
+// restarting, did not bring it back (as Docker's restart policy may not
+// for a container it killed while shutting down). The kubelet restarts
+// its containers itself; vz-node leaves it to Docker's restart policy and
+// steps in only then.
+func restartDeclined(pod *corev1.Pod, c corev1.Container, ct sidecar.Container) bool {
+	if ct.State.Status != "exited" || ct.State.Restarting || !slices.ContainsFunc(sidecarsOf(pod), func(s corev1.Container) bool { return s.Name == c.Name }) {
+		return false
+	}
+	switch {
+	case isNativeSidecar(c):
+		return true
+	case pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure:
+		return ct.State.ExitCode != 0
+	}
+	return pod.Spec.RestartPolicy != corev1.RestartPolicyNever
+}
+
+// restartSidecar starts sidecar c's exited container ct again, in sandbox
+// sb; one that joined a sandbox that is gone is removed instead, and made
+// again in sb (sidecarGone). Its new run counts as a restart.
+func (p *PodProvider) restartSidecar(ctx context.Context, w *podWorker, c corev1.Container, ct sidecar.Container, sb sidecar.Container) {
+	d := p.cfg.Docker
+	var err error
+	if sandboxID(ct) == sb.ID {
+		err = d.Start(ctx, ct.ID)
+	} else {
+		err = d.Remove(ctx, ct.ID)
+	}
+	if err != nil {
+		if ctx.Err() == nil && !sidecar.IsNotFound(err) {
+			w.event(corev1.EventTypeWarning, "Failed", "Starting sidecar %s, which exited and which the engine did not restart: %v", c.Name, err)
+		}
+		return
+	}
+	w.event(corev1.EventTypeNormal, "Started", "Started container %s again: it exited (code %d) and the engine did not restart it", c.Name, ct.State.ExitCode)
 }
 
 // runningSandbox returns the pod's sandbox once it runs, creating or
 // starting it as needed and retrying with back-off; false when ctx ends
-// first.
-func (p *PodProvider) runningSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod) (sidecar.Container, bool) {
+// first, or (unless start is set) when it exited and the engine will not
+// restart it.
+func (p *PodProvider) runningSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod, start bool) (sidecar.Container, bool) {
 	var backoff time.Duration
 	for {
+		if !start {
+			sb, err := p.cfg.Docker.Inspect(ctx, sidecar.SandboxName(pod))
+			if err == nil && !sb.State.Running && !sb.State.Restarting {
+				return sb, false
+			}
+		}
 		id, err := p.ensureSandbox(ctx, w, pod)
 		var sb sidecar.Container
 		if err == nil {

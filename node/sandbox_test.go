@@ -145,6 +145,70 @@ func (f *fixture) fetchWebPage(when string) {
 	}
 }
 
+// When the engine restarts (as Docker Desktop does on an update), the
+// pod's containers run again in its sandbox and vz-node follows their new
+// runs, each counted as a restart; the VM is untouched. A sidecar the
+// engine does not bring back (here one stopped by hand, which Docker's
+// restart policy leaves stopped) is started by vz-node.
+func TestSidecarsAfterEngineRestart(t *testing.T) {
+	harness.RequireRoot(t)
+	engine := harness.DockerWithImageT(t, sidecarImage)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dockerd log:\n%s", engine.LogTail(200))
+		}
+	})
+	client, err := sidecar.New(engine.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 2, func(f *fixture) { f.docker = client })
+	ctx := context.Background()
+	web := webPod()
+	if err := f.p.CreatePod(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	before := f.waitFor("web", "web ready", sidecarRunning("web"))
+	f.fetchWebPage("before the engine restarted")
+	if err := client.Stop(ctx, sidecar.Name(web, "client"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("web", "client stopped by hand", func(s corev1.PodStatus) bool {
+		c, _ := containerStatus(s, "client")
+		return c.State.Terminated != nil && c.RestartCount == 0
+	})
+
+	restarted := time.Now().Truncate(time.Second)
+	if err := engine.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := f.waitFor("web", "every container running again after the engine restarted", func(s corev1.PodStatus) bool {
+		for _, c := range append(s.ContainerStatuses[1:], s.InitContainerStatuses...) {
+			if c.State.Running == nil || c.State.Running.StartedAt.Time.Before(restarted) || c.Name == "web" && !c.Ready {
+				return false
+			}
+		}
+		return len(s.ContainerStatuses) == 3 && len(s.InitContainerStatuses) == 1
+	})
+	f.fetchWebPage("after the engine restarted")
+	for _, c := range append(after.ContainerStatuses[1:], after.InitContainerStatuses...) {
+		// Docker counts from zero after a start of its own; the count
+		// goes on. One killed in the engine's shutdown may count twice.
+		if c.RestartCount < 1 || c.Name == "client" && c.RestartCount != 1 {
+			t.Errorf("%s after the engine restarted: restartCount %d, want 1; events:\n%s", c.Name, c.RestartCount, strings.Join(drainEvents(f.events), "\n"))
+		}
+	}
+	vmBefore, _ := containerStatus(before, "macos")
+	if vm, _ := containerStatus(after, "macos"); vm.State.Running == nil || !vm.State.Running.StartedAt.Equal(&vmBefore.State.Running.StartedAt) || vm.RestartCount != 0 {
+		t.Fatalf("the VM after the engine restarted: %+v, want it running on since %s", vm, vmBefore.State.Running.StartedAt)
+	}
+	if events := strings.Join(drainEvents(f.events), "\n"); !strings.Contains(events, "Started container client again: it exited (code 137) and the engine did not restart it") {
+		t.Fatalf("no Event for vz-node's start of the client among:\n%s", events)
+	}
+	f.deletePod(web, *web.Spec.TerminationGracePeriodSeconds)
+	f.waitNoContainers(string(web.UID))
+}
+
 // A sidecar's gRPC probe reaches its health service where the sandbox
 // publishes the probe's port: ready while it answers SERVING, unready on
 // NOT_SERVING, with the kubelet's reason in the Event.
@@ -212,6 +276,54 @@ func TestInSandbox(t *testing.T) {
 		}
 		if got := sandboxID(tc.ct); got != tc.id {
 			t.Errorf("%s: sandboxID %q, want %q", tc.name, got, tc.id)
+		}
+	}
+}
+
+func TestRestartDeclined(t *testing.T) {
+	t.Parallel()
+	always := corev1.ContainerRestartPolicyAlways
+	pod := func(policy corev1.RestartPolicy) *corev1.Pod {
+		return testPod("p", withSidecars(corev1.Container{Name: "svc"}), func(p *corev1.Pod) {
+			p.Spec.RestartPolicy = policy
+			p.Spec.InitContainers = []corev1.Container{{Name: "native", RestartPolicy: &always}, {Name: "setup"}}
+		})
+	}
+	exited := func(code int) sidecar.Container {
+		var ct sidecar.Container
+		ct.State.Status, ct.State.ExitCode = "exited", code
+		return ct
+	}
+	restarting := exited(1)
+	restarting.State.Restarting = true
+	running := exited(0)
+	running.State.Status, running.State.Running = "running", true
+	for _, tc := range []struct {
+		name   string
+		policy corev1.RestartPolicy
+		c      string
+		ct     sidecar.Container
+		want   bool
+	}{
+		{"Always, completed", corev1.RestartPolicyAlways, "svc", exited(0), true},
+		{"default policy, failed", "", "svc", exited(137), true},
+		{"OnFailure, failed", corev1.RestartPolicyOnFailure, "svc", exited(2), true},
+		{"OnFailure, completed", corev1.RestartPolicyOnFailure, "svc", exited(0), false},
+		{"Never, failed", corev1.RestartPolicyNever, "svc", exited(1), false},
+		{"Never, a native sidecar", corev1.RestartPolicyNever, "native", exited(0), true},
+		{"an init container, which vz-node runs", corev1.RestartPolicyAlways, "setup", exited(1), false},
+		{"the engine is restarting it", corev1.RestartPolicyAlways, "svc", restarting, false},
+		{"running", corev1.RestartPolicyAlways, "svc", running, false},
+	} {
+		p := pod(tc.policy)
+		var c corev1.Container
+		for _, cc := range dockerContainers(p) {
+			if cc.Name == tc.c {
+				c = cc
+			}
+		}
+		if got := restartDeclined(p, c, tc.ct); got != tc.want {
+			t.Errorf("%s: restartDeclined %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

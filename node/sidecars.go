@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vzfleet/vzfleet/node/sidecar"
@@ -154,8 +155,8 @@ func (w *podWorker) startSidecars() {
 		w.ensureSidecar(c)
 	}
 	// Sidecars that outlived a vz-node restart may be in a sandbox that
-	// died meanwhile.
-	w.sandboxChanged(event{})
+	// died meanwhile, or have exited for good.
+	w.sandboxChanged(event{resync: true})
 }
 
 // ensureSidecar creates and starts sidecar c unless its container exists,
@@ -333,10 +334,11 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 					return sidecar.Status(c, ct, prev, ev.exit)
 				}
 				st := render()
-				if killed := w.sidecarKilled[c.Name]; killed != "" && st.State.Running != nil && runID(&st) != killed {
-					// The run vz-node killed was followed by a new one.
-					delete(w.sidecarKilled, c.Name)
-					v.SidecarKills = withEntry(v.SidecarKills, c.Name, v.SidecarKills[c.Name]+1)
+				if before := runStart(prev); !before.IsZero() && runStart(st).After(before.Time) && st.RestartCount <= prev.RestartCount {
+					// A run Docker does not count: vz-node started the
+					// container again itself, and Docker counts from zero
+					// after that.
+					v.SidecarKills = withEntry(v.SidecarKills, c.Name, v.SidecarKills[c.Name]+prev.RestartCount+1-st.RestartCount)
 					st = render()
 				}
 				*slot = st
@@ -399,6 +401,17 @@ func (w *podWorker) followProbes(v *podView, c corev1.Container, st *corev1.Cont
 	started := run != "" && pr.started
 	st.Started = &started
 	st.Ready = started && (c.ReadinessProbe == nil || pr.ready)
+}
+
+// runStart is when the run st shows started; zero when it shows none.
+func runStart(st corev1.ContainerStatus) metav1.Time {
+	switch {
+	case st.State.Running != nil:
+		return st.State.Running.StartedAt
+	case st.State.Terminated != nil:
+		return st.State.Terminated.StartedAt
+	}
+	return metav1.Time{}
 }
 
 // runID names the run of a sidecar's container that st shows running, or
@@ -506,10 +519,6 @@ func (w *podWorker) sidecarUnhealthy(ev event) stage {
 			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever || isNativeSidecar(c)
 			if restart {
 				w.event(corev1.EventTypeNormal, "Killing", "Container %s %s, will be restarted", c.Name, why)
-				if w.sidecarKilled == nil {
-					w.sidecarKilled = map[string]string{}
-				}
-				w.sidecarKilled[c.Name] = ev.probeRun // counted once a new run follows
 			} else {
 				w.event(corev1.EventTypeNormal, "Killing", "Container %s %s", c.Name, why)
 			}
@@ -905,7 +914,7 @@ func (p *PodProvider) refreshSidecars() {
 				w.post(event{kind: evSidecar, name: c.Name, ct: &ct})
 			}
 		}
-		w.post(event{kind: evSandbox})
+		w.post(event{kind: evSandbox, resync: true})
 	}
 }
 

@@ -244,19 +244,21 @@ func (f *fixture) waitNoContainers(uid string) {
 
 // A sidecar whose liveness probe fails is killed within the probe's grace
 // period and, unless the pod's restartPolicy is Never, started again, as
-// the kubelet does; the restart counts in its status, also after vz-node
-// restarts.
+// the kubelet does; the restart counts in its status, on top of those
+// Docker made (which counts from zero again after vz-node's), also after
+// vz-node restarts.
 func TestSidecarLivenessProbe(t *testing.T) {
 	f := newFixture(t, 2, withDocker(t))
 	ctx := context.Background()
 	grace := int64(1)
-	svc := func() corev1.Container {
-		return corev1.Container{Name: "svc", Command: []string{"sh", "-c", "touch /tmp/alive; exec sleep 3600"},
+	svc := func(script string) corev1.Container {
+		return corev1.Container{Name: "svc", Command: []string{"sh", "-c", script + "touch /tmp/alive; exec sleep 3600"},
 			LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TerminationGracePeriodSeconds: &grace,
 				ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/alive"}}}}}
 	}
-	always := testPod("live", withSidecars(svc()))
-	never := testPod("once", withSidecars(svc()), func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever })
+	// The first run of live's svc fails, and Docker restarts it.
+	always := testPod("live", withSidecars(svc("test -f /tmp/crashed || { touch /tmp/crashed; exit 3; }; ")))
+	never := testPod("once", withSidecars(svc("")), func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever })
 	for _, p := range []*corev1.Pod{always, never} {
 		if err := f.p.CreatePod(ctx, p); err != nil {
 			t.Fatal(err)
@@ -264,7 +266,10 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	}
 	first := map[string]corev1.ContainerStatus{}
 	for _, name := range []string{"live", "once"} {
-		st := f.waitFor(name, "svc running", sidecarRunning("svc"))
+		st := f.waitFor(name, "svc running", func(s corev1.PodStatus) bool {
+			c, _ := containerStatus(s, "svc")
+			return sidecarRunning("svc")(s) && c.RestartCount == map[string]int32{"live": 1}[name]
+		})
 		first[name], _ = containerStatus(st, "svc")
 		// sleep, as PID 1, ignores SIGTERM: the kill takes the grace period.
 		if err := f.p.RunInContainer(ctx, "default", name, "svc", []string{"rm", "/tmp/alive"}, &testIO{}); err != nil {
@@ -274,7 +279,7 @@ func TestSidecarLivenessProbe(t *testing.T) {
 
 	st := f.waitFor("live", "svc restarted after its failed liveness probe", func(s corev1.PodStatus) bool {
 		c, _ := containerStatus(s, "svc")
-		return c.RestartCount == 1 && c.Ready && c.State.Running != nil
+		return c.RestartCount == 2 && c.Ready && c.State.Running != nil
 	})
 	c, _ := containerStatus(st, "svc")
 	last := c.LastTerminationState.Terminated
@@ -298,16 +303,16 @@ func TestSidecarLivenessProbe(t *testing.T) {
 	// After vz-node restarts, the count stands and the probe runs again.
 	f.p.Close()
 	f.p = f.newProvider(2)
-	f.waitFor("live", "re-adopted, svc restarted once", func(s corev1.PodStatus) bool {
+	f.waitFor("live", "re-adopted, svc restarted twice", func(s corev1.PodStatus) bool {
 		c, _ := containerStatus(s, "svc")
-		return c.RestartCount == 1 && c.Ready
+		return c.RestartCount == 2 && c.Ready
 	})
 	if err := f.p.RunInContainer(ctx, "default", "live", "svc", []string{"rm", "/tmp/alive"}, &testIO{}); err != nil {
 		t.Fatal(err)
 	}
-	f.waitFor("live", "svc restarted a second time", func(s corev1.PodStatus) bool {
+	f.waitFor("live", "svc restarted a third time", func(s corev1.PodStatus) bool {
 		c, _ := containerStatus(s, "svc")
-		return c.RestartCount == 2 && c.Ready
+		return c.RestartCount == 3 && c.Ready
 	})
 
 	for _, p := range []*corev1.Pod{always, never} {

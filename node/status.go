@@ -71,8 +71,9 @@ type podView struct {
 	// the pod's order.
 	Sidecars []corev1.ContainerStatus `json:",omitempty"`
 	// SidecarKills counts, by sidecar name, the restarts Docker does not:
-	// it counts only those its restart policy makes in one container, not
-	// vz-node's after a failed liveness probe, nor a container replaced.
+	// it counts only those its restart policy makes in one container, from
+	// zero again after vz-node starts it (after a failed liveness probe, or
+	// when the engine declined to), and not a container replaced.
 	SidecarKills map[string]int32 `json:",omitempty"`
 	// SidecarHooked is, by sidecar name, the run whose postStart hook
 	// was started, so a vz-node restart does not run it twice.

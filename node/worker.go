@@ -49,6 +49,10 @@ type event struct {
 	renew time.Time
 	// mount says a configFailed is the volumes' (else the environment's).
 	mount bool
+	// resync says an evSandbox follows vz-node's start or a (re)connection
+	// to the engine, after which the engine is whole again (see
+	// renewSandbox).
+	resync bool
 }
 
 // podRecord is the worker's state on disk (pod.json in the VM directory), so
@@ -103,7 +107,6 @@ type podWorker struct {
 	deadlineTimer *time.Timer              // posts evDeadline (armDeadline)
 	deadlineHit   bool                     // activeDeadlineSeconds ran out
 	probes        map[string]*sidecarProbe // by sidecar name
-	sidecarKilled map[string]string        // sidecar name -> the run a failed liveness probe or hook killed
 	hookFails     map[string]hookBackoff   // by sidecar name
 	// renewVolumes is when the pod's volumes first need writing again (a
 	// token nears its expiry); zero means at the next sync.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type Docker struct {
 	// Started is true when the harness started this dockerd itself.
 	Started bool
 	proc    *Process
+	// bin and args start the dockerd the harness started (again).
+	bin  string
+	args []string
 	// removeBridge deletes the bridge of the dockerd the harness started.
 	removeBridge func()
 }
@@ -51,8 +55,8 @@ func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 		os.RemoveAll(sockDir)
 		return nil, err
 	}
-	d := &Docker{Host: "unix://" + filepath.Join(sockDir, "docker.sock"), Started: true, removeBridge: removeBridge}
-	args := []string{
+	d := &Docker{Host: "unix://" + filepath.Join(sockDir, "docker.sock"), Started: true, removeBridge: removeBridge, bin: bin}
+	d.args = []string{
 		"--data-root=" + filepath.Join(dir, "data"),
 		"--exec-root=" + filepath.Join(sockDir, "exec"),
 		"--pidfile=" + filepath.Join(sockDir, "docker.pid"),
@@ -60,18 +64,54 @@ func StartDocker(ctx context.Context, dir string) (*Docker, error) {
 		"--bridge=" + bridge,
 		"--iptables=false",
 		"--ip-masq=false",
+		// Containers that ignore SIGTERM keep a stop or restart no longer.
+		"--shutdown-timeout=2",
 	}
-	if d.proc, err = StartProcess("dockerd", filepath.Join(dir, "dockerd.log"), bin, args, nil); err != nil {
-		d.Stop()
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := d.proc.waitFor(ctx, "dockerd answering /_ping", func() error { return dockerPing(d.Host) }); err != nil {
+	if err := d.start(ctx, filepath.Join(dir, "dockerd.log")); err != nil {
 		d.Stop()
 		return nil, err
 	}
 	return d, nil
+}
+
+// start runs dockerd and waits until it answers.
+func (d *Docker) start(ctx context.Context, logPath string) error {
+	var err error
+	if d.proc, err = StartProcess("dockerd", logPath, d.bin, d.args, nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return d.proc.waitFor(ctx, "dockerd answering /_ping", func() error { return dockerPing(d.Host) })
+}
+
+// Restart stops the engine the harness started as Docker Desktop's restart
+// does, stopping its containers, and starts it again on the same data:
+// the containers come back as their restart policies say.
+func (d *Docker) Restart(ctx context.Context) error {
+	if d.proc == nil {
+		return fmt.Errorf("docker at %s: the harness did not start it, so it cannot restart it", d.Host)
+	}
+	// dockerd alone: it stops its containers, then its containerd.
+	if err := d.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop dockerd: %w", err)
+	}
+	select {
+	case <-d.proc.done:
+	case <-time.After(time.Minute):
+		return fmt.Errorf("dockerd did not stop within a minute of SIGTERM:\n%s", d.proc.Tail(20))
+	}
+	d.proc.Stop()
+	return d.start(ctx, d.proc.LogPath)
+}
+
+// LogTail is the last n lines of the log of the dockerd the harness
+// started ("" for another).
+func (d *Docker) LogTail(n int) string {
+	if d.proc == nil {
+		return ""
+	}
+	return d.proc.Tail(n)
 }
 
 // PauseImage is the pods' sandbox image in the harness's engines: the
