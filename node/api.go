@@ -212,30 +212,11 @@ func closeOutputs(attach api.AttachIO) {
 	}
 }
 
-// sidecarLogs returns a sidecar's output as Docker keeps it.
-func (p *PodProvider) sidecarLogs(ctx context.Context, id string, c corev1.Container, opts api.ContainerLogOpts) (io.ReadCloser, error) {
-	if opts.Previous {
-		return nil, errdefs.InvalidInput("Docker restarts a sidecar in place, so its log already spans its previous runs; drop --previous")
-	}
-	o := sidecar.LogOptions{Follow: opts.Follow, Tail: opts.Tail, Timestamps: opts.Timestamps, TTY: c.TTY}
-	switch {
-	case opts.SinceSeconds > 0:
-		o.Since = p.cfg.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
-	case !opts.SinceTime.IsZero():
-		o.Since = opts.SinceTime
-	}
-	rc, err := p.cfg.Docker.Logs(context.WithoutCancel(ctx), id, o)
-	if err != nil {
-		return nil, fmt.Errorf("logs of sidecar %s: %w", c.Name, err)
-	}
-	return limited(rc, opts.LimitBytes), nil
-}
-
 // GetContainerLogs streams a sidecar's output, or the guest's log
 // (kubectl logs).
 func (p *PodProvider) GetContainerLogs(ctx context.Context, ns, name, container string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	if id, c, ok := p.dockerContainer(ns, name, container); ok {
-		return p.sidecarLogs(ctx, id, c, opts)
+		return p.sidecarLogs(ctx, p.worker(ns, name), id, c, opts)
 	}
 	if w := p.worker(ns, name); w != nil {
 		if pod, _ := w.snapshot(); hasCommand(vmContainer(pod)) && (container == "" || container == vmContainer(pod).Name) {

@@ -203,6 +203,7 @@ func (w *podWorker) initStatus(ev event) stage {
 			prev := v.InitContainers[i]
 			switch {
 			case ev.ct != nil:
+				v.DockerRunEnds = withEntry(v.DockerRunEnds, c.Name, v.DockerRunEnds[c.Name].with(*ev.ct))
 				v.InitContainers[i] = initContainerStatus(c, *ev.ct, prev)
 			case ev.status != nil:
 				st := *ev.status

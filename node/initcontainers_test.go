@@ -243,14 +243,15 @@ func TestNativeSidecar(t *testing.T) {
 	if st.Phase != corev1.PodRunning {
 		t.Fatalf("phase %s after the proxy restarted", st.Phase)
 	}
-	rc, err := f.p.GetContainerLogs(ctx, "default", "native", "proxy", api.ContainerLogOpts{})
+	// Its log is cut into its runs: --previous shows the first.
+	rc, err := f.p.GetContainerLogs(ctx, "default", "native", "proxy", api.ContainerLogOpts{Previous: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(rc)
 	rc.Close()
-	if !strings.HasPrefix(string(b), "proxy up\n") {
-		t.Fatalf("logs of the proxy: %q", b)
+	if string(b) != "proxy up\n" {
+		t.Fatalf("logs --previous of the proxy: %q", b)
 	}
 	f.deletePod(pod, 1)
 	f.waitNoContainers("uid-native")

@@ -327,6 +327,7 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 			}
 			switch {
 			case ev.ct != nil:
+				v.DockerRunEnds = withEntry(v.DockerRunEnds, c.Name, v.DockerRunEnds[c.Name].with(*ev.ct))
 				prev := *slot
 				render := func() corev1.ContainerStatus {
 					ct := *ev.ct

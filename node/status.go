@@ -75,6 +75,9 @@ type podView struct {
 	// zero again after vz-node starts it (after a failed liveness probe, or
 	// when the engine declined to), and not a container replaced.
 	SidecarKills map[string]int32 `json:",omitempty"`
+	// DockerRunEnds are, by container name, where the latest runs of the
+	// pod's Docker containers ended, to cut their logs into runs.
+	DockerRunEnds map[string]runEnds `json:",omitempty"`
 	// SidecarHooked is, by sidecar name, the run whose postStart hook
 	// was started, so a vz-node restart does not run it twice.
 	SidecarHooked map[string]string `json:",omitempty"`

@@ -86,11 +86,20 @@ func (c *Client) Attach(ctx context.Context, id string, s IO) error {
 
 // LogOptions select what Logs returns.
 type LogOptions struct {
-	Follow     bool
-	Tail       int // lines from the end; 0 means all
+	Follow bool
+	// Tail is the lines from the end of the log, 0 meaning all. The engine
+	// takes them before it applies Since and Until.
+	Tail       int
 	Timestamps bool
-	Since      time.Time
-	TTY        bool // the container has a TTY: its log is one raw stream
+	Since      time.Time // lines logged at or after it
+	Until      time.Time // lines logged at or before it
+	TTY        bool      // the container has a TTY: its log is one raw stream
+}
+
+// apiTime is t as the Docker API reads a time: seconds since the epoch,
+// to the nanosecond.
+func apiTime(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
 }
 
 // Logs returns the container's output, stdout and stderr merged in order.
@@ -106,7 +115,10 @@ func (c *Client) Logs(ctx context.Context, id string, o LogOptions) (io.ReadClos
 		q.Set("timestamps", "1")
 	}
 	if !o.Since.IsZero() {
-		q.Set("since", strconv.FormatInt(o.Since.Unix(), 10))
+		q.Set("since", apiTime(o.Since))
+	}
+	if !o.Until.IsZero() {
+		q.Set("until", apiTime(o.Until))
 	}
 	req, err := request(ctx, http.MethodGet, "/containers/"+id+"/logs", q, nil)
 	if err != nil {

@@ -389,6 +389,17 @@ spec:
 	if out, code := nodeKubectlCode(t, cp, "", "exec", "hybrid", "-c", "agent", "--", "cat", "/tmp/post-start"); code != 0 || out != "run\nrun\n" {
 		t.Fatalf("the agent's postStart hook: exit %d, %q, want a line per run", code, out)
 	}
+	// Docker restarted the agent in place, with one log; kubectl logs
+	// shows its current run, and --previous the one before, as the
+	// kubelet's container instances.
+	eventually(t, 30*time.Second, "the agent's log by run", func() error {
+		for _, args := range [][]string{{"logs", "hybrid", "-c", "agent"}, {"logs", "hybrid", "-c", "agent", "--previous"}} {
+			if out := nodeKubectl(t, cp, args...); out != "agent of hybrid level=debug token=t0ken\n" {
+				return fmt.Errorf("kubectl %s: %q, want the line of one run", strings.Join(args, " "), out)
+			}
+		}
+		return nil
+	})
 
 	// The pod's sandbox removed behind vz-node's back: as with the
 	// kubelet's SandboxChanged, its Docker containers start anew in a new
