@@ -157,19 +157,22 @@ func restartDeclined(pod *corev1.Pod, c corev1.Container, ct sidecar.Container) 
 // again in sb (sidecarGone). Its new run counts as a restart.
 func (p *PodProvider) restartSidecar(ctx context.Context, w *podWorker, c corev1.Container, ct sidecar.Container, sb sidecar.Container) {
 	d := p.cfg.Docker
+	inSB := sandboxID(ct) == sb.ID
 	var err error
-	if sandboxID(ct) == sb.ID {
+	if inSB {
 		err = d.Start(ctx, ct.ID)
 	} else {
 		err = d.Remove(ctx, ct.ID)
 	}
-	if err != nil {
-		if ctx.Err() == nil && !sidecar.IsNotFound(err) {
-			w.event(corev1.EventTypeWarning, "Failed", "Starting sidecar %s, which exited and which the engine did not restart: %v", c.Name, err)
-		}
-		return
+	switch {
+	case err != nil && ctx.Err() == nil && !sidecar.IsNotFound(err):
+		w.event(corev1.EventTypeWarning, "Failed", "Starting sidecar %s, which exited and which the engine did not restart: %v", c.Name, err)
+	case err != nil:
+	case inSB:
+		w.event(corev1.EventTypeNormal, "Started", "Started container %s again: it exited (code %d) and the engine did not restart it", c.Name, ct.State.ExitCode)
+	default:
+		w.event(corev1.EventTypeNormal, "Killing", "Container %s exited (code %d) in a pod sandbox that is gone, and the engine did not restart it; it will be re-created", c.Name, ct.State.ExitCode)
 	}
-	w.event(corev1.EventTypeNormal, "Started", "Started container %s again: it exited (code %d) and the engine did not restart it", c.Name, ct.State.ExitCode)
 }
 
 // runningSandbox returns the pod's sandbox once it runs, creating or

@@ -19,9 +19,9 @@ import (
 // namespace) or is removed, the containers that joined it are killed and
 // started anew in the sandbox as it runs, each restart counted: they reach
 // each other on localhost again, and their probes find the ports the
-// sandbox publishes now, also when it died while vz-node was down. The VM
-// keeps running, and a sidecar of a pod that never restarts stays
-// terminated.
+// sandbox publishes now, also when it died or was removed while vz-node
+// was down. The VM keeps running, and a sidecar of a pod that never
+// restarts stays terminated.
 func TestSandboxChanged(t *testing.T) {
 	f := newFixture(t, 2, withDocker(t))
 	ctx := context.Background()
@@ -94,6 +94,20 @@ func TestSandboxChanged(t *testing.T) {
 	f.waitFor("web", "both containers restarted after vz-node's restart", restarted(3))
 	fetch("after the sandbox died while vz-node was down")
 
+	// While vz-node is down, the client is stopped by hand (the engine
+	// leaves it stopped) and the sandbox is removed: at vz-node's start
+	// the client is made again too, in a new sandbox.
+	f.p.Close()
+	if err := f.docker.Stop(ctx, sidecar.Name(web, "client"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.docker.Remove(ctx, sandbox(web).ID); err != nil {
+		t.Fatal(err)
+	}
+	f.p = f.newProvider(2)
+	f.waitFor("web", "every container made again after vz-node's restart", restarted(4))
+	fetch("after the sandbox was removed and the client stopped while vz-node was down")
+
 	// restartPolicy Never: the sidecar is killed, not started again, and
 	// the VM runs on.
 	kill(lone)
@@ -109,8 +123,11 @@ func TestSandboxChanged(t *testing.T) {
 	}
 
 	events := strings.Join(drainEvents(f.events), "\n")
-	if n := strings.Count(events, "Normal SandboxChanged Pod sandbox changed, it will be killed and re-created."); n != 4 {
-		t.Fatalf("%d SandboxChanged events, want 4 (three for web, one for lone):\n%s", n, events)
+	if n := strings.Count(events, "Normal SandboxChanged Pod sandbox changed, it will be killed and re-created."); n != 5 {
+		t.Fatalf("%d SandboxChanged events, want 5 (four for web, one for lone):\n%s", n, events)
+	}
+	if !strings.Contains(events, "Normal Killing Container client exited (code 137) in a pod sandbox that is gone, and the engine did not restart it; it will be re-created") {
+		t.Fatalf("no Event for the client stopped in a sandbox that is gone among:\n%s", events)
 	}
 	for _, p := range []*corev1.Pod{web, lone} {
 		f.deletePod(p, grace)

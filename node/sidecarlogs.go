@@ -78,6 +78,9 @@ func logWindow(ct sidecar.Container, r runEnds, previous bool) (since, until tim
 // sidecarLogs returns the output of the run of a pod's Docker container
 // (name) that kubectl asks for.
 func (p *PodProvider) sidecarLogs(ctx context.Context, w *podWorker, name string, c corev1.Container, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	if w == nil {
+		return nil, errdefs.NotFoundf("pod of container %s is not on this node", c.Name)
+	}
 	d := p.cfg.Docker
 	ct, err := d.Inspect(ctx, name)
 	if err != nil {
