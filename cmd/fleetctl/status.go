@@ -124,7 +124,11 @@ func runStatus(cmd *cobra.Command, args []string, f *statusFlags) error {
 		kube = status.NewInformers(client, nil)
 		kubeView = kube
 	}
-	store := status.NewStore(hosts, status.StoreOptions{DesiredVersion: f.wantVersion, Thresholds: th, Kube: kubeView})
+	var known []string
+	for _, h := range inv.Hosts {
+		known = append(known, h.Node.Name)
+	}
+	store := status.NewStore(hosts, status.StoreOptions{DesiredVersion: f.wantVersion, Thresholds: th, Kube: kubeView, InventoryNodes: known})
 	gatherer := &status.SSHGatherer{Dial: status.DialInventoryHost(status.DialOptions{SSHConfigFile: f.sshConfig, ConnectTimeout: f.interval, Mux: sshMux(f.sshPersist)})}
 	defer gatherer.Close()
 	poller := &status.Poller{Store: store, Gatherer: gatherer, Interval: f.interval, Timeout: f.timeout, Concurrency: f.concurrency}

@@ -3,8 +3,10 @@ package status
 import (
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -55,6 +57,7 @@ type fakeKube struct {
 
 func (k *fakeKube) Node(name string) (*corev1.Node, bool) { n, ok := k.nodes[name]; return n, ok }
 func (k *fakeKube) PodsOn(node string) []*corev1.Pod      { return k.pods[node] }
+func (k *fakeKube) ListNodes() []*corev1.Node             { return slices.Collect(maps.Values(k.nodes)) }
 func (k *fakeKube) Fresh() time.Time                      { return k.fresh() }
 
 func host(name, addr string, labels map[string]string) inventory.Host {
@@ -96,6 +99,10 @@ func facts(version string, freeGiB int64) Facts {
 //     disk;
 //   - mini-03: SSH fails (OFFLINE), its node NotReady;
 //   - mini-04: reachable, vz-node not installed, no node.
+//
+// Beside them, mini-05 is in the inventory but not shown (--limit),
+// mini-09 a stray (a node of vz-node's the inventory does not name),
+// cordoned, with a pod, and control-1 a node of another kind.
 func fleetFixture(c *clock) *Store {
 	hosts := []inventory.Host{
 		host("mini-01", "10.20.0.11", map[string]string{"vzfleet.dev/pool": "ci"}),
@@ -107,19 +114,27 @@ func fleetFixture(c *clock) *Store {
 	n2.Labels["vzfleet.dev/pool"] = "release"
 	n2.Annotations = map[string]string{AnnotationPullProgress: "macos-sonoma:latest 42%"}
 	n2.Spec.Unschedulable = true
+	stray := node("mini-09", "True", "0.4.0", t0.Add(-4*time.Second))
+	stray.Spec.Unschedulable = true
 	kube := &fakeKube{
 		nodes: map[string]*corev1.Node{
 			"mini-01": node("mini-01", "True", "0.4.0", t0.Add(-3*time.Second)),
 			"mini-02": n2,
 			"mini-03": node("mini-03", "False", "0.4.0", t0.Add(-2*time.Minute)),
+			"mini-05": node("mini-05", "True", "0.4.0", t0.Add(-3*time.Second)),
+			"mini-09": stray,
+			"control-1": {ObjectMeta: metav1.ObjectMeta{Name: "control-1"},
+				Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: "containerd://2.1.0"}}},
 		},
 		pods: map[string][]*corev1.Pod{
 			"mini-01": {pod("ci", "build-7", corev1.PodRunning), pod("ci", "build-8", corev1.PodPending), pod("ci", "build-1", corev1.PodSucceeded)},
+			"mini-09": {pod("ci", "build-3", corev1.PodRunning)},
 		},
 		fresh: c.Now,
 	}
 	s := NewStore(hosts, StoreOptions{DesiredVersion: "0.4.0", Kube: kube, Now: c.Now,
-		Thresholds: Thresholds{StaleAfter: 15 * time.Second, OfflineAfter: 2}})
+		InventoryNodes: []string{"mini-01", "mini-02", "mini-03", "mini-04", "mini-05"},
+		Thresholds:     Thresholds{StaleAfter: 15 * time.Second, OfflineAfter: 2}})
 	s.Record("mini-01", facts("0.4.0", 412), nil, t0.Add(-1*time.Second))
 	s.Record("mini-02", facts("0.3.0", 31), nil, t0.Add(-2*time.Second))
 	s.Record("mini-03", facts("0.4.0", 200), nil, t0.Add(-3*time.Minute))

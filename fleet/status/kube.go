@@ -127,6 +127,17 @@ func (k *Informers) Node(name string) (*corev1.Node, bool) {
 	return n, ok
 }
 
+// ListNodes implements KubeView.
+func (k *Informers) ListNodes() []*corev1.Node {
+	var out []*corev1.Node
+	for _, o := range k.nodes.GetStore().List() {
+		if n, ok := o.(*corev1.Node); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // PodsOn implements KubeView.
 func (k *Informers) PodsOn(node string) []*corev1.Pod {
 	objs, err := k.pods.GetIndexer().ByIndex(podNodeIndex, node)

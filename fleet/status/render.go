@@ -49,8 +49,58 @@ func TotalsLine(t Totals) string {
 	return s
 }
 
+// StraysLine names the strays ("" when none), for a line under the table.
+func StraysLine(strays []Stray) string {
+	if len(strays) == 0 {
+		return ""
+	}
+	parts := make([]string, len(strays))
+	for i, s := range strays {
+		state := s.Ready
+		if s.Cordoned {
+			state += ", cordoned"
+		}
+		pods := "pods"
+		if s.Pods == 1 {
+			pods = "pod"
+		}
+		parts[i] = fmt.Sprintf("%s (%s, %d %s)", s.Node, state, s.Pods, pods)
+	}
+	return "not in the inventory: " + strings.Join(parts, ", ")
+}
+
+// straysHint says what to do about strays.
+const straysHint = "vz-node registered these nodes, and no host in the inventory names them: to take a host out of the fleet, add it back and run fleetctl retire on it (with --unreachable if its Mac is gone)"
+
+// wrap breaks s into lines of at most width runes (0: no bound) at
+// spaces, each after the first indented; a word longer than a line is
+// left whole.
+func wrap(s string, width int, indent string) string {
+	if width <= 0 {
+		return s
+	}
+	var b strings.Builder
+	n := 0
+	for i, word := range strings.Fields(s) {
+		w := len([]rune(word))
+		switch {
+		case i == 0:
+		case n+1+w > width:
+			b.WriteString("\n" + indent)
+			n = len([]rune(indent))
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(word)
+		n += w
+	}
+	return b.String()
+}
+
 // RenderTable writes the totals line and the rows as a plain table,
-// dropping the least important columns to fit width (0: keep all).
+// dropping the least important columns to fit width (0: keep all), and
+// the strays under it.
 func RenderTable(w io.Writer, snap Snapshot, width int) error {
 	var b strings.Builder
 	b.WriteString(TotalsLine(snap.Totals))
@@ -68,6 +118,9 @@ func RenderTable(w io.Writer, snap Snapshot, width int) error {
 			line[i] = Truncate(c.Value(r, snap.Time), min(c.Max, widths[i]))
 		}
 		writeLine(&b, line, widths)
+	}
+	if line := StraysLine(snap.Strays); line != "" {
+		b.WriteString("\n" + wrap(line, width, "  ") + "\n  " + wrap(straysHint, width-2, "  ") + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -113,6 +166,14 @@ func (s *Stream) Write(snap Snapshot) error {
 			continue
 		}
 		s.last[r.Host] = line
+		fmt.Fprintf(&b, "%s %s\n", stamp, line)
+	}
+	// Host names are not empty: "" keys the strays.
+	if line := StraysLine(snap.Strays); line != s.last[""] {
+		s.last[""] = line
+		if line == "" {
+			line = "no node outside the inventory"
+		}
 		fmt.Fprintf(&b, "%s %s\n", stamp, line)
 	}
 	if b.Len() == 0 {

@@ -74,8 +74,8 @@ func TestStreamPrintsChangesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := strings.Count(b.String(), "\n")
-	if first != 5 {
-		t.Fatalf("first write has %d lines, want 4 rows and totals:\n%s", first, b.String())
+	if first != 6 || !strings.Contains(b.String(), " not in the inventory: mini-09 (True, cordoned, 1 pod)\n") {
+		t.Fatalf("first write has %d lines, want 4 rows, the strays and totals:\n%s", first, b.String())
 	}
 	b.Reset()
 	c.Advance(2 * time.Second)
@@ -93,6 +93,15 @@ func TestStreamPrintsChangesOnly(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "host=mini-04") || !strings.Contains(lines[0], `launchd="running (pid 412)"`) || !strings.Contains(lines[1], "hosts 4") {
 		t.Errorf("change lines:\n%s", b.String())
+	}
+	// The stray is retired.
+	b.Reset()
+	delete(s.opts.Kube.(*fakeKube).nodes, "mini-09")
+	if err := st.Write(s.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 2 || !strings.HasSuffix(lines[0], " no node outside the inventory") {
+		t.Errorf("lines after the stray went:\n%s", b.String())
 	}
 }
 

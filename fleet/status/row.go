@@ -148,6 +148,19 @@ type Snapshot struct {
 	Time   time.Time `json:"time" yaml:"time"`
 	Totals Totals    `json:"totals" yaml:"totals"`
 	Rows   []Row     `json:"hosts" yaml:"hosts"`
+	// Strays are the nodes a vz-node registered that no host in the
+	// inventory names: a host taken out of the inventory without fleetctl
+	// retire, whose vz-node may still run.
+	Strays []Stray `json:"strays,omitempty" yaml:"strays,omitempty"`
+}
+
+// Stray is a node of vz-node's that the inventory does not name.
+type Stray struct {
+	Node     string `json:"node" yaml:"node"`
+	Ready    string `json:"ready" yaml:"ready"`
+	Cordoned bool   `json:"cordoned" yaml:"cordoned"`
+	// Pods counts the pods bound to it.
+	Pods int `json:"pods" yaml:"pods"`
 }
 
 // TotalsOf sums rows.

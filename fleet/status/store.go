@@ -49,6 +49,8 @@ type KubeView interface {
 	Node(name string) (*corev1.Node, bool)
 	// PodsOn returns the pods bound to the node.
 	PodsOn(node string) []*corev1.Pod
+	// ListNodes returns every node.
+	ListNodes() []*corev1.Node
 	// Fresh is when the view was last known current: now while its
 	// watches run, the moment they broke otherwise; zero before the first
 	// sync.
@@ -63,6 +65,10 @@ type StoreOptions struct {
 	Thresholds     Thresholds
 	// Kube is the Kubernetes side; nil shows SSH facts only.
 	Kube KubeView
+	// InventoryNodes are the node names of every host in the inventory,
+	// those not shown included; a node of vz-node's not among them is a
+	// stray. Nil: the shown hosts' names.
+	InventoryNodes []string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -144,11 +150,40 @@ func (s *Store) Snapshot() Snapshot {
 	for i, h := range s.hosts {
 		rows[i] = s.row(h, states[i], now)
 	}
-	return Snapshot{Time: now, Totals: TotalsOf(rows), Rows: rows}
+	return Snapshot{Time: now, Totals: TotalsOf(rows), Rows: rows, Strays: s.strays()}
 }
 
+// strays are the nodes of vz-node's (its runtime version says so) that the
+// inventory does not name, by name.
+func (s *Store) strays() []Stray {
+	k := s.opts.Kube
+	if k == nil {
+		return nil
+	}
+	known := s.opts.InventoryNodes
+	if known == nil {
+		for _, h := range s.hosts {
+			known = append(known, nodeName(h))
+		}
+	}
+	var strays []Stray
+	for _, n := range k.ListNodes() {
+		if !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, RuntimeVersionPrefix) || slices.Contains(known, n.Name) {
+			continue
+		}
+		var r Row
+		s.fromNode(&r, n)
+		strays = append(strays, Stray{Node: n.Name, Ready: r.Ready, Cordoned: r.Cordoned, Pods: len(k.PodsOn(n.Name))})
+	}
+	slices.SortFunc(strays, func(a, b Stray) int { return cmp.Compare(a.Node, b.Node) })
+	return strays
+}
+
+// nodeName is the name of host h's node.
+func nodeName(h inventory.Host) string { return cmp.Or(h.Node.Name, h.Name) }
+
 func (s *Store) row(h inventory.Host, st sshState, now time.Time) Row {
-	nodeName := cmp.Or(h.Node.Name, h.Name)
+	nodeName := nodeName(h)
 	r := Row{
 		Host:           h.Name,
 		Address:        h.SSH.Addr(),

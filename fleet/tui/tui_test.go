@@ -351,3 +351,20 @@ func TestKeysArrivingInOneReadAreTakenInOrder(t *testing.T) {
 		t.Fatalf("filter offline shows %d rows: %+v", len(rows), rows)
 	}
 }
+
+// Nodes of vz-node's that the inventory does not name show on the status
+// line.
+func TestStraysShown(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: t0}
+	store, _ := statustest.Fleet(3, c.Now, status.Thresholds{StaleAfter: 15 * time.Second, OfflineAfter: 1})
+	m := New(Options{Snapshot: func() status.Snapshot {
+		snap := store.Snapshot()
+		snap.Strays = []status.Stray{{Node: "mini-09", Ready: status.ReadyUnknown, Pods: 2}}
+		return snap
+	}})
+	next, _ := m.Update(tea.WindowSizeMsg{Width: 140, Height: 8})
+	frame := next.(Model).View()
+	checkFrame(t, frame, 140, 8)
+	golden(t, "list-strays", frame)
+}

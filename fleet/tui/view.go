@@ -65,6 +65,9 @@ func (m Model) listView() []string {
 	if m.filterErr != nil {
 		info += "  " + styleBad.Render(m.filterErr.Error())
 	}
+	if line := status.StraysLine(m.snap.Strays); line != "" {
+		info += "  " + styleWarn.Render(line)
+	}
 	lines = append(lines, info+"  "+styleDim.Render("at "+m.snap.Time.Format(time.TimeOnly)))
 
 	cells := status.Cells(status.Columns, m.rows, m.snap.Time)
@@ -173,6 +176,8 @@ func (m Model) helpView() []string {
 		"  q, ctrl+c     quit",
 		"",
 		"  STATE: LIVE (fresh), STALE (no new data lately), OFFLINE (SSH polls fail)",
+		"  not in the inventory: nodes vz-node registered that no host names; to take",
+		"                a host out, add it back and run fleetctl retire on it",
 		"",
 		styleDim.Render("any key returns"),
 	}

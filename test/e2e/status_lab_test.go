@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -226,6 +227,11 @@ func TestStatusHostGoesOffline(t *testing.T) {
 		t.Errorf("poller ran %d polls at once, cap 2", st.MaxInFlight)
 	}
 
+	// A node of vz-node's that no host in the inventory names (a host
+	// taken out of the inventory without fleetctl retire), with a pod.
+	registerNode(ctx, t, sl.cp.Client, "mini-09", false)
+	runPodOn(ctx, t, sl.cp.Client, "mini-09", "stray-1")
+
 	// The program: one JSON snapshot, the stopped host OFFLINE.
 	bin := buildFleetctlForStatus(t, sl.dir)
 	out, errOut := runFleetctl(t, bin, "status", sl.inventory, "-o", "json", "--ssh-config", "none", "--interval", "2s", "--want-version", statusWantVersion)
@@ -243,6 +249,16 @@ func TestStatusHostGoesOffline(t *testing.T) {
 	}
 	if snap.Rows[0].Host != "mini-02" {
 		t.Errorf("the problem host should sort first, got %s", snap.Rows[0].Host)
+	}
+	if want := []status.Stray{{Node: "mini-09", Ready: status.ReadyTrue, Pods: 1}}; !slices.Equal(snap.Strays, want) {
+		t.Errorf("fleetctl status -o json: strays %+v, want %+v", snap.Strays, want)
+	}
+	// The hosts --limit leaves out are not strays; the table names the
+	// stray and says what to do.
+	out, errOut = runFleetctl(t, bin, "status", sl.inventory, "-o", "table", "--limit", "mini-01", "--ssh-config", "none", "--interval", "2s")
+	if table := string(out); !strings.Contains(table, "\nnot in the inventory: mini-09 (True, 1 pod)\n") || !strings.Contains(table, "run fleetctl retire on it") ||
+		strings.Contains(table, "mini-02 (") || !strings.Contains(table, "mini-01") {
+		t.Errorf("fleetctl status --limit mini-01: the table should list mini-01 and only mini-09 as a stray:\n%s\nstderr: %s", table, errOut)
 	}
 
 	// --watch streams a line per change: mini-02 OFFLINE first, LIVE once

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +33,9 @@ func (k *Kube) Node(name string) (*corev1.Node, bool) { n, ok := k.Nodes[name]; 
 
 // PodsOn implements status.KubeView.
 func (k *Kube) PodsOn(node string) []*corev1.Pod { return k.Pods[node] }
+
+// ListNodes implements status.KubeView.
+func (k *Kube) ListNodes() []*corev1.Node { return slices.Collect(maps.Values(k.Nodes)) }
 
 // Fresh implements status.KubeView.
 func (k *Kube) Fresh() time.Time {
