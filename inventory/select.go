@@ -81,3 +81,26 @@ func (inv *Inventory) hostNames() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// Stray is an entry for a node that no host of the inventory names, to
+// retire without contacting its Mac (fleetctl retire --unreachable --node):
+// it has the node's name and the cluster settings every host shares, and
+// no SSH settings.
+func (inv *Inventory) Stray(node string) (Host, error) {
+	if len(inv.Hosts) == 0 {
+		return Host{}, fmt.Errorf("node %s: %s has no host to take the cluster settings from", node, inv.File)
+	}
+	for _, h := range inv.Hosts {
+		if h.Node.Name == node {
+			return Host{}, fmt.Errorf("node %s is host %s's in %s: select it with --limit %s", node, h.Name, inv.File, h.Name)
+		}
+	}
+	c := inv.Hosts[0].Cluster
+	for _, h := range inv.Hosts[1:] {
+		if h.Cluster.OperatorKubeconfig != c.OperatorKubeconfig || h.Cluster.APIServer != c.APIServer {
+			return Host{}, fmt.Errorf("node %s: the hosts of %s are in more than one cluster (%s and %s differ in cluster settings), so which is the node's? Add the host back to the inventory and retire it with --limit",
+				node, inv.File, inv.Hosts[0].Name, h.Name)
+		}
+	}
+	return Host{Name: node, Node: Node{Name: node}, Cluster: Cluster{OperatorKubeconfig: c.OperatorKubeconfig, APIServer: c.APIServer}}, nil
+}

@@ -78,3 +78,45 @@ func TestIntOrPercentOf(t *testing.T) {
 		}
 	}
 }
+
+func TestStray(t *testing.T) {
+	parse := func(hosts string) *Inventory {
+		t.Helper()
+		inv, err := Parse([]byte(`apiVersion: vzfleet.dev/v1alpha1
+kind: Inventory
+defaults:
+  ssh: {user: admin}
+  guestSSH: {password: {env: P}}
+  cluster: {operatorKubeconfig: /etc/vzfleet/operator.kubeconfig}
+hosts:
+`+hosts), "t.yaml", testOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inv
+	}
+	inv := parse(`  - {name: mini-01, ssh: {address: h1}}
+  - {name: mini-02, ssh: {address: h2}, node: {name: mac-02}}
+`)
+	h, err := inv.Stray("mini-09")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Name != "mini-09" || h.Node.Name != "mini-09" || h.Cluster.OperatorKubeconfig != "/etc/vzfleet/operator.kubeconfig" || h.SSH.Address != "" {
+		t.Fatalf("stray entry %+v", h)
+	}
+	for node, want := range map[string]string{
+		"mac-02":  "node mac-02 is host mini-02's in t.yaml: select it with --limit mini-02",
+		"mini-01": "node mini-01 is host mini-01's",
+	} {
+		if _, err := inv.Stray(node); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Stray(%s): %v, want %q", node, err, want)
+		}
+	}
+	two := parse(`  - {name: mini-01, ssh: {address: h1}}
+  - {name: mini-02, ssh: {address: h2}, cluster: {operatorKubeconfig: /etc/vzfleet/other.kubeconfig}}
+`)
+	if _, err := two.Stray("mini-09"); err == nil || !strings.Contains(err.Error(), "more than one cluster (mini-01 and mini-02 differ") {
+		t.Errorf("Stray in an inventory of two clusters: %v", err)
+	}
+}

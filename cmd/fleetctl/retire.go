@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,9 +19,10 @@ func newRetireCommand() *cobra.Command {
 		all         bool
 		dryRun      bool
 		unreachable bool
+		nodes       []string
 	)
 	cmd := &cobra.Command{
-		Use:   "retire [INVENTORY] --limit HOSTS",
+		Use:   "retire [INVENTORY] --limit HOSTS | --all | --unreachable --node NODE",
 		Short: "Take hosts out of the fleet: drain their nodes, remove vz-node, delete the nodes",
 		Long: `retire takes the selected hosts out of the fleet, for a Mac that is
 going for repair, a reinstall or another team, without losing work:
@@ -49,18 +52,24 @@ with it, and no vz-node will ever confirm their pods stopped. --unreachable
 retires such hosts without contacting them: it cordons each node,
 force-deletes its pods and deletes the node. It refuses a node whose lease
 vz-node still renews (a host that just went away counts as gone once its
-lease runs out, 40 s after the last renewal).
+lease runs out, 40 s after the last renewal). With --node it retires a
+node that no host in the inventory names (fleetctl status lists such nodes
+as not in the inventory), in the cluster the inventory's hosts share.
 
 Because it removes capacity, retire wants the hosts named: --limit, or
 --all for every host in the inventory.`,
 		Example: `  fleetctl retire inventory.yaml --limit mini-07 --dry-run
   fleetctl retire inventory.yaml --limit mini-07
   fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge
-  fleetctl retire inventory.yaml --limit mini-04 --unreachable`,
+  fleetctl retire inventory.yaml --limit mini-04 --unreachable
+  fleetctl retire inventory.yaml --unreachable --node mini-09`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if flags.limit == "" && !all {
+			if flags.limit == "" && !all && len(nodes) == 0 {
 				return errors.New("which hosts? retire takes hosts out of the fleet, so name them with --limit (e.g. --limit mini-07), or pass --all to retire every host in the inventory")
+			}
+			if len(nodes) > 0 && !unreachable {
+				return errors.New("--node retires a node whose host the inventory does not name, so fleetctl cannot reach its Mac: it needs --unreachable. To retire a Mac that still runs, add it back to the inventory and use --limit")
 			}
 			if flags.limit != "" && all {
 				return errors.New("give either --limit or --all, not both")
@@ -71,6 +80,17 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 			inv, hosts, err := flags.load(args)
 			if err != nil {
 				return err
+			}
+			if flags.limit == "" && !all {
+				hosts = nil // only the --node ones
+			}
+			slices.Sort(nodes)
+			for _, n := range slices.Compact(nodes) {
+				h, err := inv.Stray(n)
+				if err != nil {
+					return fmt.Errorf("--node: %w", err)
+				}
+				hosts = append(hosts, h)
 			}
 			opts := flags.options(cmd)
 			opts.DrainTimeout, opts.Purge, opts.DryRun, opts.Unreachable = drain, purge, dryRun, unreachable
@@ -86,6 +106,7 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the VM image cache and vz-node's log")
 	cmd.Flags().BoolVar(&all, "all", false, "retire every host in the inventory")
 	cmd.Flags().BoolVar(&unreachable, "unreachable", false, "the hosts are gone for good (dead, wiped): do not contact them; force-delete their nodes' pods and delete the nodes (refused while a node's lease is being renewed)")
+	cmd.Flags().StringSliceVar(&nodes, "node", nil, "with --unreachable: a node that no host in the inventory names, to retire (repeat, or separate with commas)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show the pods each host would have evicted, its launchd job and the paths that would be removed, and change nothing")
 	return cmd
 }

@@ -70,7 +70,7 @@ func StraysLine(strays []Stray) string {
 }
 
 // straysHint says what to do about strays.
-const straysHint = "vz-node registered these nodes, and no host in the inventory names them: to take a host out of the fleet, add it back and run fleetctl retire on it (with --unreachable if its Mac is gone)"
+const straysHint = "vz-node registered these nodes, and no host in the inventory names them: to take a host out of the fleet, add it back and run fleetctl retire on it (if its Mac is gone: fleetctl retire --unreachable --node NAME)"
 
 // wrap breaks s into lines of at most width runes (0: no bound) at
 // spaces, each after the first indented; a word longer than a line is

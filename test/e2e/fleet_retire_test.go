@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vzfleet/vzfleet/fleet/status"
 )
 
 // retire takes one host out of a running fleet. While a
@@ -23,7 +27,8 @@ import (
 // are untouched. A host that elevates with sudo is retired with --purge,
 // which removes its image cache and log too. apply brings them back. A host
 // that died is retired with --unreachable, which the node's live lease
-// refuses until it has run out.
+// refuses until it has run out; taken out of the inventory first, it shows
+// in fleetctl status as a stray, and is retired with --node.
 func TestFleetRetire(t *testing.T) {
 	fl := startFleetLab(t)
 	ref := fl.pushTestVM("e2e/retire:v1", 32<<20).ref
@@ -228,14 +233,45 @@ spec:
 		}
 		return nil
 	})
-	out, code = fl.fleetctl("retire", "-f", fl.inventory, "--limit", "mini-01", "--unreachable")
+	// The dead host was taken out of the inventory first: fleetctl status
+	// lists its node as a stray, and retire --node takes that.
+	inv, err := os.ReadFile(fl.inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without := filepath.Join(fl.dir, "without-mini-01.yaml")
+	if err := os.WriteFile(without, regexp.MustCompile(`(?m)^  - name: mini-01\n(    .*\n)*`).ReplaceAll(inv, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strays := func() []status.Stray {
+		t.Helper()
+		js, errOut := runFleetctl(t, fl.fleetctlBin, "status", without, "-o", "json", "--ssh-config", "none")
+		var snap status.Snapshot
+		if err := json.Unmarshal(js, &snap); err != nil || len(snap.Rows) != 2 {
+			t.Fatalf("fleetctl status -o json without mini-01: %v\n%s\n%s", err, js, errOut)
+		}
+		return snap.Strays
+	}
+	if got := strays(); len(got) != 1 || got[0].Node != "mini-01" || got[0].Pods != 1 {
+		t.Errorf("strays with mini-01 out of the inventory: %+v, want mini-01 with its pod", got)
+	}
+	if out, code := fl.fleetctl("retire", without, "--node", "mini-01"); code == 0 || !strings.Contains(out, "it needs --unreachable") {
+		t.Fatalf("retire --node without --unreachable: exit %d, want a refusal:\n%s", code, out)
+	}
+	out, code = fl.fleetctl("retire", without, "--unreachable", "--node", "mini-01")
 	if l := summaryLine(t, out, "mini-01"); code != 0 || !strings.Contains(l, "retired") || !strings.Contains(out, "force-deleted pod default/stranded") {
-		t.Fatalf("retire --unreachable of the dead host: exit %d, summary %q", code, l)
+		t.Fatalf("retire --unreachable --node of the dead host: exit %d, summary %q", code, l)
+	}
+	if strings.Contains(out, "mini-02") || strings.Contains(out, "mini-03") {
+		t.Errorf("retire --node touched hosts it was not given:\n%s", out)
 	}
 	if _, err := pods.Get(ctx, "stranded", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the dead host's pod after retire --unreachable: %v, want it gone", err)
 	}
 	if _, err := fl.cp.Client.CoreV1().Nodes().Get(ctx, "mini-01", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("node mini-01 after retire --unreachable: %v, want it deleted", err)
+	}
+	if got := strays(); len(got) != 0 {
+		t.Errorf("strays after retire --node: %+v, want none", got)
 	}
 }
