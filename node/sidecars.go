@@ -336,9 +336,9 @@ func (w *podWorker) sidecarChanged(ev event) stage {
 				}
 				st := render()
 				if before := runStart(prev); !before.IsZero() && runStart(st).After(before.Time) && st.RestartCount <= prev.RestartCount {
-					// A run Docker does not count: vz-node started the
-					// container again itself, and Docker counts from zero
-					// after that.
+					// A run Docker's count does not show: a start that is
+					// not its restart policy's (vz-node's, or the engine's
+					// as it starts) sets that count back to zero.
 					v.SidecarKills = withEntry(v.SidecarKills, c.Name, v.SidecarKills[c.Name]+prev.RestartCount+1-st.RestartCount)
 					st = render()
 				}
