@@ -56,8 +56,8 @@ lease runs out, 40 s after the last renewal). With --node it retires a
 node that no host in the inventory names (fleetctl status lists such nodes
 as not in the inventory), in the cluster the inventory's hosts share.
 
-Because it removes capacity, retire wants the hosts named: --limit, or
---all for every host in the inventory.`,
+Because it removes capacity, retire wants the hosts named: --limit,
+--all for every host in the inventory, or --node with --unreachable.`,
 		Example: `  fleetctl retire inventory.yaml --limit mini-07 --dry-run
   fleetctl retire inventory.yaml --limit mini-07
   fleetctl retire inventory.yaml --limit 'rack=b' --drain-timeout 2h --purge
@@ -66,7 +66,7 @@ Because it removes capacity, retire wants the hosts named: --limit, or
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if flags.limit == "" && !all && len(nodes) == 0 {
-				return errors.New("which hosts? retire takes hosts out of the fleet, so name them with --limit (e.g. --limit mini-07), or pass --all to retire every host in the inventory")
+				return errors.New("which hosts? retire takes hosts out of the fleet, so name them with --limit (e.g. --limit mini-07), pass --all to retire every host in the inventory, or name a dead Mac's node that the inventory no longer names with --unreachable --node NAME")
 			}
 			if len(nodes) > 0 && !unreachable {
 				return errors.New("--node retires a node whose host the inventory does not name, so fleetctl cannot reach its Mac: it needs --unreachable. To retire a Mac that still runs, add it back to the inventory and use --limit")
