@@ -29,6 +29,12 @@ const reasonSandboxChanged = "SandboxChanged"
 // looked at again.
 const sandboxStartWait = 200 * time.Millisecond
 
+// declinedCheckDelay is how long after a sidecar exits, and the engine
+// declines to restart it, its pod is checked (see renewSandbox): long
+// enough for an engine that is shutting down to have stopped the pod's
+// sandbox too, whose pause process ends at the first SIGTERM.
+const declinedCheckDelay = 2 * time.Second
+
 // ensureSandbox returns the ID of the pod's sandbox (see sidecar.Sandbox),
 // creating it first from the sandbox image (pulled if the engine lacks
 // it), and starting it if it does not run.
@@ -78,12 +84,15 @@ func (w *podWorker) sandboxChanged(ev event) stage {
 // into it (see leaveSandbox). Checks run one at a time, and one finding
 // nothing to do does nothing.
 //
-// Only on a resync does it start what has exited and the engine will not
-// restart: the sandbox, and the sidecars whose restart policy says they
-// run (see restartDeclined). Between resyncs that is an engine shutting
-// down, which stops every container and whose API still answers
-// meanwhile: a container started then outlives it, and the engine kills
-// it when it starts again, without restarting it.
+// It also starts the sidecars that have exited and that the engine will
+// not restart although their restart policy says they run (see
+// restartDeclined), but for those vz-node holds stopped. Between resyncs,
+// it does so only while the sandbox runs, and never starts a sandbox that
+// exited: that is an engine shutting down, which stops every container
+// and whose API still answers meanwhile. A container started then
+// outlives it, and the engine kills it when it starts again, without
+// restarting it. A user's docker stop of a sidecar leaves the sandbox
+// running.
 func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev1.Pod, resync bool) {
 	w.renewMu.Lock()
 	defer w.renewMu.Unlock()
@@ -102,7 +111,7 @@ func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev
 			// restart it under a running build.
 		case ct.State.Running:
 			running = append(running, joined{c, ct})
-		case resync && restartDeclined(pod, c, ct):
+		case restartDeclined(pod, c, ct) && !w.isHeld(c.Name):
 			declined = append(declined, joined{c, ct})
 		}
 	}
@@ -130,6 +139,22 @@ func (p *PodProvider) renewSandbox(ctx context.Context, w *podWorker, pod *corev
 		wg.Go(func() { p.restartSidecar(ctx, w, j.c, j.ct, sb) })
 	}
 	wg.Wait()
+}
+
+// hold marks sidecar name as kept stopped by vz-node, or no longer.
+func (w *podWorker) hold(name string, held bool) {
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	if w.held == nil {
+		w.held = map[string]bool{}
+	}
+	w.held[name] = held
+}
+
+func (w *podWorker) isHeld(name string) bool {
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	return w.held[name]
 }
 
 // restartDeclined reports whether sidecar c, whose container ct has

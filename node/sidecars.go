@@ -537,9 +537,12 @@ func (w *podWorker) sidecarUnhealthy(ev event) stage {
 				case restart && delay == 0:
 					err = d.Restart(run.ctx, id, left)
 				case restart:
+					w.hold(c.Name, true)
 					if err = d.Stop(run.ctx, id, left); err == nil && sleepCtx(run.ctx, delay) {
+						w.hold(c.Name, false)
 						err = d.Start(run.ctx, id)
 					}
+					w.hold(c.Name, false)
 				default:
 					err = d.Stop(run.ctx, id, left)
 				}
@@ -894,6 +897,11 @@ func (p *PodProvider) sidecarEvent(ev sidecar.Event) {
 		return
 	}
 	w.post(event{kind: evSidecar, name: name, ct: &ct, exit: exit})
+	if ev.Action == "die" && ct.State.Status == "exited" && !ct.State.Restarting {
+		// The engine will not restart it: a docker stop, or the engine
+		// shutting down. The check tells them apart by the sandbox.
+		time.AfterFunc(declinedCheckDelay, func() { w.post(event{kind: evSandbox}) })
+	}
 }
 
 // refreshSidecars reads every started sidecar's container again.

@@ -114,8 +114,12 @@ type podWorker struct {
 	volMu        sync.Mutex // guards volumes, and orders writes before the pod's files go
 	sandboxMu    sync.Mutex // orders the creation of the pod's sandbox
 	renewMu      sync.Mutex // runs renewSandbox's checks one at a time
-	volumes      volume.Writer
-	volumesGone  bool
+	// held are the sidecars vz-node keeps stopped for now (the back-off
+	// after a failed postStart hook), by name.
+	held        map[string]bool
+	heldMu      sync.Mutex
+	volumes     volume.Writer
+	volumesGone bool
 
 	mu   sync.Mutex // guards pod, view, mac for readers outside the loop
 	pod  *corev1.Pod
