@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -130,36 +131,25 @@ func laterOf(a, b time.Time) time.Time {
 
 // lastLines reads r to its end and returns its last n lines.
 func lastLines(r io.Reader, n int) ([]byte, error) {
-	ring := make([][]byte, 0, n)
-	var line []byte
-	buf := make([]byte, 32<<10)
-	keep := func() {
-		if len(ring) == n {
-			ring = append(ring[:0], ring[1:]...)
-		}
-		ring = append(ring, line)
-		line = nil
-	}
+	br := bufio.NewReader(r)
+	ring := make([][]byte, n) // line i at i%n
+	count := 0
 	for {
-		m, err := r.Read(buf)
-		for chunk := buf[:m]; len(chunk) > 0; {
-			i := bytes.IndexByte(chunk, '\n')
-			if i < 0 {
-				line = append(line, chunk...)
-				break
-			}
-			line = append(line, chunk[:i+1]...)
-			keep()
-			chunk = chunk[i+1:]
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			ring[count%n] = line
+			count++
 		}
 		if err == io.EOF {
-			if len(line) > 0 {
-				keep()
-			}
-			return bytes.Join(ring, nil), nil
+			break
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
+	var out []byte
+	for i := max(0, count-n); i < count; i++ {
+		out = append(out, ring[i%n]...)
+	}
+	return out, nil
 }
