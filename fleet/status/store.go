@@ -171,9 +171,11 @@ func (s *Store) strays() []Stray {
 		if !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, RuntimeVersionPrefix) || slices.Contains(known, n.Name) {
 			continue
 		}
-		var r Row
-		s.fromNode(&r, n)
-		strays = append(strays, Stray{Node: n.Name, Ready: r.Ready, Cordoned: r.Cordoned, Pods: len(k.PodsOn(n.Name))})
+		ready := ReadyUnknown
+		if c := readyCondition(n); c != nil {
+			ready = string(c.Status)
+		}
+		strays = append(strays, Stray{Node: n.Name, Ready: ready, Cordoned: n.Spec.Unschedulable, Pods: len(k.PodsOn(n.Name))})
 	}
 	slices.SortFunc(strays, func(a, b Stray) int { return cmp.Compare(a.Node, b.Node) })
 	return strays
@@ -231,10 +233,7 @@ func (s *Store) row(h inventory.Host, st sshState, now time.Time) Row {
 func (s *Store) fromNode(r *Row, n *corev1.Node) {
 	r.Ready = ReadyUnknown
 	r.Cordoned = n.Spec.Unschedulable
-	for _, c := range n.Status.Conditions {
-		if c.Type != corev1.NodeReady {
-			continue
-		}
+	if c := readyCondition(n); c != nil {
 		r.Ready = string(c.Status)
 		if c.Status != corev1.ConditionTrue && c.Message != "" {
 			r.LastError = oneLine(c.Message)
@@ -265,6 +264,16 @@ func (s *Store) fromNode(r *Row, n *corev1.Node) {
 		r.Images = append(r.Images, Image{Name: imageName(img.Names), SizeBytes: img.SizeBytes})
 	}
 	slices.SortFunc(r.Images, func(a, b Image) int { return cmp.Compare(a.Name, b.Name) })
+}
+
+// readyCondition is n's Ready condition, nil when it has none.
+func readyCondition(n *corev1.Node) *corev1.NodeCondition {
+	for i, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // imageName prefers a tagged name over a digest-only one.
